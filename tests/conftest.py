@@ -1,0 +1,55 @@
+"""Shared fixtures: small real corpora written as Parquet by the tests themselves."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+GCIDE = DATA / "gcide_en.txt.gz"
+
+
+def gcide_lines(n: int, start: int = 0) -> list[str]:
+    if not GCIDE.exists():
+        pytest.skip(f"{GCIDE} not found (the shared data directory beside the repo)")
+    out = []
+    with gzip.open(GCIDE, "rt", encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= start + n:
+                break
+            if i >= start:
+                out.append(line.rstrip("\n"))
+    return out
+
+
+def write_shards(directory: Path, lines: list[str], shards: int = 2, row_group: int = 2000,
+                 column: str = "text") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    per = -(-len(lines) // shards)
+    for i in range(shards):
+        pq.write_table(pa.table({column: lines[i * per:(i + 1) * per]}), directory / f"part-{i:05d}.parquet",
+                       row_group_size=row_group)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """20k lines of real English (about 150k words) in 2 shards of 2k-row row groups."""
+    return write_shards(tmp_path_factory.mktemp("corpus"), gcide_lines(20_000))
+
+
+def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real entry point: ``python -m w2v_dist ...``."""
+    p = subprocess.run([sys.executable, "-m", "w2v_dist", *args], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"w2v-dist {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p

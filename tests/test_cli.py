@@ -1,0 +1,194 @@
+"""The whole pipeline through the real entry point (`python -m w2v_dist`), on real files."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickletools
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tests.conftest import DATA, cli, gcide_lines
+
+TRAIN = ["--epochs", "2", "--dim", "32", "--min-count", "3", "--log-every", "0.5", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained(small_corpus, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "r1"
+    p = cli("train", str(small_corpus), "--output", str(run), *TRAIN)
+    return run, p
+
+
+def test_train_writes_a_complete_run(trained):
+    run, p = trained
+    for name in ("config.json", "vocab/vocab.json", "vocab/counts.npy", "vocab/keep_prob.npy", "vocab/neg_prob.npy",
+                 "vocab/neg_alias.npy", "vocab/word_offsets.npy", "vocab/word_bytes.npy", "metrics.jsonl",
+                 "vectors.npy", "summary.json"):
+        assert (run / name).exists(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["dim"] == 32 and config["alpha"] == 0.025 and config["model"] == "sg"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["progress"] == pytest.approx(1.0)
+    assert metrics[0]["loss"] > metrics[-1]["loss"], "the loss went down"
+    assert all(m["lr"] <= 0.025 for m in metrics) and metrics[-1]["lr"] < 0.002
+    vectors = np.load(run / "vectors.npy")
+    vocab = json.loads((run / "vocab/vocab.json").read_text())
+    assert vectors.shape == (vocab["size"], 32) and np.isfinite(vectors).all()
+    assert "words/s" in p.stderr and "loss" in p.stderr  # one plain log line per interval (not a TTY)
+
+
+def test_checkpoint_holds_cpu_tensors_only(trained):
+    run, _ = trained
+    (ckpt,) = (run / "checkpoints").iterdir()
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.pt", "state.json"}
+    state = torch.load(ckpt / "model.pt", weights_only=True)  # no map_location: must not need a GPU
+    assert set(state) == {"in_embed", "out_embed"} and all(t.device.type == "cpu" for t in state.values())
+    np.testing.assert_array_equal(state["in_embed"].numpy(), np.load(run / "vectors.npy"))
+    # every storage in the pickle is tagged "cpu": torch restores storages to their saved device
+    with zipfile.ZipFile(ckpt / "model.pt") as z:
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert _storage_locations(pkl) == {"cpu"}
+
+
+def _storage_locations(pkl: bytes) -> set[str]:
+    """The location strings torch wrote for each storage (persistent ids: ('storage', type, key, location, n))."""
+    strings = [arg for op, arg, _ in pickletools.genops(io.BytesIO(pkl)) if op.name in ("BINUNICODE", "SHORT_BINUNICODE")]
+    return {s for s in strings if s == "cpu" or s.startswith("cuda")}
+
+
+def test_checkpoint_written_from_cuda_tensors_loads_on_cpu(tmp_path, monkeypatch):
+    """Simulate a GPU run on a CPU-only machine: the tensors handed to checkpoint.save report a
+    CUDA device; what is written must still be CPU storages that load without map_location."""
+    from w2v_dist import checkpoint
+
+    class FakeCuda(torch.Tensor):  # claims to live on cuda:0; .to("cpu") gives a plain tensor
+        @property
+        def device(self):
+            return torch.device("cuda:0")
+
+        def to(self, *args, **kwargs):
+            return self.as_subclass(torch.Tensor).clone()
+
+    t = torch.arange(6.0).reshape(2, 3).as_subclass(FakeCuda)
+    assert t.device.type == "cuda"
+    checkpoint.save(str(tmp_path), 7, {"in_embed": t, "out_embed": t}, {"step": 7})
+    pt = tmp_path / "checkpoints" / "step-7" / "model.pt"
+    loaded = torch.load(pt, weights_only=True)
+    assert type(loaded["in_embed"]) is torch.Tensor and loaded["in_embed"].device.type == "cpu"
+    with zipfile.ZipFile(pt) as z:
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert _storage_locations(pkl) == {"cpu"}
+    tensors, state = checkpoint.load(str(tmp_path), 7)
+    assert state["step"] == 7 and torch.equal(tensors["out_embed"], torch.arange(6.0).reshape(2, 3))
+
+
+def test_export_both_formats_load_in_gensim(trained, tmp_path):
+    gensim = pytest.importorskip("gensim")
+    run, _ = trained
+    ours = np.load(run / "vectors.npy")
+    for fmt, name, binary in (("word2vec-binary", "v.bin", True), ("word2vec", "v.txt", False)):
+        out = tmp_path / name
+        cli("export", str(run), "--format", fmt, "--output", str(out))
+        kv = gensim.models.KeyedVectors.load_word2vec_format(str(out), binary=binary)
+        assert kv.vectors.shape == ours.shape
+        np.testing.assert_allclose(kv.vectors, ours, rtol=1e-5, atol=1e-6)
+    cli("export", str(run), "--format", "npy", "--output", str(tmp_path / "v.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), ours)
+    assert (tmp_path / "v.vocab.txt").read_text().splitlines()[0].split(" ")[0] == kv.index_to_key[0]
+
+
+def test_eval_and_similar(trained, tmp_path):
+    run, _ = trained
+    if not (DATA / "questions-words.txt").exists():
+        pytest.skip("shared data not found")
+    cli("export", str(run), "--format", "word2vec-binary", "--output", str(tmp_path / "v.bin"))
+    p = cli("eval", str(tmp_path / "v.bin"), "--analogies", str(DATA / "questions-words.txt"),
+            "--similarity", str(DATA / "wordsim353.tsv"), "--json")
+    res = json.loads(p.stdout)
+    (an,) = res["analogies"].values()
+    (sim,) = res["similarity"].values()
+    assert 0 <= an["accuracy"] <= 1 and an["oov"] > 0
+    assert -1 <= sim["spearman"] <= 1
+    table = cli("eval", str(run), "--similarity", str(DATA / "wordsim353.tsv")).stdout
+    assert "spearman" in table.lower()
+    p = cli("similar", str(run), "water", "--top", "5")
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 5 and all(len(line.split("\t")) == 2 for line in lines)
+    assert "water" not in [line.split("\t")[0] for line in lines]
+
+
+def test_same_command_same_vectors(small_corpus, tmp_path):
+    """--seed makes a run repeatable (the chunk order depends on --workers, so it is part of "same")."""
+    args = [*TRAIN, "--epochs", "1", "--workers", "2"]
+    cli("train", str(small_corpus), "--output", str(tmp_path / "a"), *args)
+    cli("train", str(small_corpus), "--output", str(tmp_path / "b"), *args)
+    np.testing.assert_array_equal(np.load(tmp_path / "a/vectors.npy"), np.load(tmp_path / "b/vectors.npy"))
+    cli("train", str(small_corpus), "--output", str(tmp_path / "c"), *args, "--seed", "2")
+    assert not np.array_equal(np.load(tmp_path / "a/vectors.npy"), np.load(tmp_path / "c/vectors.npy"))
+
+
+def test_cbow_and_list_column(tmp_path):
+    lines = gcide_lines(6000)
+    toks = [line.lower().split() for line in lines]
+    tmp_path.joinpath("c").mkdir()
+    pq.write_table(pa.table({"tokens": toks}), tmp_path / "c" / "part-00000.parquet", row_group_size=1000)
+    cli("train", str(tmp_path / "c"), "--output", str(tmp_path / "r"), "--model", "cbow", "--text-column", "tokens",
+        *TRAIN)
+    summary = json.loads((tmp_path / "r/summary.json").read_text())
+    assert summary["model"] == "cbow" and summary["words"] > 0
+    assert json.loads((tmp_path / "r/config.json").read_text())["alpha"] == 0.05
+
+
+def test_refuses_to_overwrite_a_finished_run(trained, small_corpus):
+    run, _ = trained
+    before = (run / "vectors.npy").read_bytes()
+    p = cli("train", str(small_corpus), "--output", str(run), *TRAIN, check=False)
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"w2v-dist: error: {run}: holds a finished run; pass --overwrite to replace it or choose another --output"
+    assert (run / "vectors.npy").read_bytes() == before
+
+
+def _write(path: Path, table: pa.Table) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path / "part-00000.parquet")
+    return path
+
+
+@pytest.mark.parametrize("case, extra, expect", [
+    ("missing", [], "no such file or directory"),
+    ("glob", [], "no Parquet files found"),
+    ("no_column", [], "no column 'text' (columns: body); pass --text-column NAME"),
+    ("wrong_type", [], "column 'text' has type int64, expected string or list<string>"),
+    ("empty", [], "the corpus is empty"),
+    ("rare", ["--min-count", "50"], "the vocabulary is empty"),
+    ("ok", ["--window", "0"], "--window must be a positive integer, got 0"),
+    ("ok", ["--dim", "0"], "--dim must be a positive integer, got 0"),
+    ("ok", ["--dim", "-3"], "--dim must be a positive integer, got -3"),
+    ("ok", ["--negative", "-1"], "--negative must be >= 1"),
+    ("ok", ["--epochs", "0"], "--epochs must be a positive integer"),
+    ("ok", ["--sample", "-1"], "--sample must be >= 0"),
+])
+def test_bad_input_is_one_clear_line_before_training(tmp_path, case, extra, expect):
+    corpus = {
+        "missing": lambda: tmp_path / "nope",
+        "glob": lambda: tmp_path / "*.parquet",
+        "no_column": lambda: _write(tmp_path / "c", pa.table({"body": ["a b c"]})),
+        "wrong_type": lambda: _write(tmp_path / "c", pa.table({"text": [1, 2, 3]})),
+        "empty": lambda: _write(tmp_path / "c", pa.table({"text": pa.array([], pa.string())})),
+        "rare": lambda: _write(tmp_path / "c", pa.table({"text": ["a b c d e f"] * 3})),
+        "ok": lambda: _write(tmp_path / "c", pa.table({"text": ["a b c d e f"] * 10})),
+    }[case]()
+    out = tmp_path / "run"
+    p = cli("train", str(corpus), "--output", str(out), *extra, check=False)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("w2v-dist: error: ") and expect in lines[0], p.stderr
+    assert not (out / "summary.json").exists() and not (out / "config.json").exists()

@@ -1,0 +1,91 @@
+"""The streaming dataset: shard checks, exactly-once reading, repeatable examples."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from torch.utils.data import DataLoader
+
+from tests.conftest import write_shards
+from w2v_dist.config import TokenizerConfig
+from w2v_dist.corpus.dataset import CorpusStream, identity, plan, token_stream
+from w2v_dist.corpus.shards import CorpusError, scan_shards
+from w2v_dist.vocab import Counter as VocabCounter, Vocab
+
+
+def _numbered(n):
+    return [f"w{i} common words here" for i in range(n)]
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    d = write_shards(tmp_path / "c", _numbered(3000), shards=3, row_group=400)
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), d / "part-00009.parquet")  # an empty shard
+    shards = scan_shards(str(d))
+    c = VocabCounter()
+    for t in token_stream(shards, TokenizerConfig()):
+        c.add(t)
+    Vocab.build(c.result(), min_count=1, sample=0).save(str(tmp_path / "vocab"))
+    return shards, str(tmp_path / "vocab")
+
+
+def _stream(shards, vocab, **kw):
+    opts = dict(model="cbow", window=2, negative=2, seed=3, epochs=2, batch_words=500)
+    opts.update(kw)
+    return CorpusStream(shards, vocab, TokenizerConfig(), **opts)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_row_once_per_epoch(corpus, workers):
+    shards, vocab_dir = corpus
+    vocab = Vocab.load(vocab_dir)
+    words = vocab.words.to_pylist()
+    loader = DataLoader(_stream(shards, vocab_dir), batch_size=None, num_workers=workers, collate_fn=identity)
+    seen = {0: Counter(), 1: Counter()}
+    for chunk in loader:
+        centre = chunk.examples.outputs  # sample=0 and every row has 4 words: every word is a centre once
+        seen[chunk.epoch].update(words[i] for i in centre if words[i][1:].isdigit())
+    for epoch in (0, 1):
+        assert seen[epoch] == Counter({f"w{i}": 1 for i in range(3000)})
+
+
+def test_examples_do_not_depend_on_worker_count(corpus):
+    shards, vocab_dir = corpus
+    def collect(workers):
+        loader = DataLoader(_stream(shards, vocab_dir), batch_size=None, num_workers=workers, collate_fn=identity)
+        return {(c.epoch, c.unit, c.piece): (c.examples.inputs.copy(), c.examples.negatives.copy()) for c in loader}
+    a, b = collect(0), collect(2)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k][0], b[k][0])
+        np.testing.assert_array_equal(a[k][1], b[k][1])
+
+
+def test_plan_is_shuffled_per_epoch_and_skips_empty_row_groups(corpus):
+    shards, _ = corpus
+    p0, p1 = plan(shards, 1, 0), plan(shards, 1, 1)
+    assert sorted(p0) == sorted(p1) and p0 != p1
+    assert len(p0) == sum(len(s.row_groups) for s in shards if s.num_rows)
+
+
+def test_scan_errors_name_the_file_and_the_fix(tmp_path):
+    with pytest.raises(CorpusError, match="no such file or directory"):
+        scan_shards(str(tmp_path / "missing"))
+    with pytest.raises(CorpusError, match="no Parquet files found"):
+        scan_shards(str(tmp_path / "*.parquet"))
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "a.parquet")
+    with pytest.raises(CorpusError, match=r"a.parquet: no column 'text' \(columns: body\); pass --text-column"):
+        scan_shards(str(tmp_path))
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "a.parquet")
+    with pytest.raises(CorpusError, match="has type int64, expected string or list<string>"):
+        scan_shards(str(tmp_path))
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "a.parquet")
+    with pytest.raises(CorpusError, match="the corpus is empty"):
+        scan_shards(str(tmp_path))
+    (tmp_path / "a.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(CorpusError, match="not a readable Parquet file"):
+        scan_shards(str(tmp_path))

@@ -1,0 +1,126 @@
+"""export.py: word2vec text/binary and .npy files that gensim and word2vec.c tools read."""
+
+from __future__ import annotations
+
+import doctest
+import os
+
+import numpy as np
+import pytest
+
+from w2v_dist import export, storage
+from w2v_dist.export import save_npy, save_word2vec
+
+WORDS = ["the", "naïve", "東京", "</s>", "x"]
+
+
+def vectors(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((len(WORDS), 7)).astype(np.float32)
+    # values that "%f" (word2vec.c) would mangle: tiny, huge, negative zero, subnormal
+    v[0, :4] = [1e-12, -3.4e38, -0.0, 1e-45]
+    return v
+
+
+def test_doctests():
+    assert doctest.testmod(export).failed == 0
+
+
+def test_text_loads_in_gensim(tmp_path):
+    KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
+    uri = str(tmp_path / "v.txt")
+    save_word2vec(uri, WORDS, vectors(), binary=False)
+    kv = KeyedVectors.load_word2vec_format(uri, binary=False)
+    assert kv.index_to_key == WORDS
+    np.testing.assert_allclose(kv.vectors, vectors(), rtol=0, atol=0)  # shortest float32 repr: exact
+
+
+def test_binary_loads_in_gensim(tmp_path):
+    KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
+    uri = str(tmp_path / "v.bin")
+    save_word2vec(uri, WORDS, vectors(), binary=True)
+    kv = KeyedVectors.load_word2vec_format(uri, binary=True)
+    assert kv.index_to_key == WORDS
+    assert np.array_equal(kv.vectors, vectors(), equal_nan=True)
+
+
+def test_text_layout(tmp_path):
+    uri = str(tmp_path / "v.txt")
+    save_word2vec(uri, WORDS, vectors(), binary=False)
+    lines = storage.read_bytes(uri).decode("utf-8").split("\n")
+    assert lines[0] == f"{len(WORDS)} 7" and lines[-1] == ""
+    for word, line in zip(WORDS, lines[1:]):
+        fields = line.split(" ")  # no trailing space: exactly word + 7 numbers
+        assert fields[0] == word and len(fields) == 8
+    assert lines[1].split(" ")[1:5] == ["1e-12", "-3.4e+38", "-0", "1e-45"]
+
+
+def test_binary_layout(tmp_path):
+    uri = str(tmp_path / "v.bin")
+    v = np.array([[1.0, -2.0], [0.5, 3.0]], np.float32)
+    save_word2vec(uri, ["a", "bé"], v, binary=True)
+    expected = (b"2 2\n" + b"a " + v[0].astype("<f4").tobytes() + b"\n"
+                + "bé".encode() + b" " + v[1].astype("<f4").tobytes() + b"\n")
+    assert storage.read_bytes(uri) == expected
+
+
+def test_npy_and_vocab_sidecar(tmp_path):
+    uri = str(tmp_path / "vectors.npy")
+    save_npy(uri, WORDS, vectors().astype(np.float64), counts=[50, 40, 30, 20, 10])
+    loaded = np.load(uri)
+    assert loaded.dtype == np.float32 and np.array_equal(loaded, vectors())
+    vocab = (tmp_path / "vectors.vocab.txt").read_text(encoding="utf-8")
+    assert vocab == "the 50\nnaïve 40\n東京 30\n</s> 20\nx 10\n"
+    save_npy(uri, WORDS, vectors())  # without counts: 0, as word2vec.c's -save-vocab format needs a number
+    assert (tmp_path / "vectors.vocab.txt").read_text(encoding="utf-8").splitlines()[0] == "the 0"
+
+
+def test_memory_uri_roundtrip():
+    save_word2vec("memory://export-test/v.bin", WORDS, vectors(), binary=True)
+    assert storage.read_bytes("memory://export-test/v.bin").startswith(b"5 7\nthe ")
+
+
+@pytest.mark.parametrize("bad", ["new york", "tab\there", "line\nbreak", ""])
+@pytest.mark.parametrize("fmt", ["text", "binary", "npy"])
+def test_word_with_whitespace_is_refused(tmp_path, bad, fmt):
+    words = ["ok", bad, "fine"]
+    uri = str(tmp_path / ("v.npy" if fmt == "npy" else "v.out"))
+    with pytest.raises(ValueError, match="word #1") as e:
+        if fmt == "npy":
+            save_npy(uri, words, np.zeros((3, 2)))
+        else:
+            save_word2vec(uri, words, np.zeros((3, 2)), binary=fmt == "binary")
+    assert repr(bad) in str(e.value) and uri in str(e.value)
+    assert os.listdir(tmp_path) == []  # nothing half-written
+
+
+def test_shape_errors(tmp_path):
+    with pytest.raises(ValueError, match="2 words but 3 vector rows"):
+        save_word2vec(str(tmp_path / "v.txt"), ["a", "b"], np.zeros((3, 2)), binary=False)
+    with pytest.raises(ValueError, match="2-D"):
+        save_word2vec(str(tmp_path / "v.txt"), ["a", "b"], np.zeros(2), binary=False)
+    with pytest.raises(ValueError, match="ending in .npy"):
+        save_npy(str(tmp_path / "v.bin"), ["a"], np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="one count per word"):
+        save_npy(str(tmp_path / "v.npy"), ["a"], np.zeros((1, 2)), counts=[1, 2])
+
+
+def test_many_words_text_roundtrip(tmp_path):
+    """Several write blocks (8192 rows each) stay in order and exact."""
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal((20_000, 3)).astype(np.float32)
+    words = [f"w{i}" for i in range(len(v))]
+    uri = str(tmp_path / "big.txt")
+    save_word2vec(uri, words, v, binary=False)
+    lines = storage.read_bytes(uri).decode().splitlines()
+    assert len(lines) == 20_001 and lines[-1].startswith("w19999 ")
+    parsed = np.array([[float(x) for x in line.split(" ")[1:]] for line in lines[1:]], np.float32)
+    assert np.array_equal(parsed, v)
+
+
+def test_gz_name_compresses(tmp_path):
+    KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
+    uri = str(tmp_path / "v.txt.gz")
+    save_word2vec(uri, WORDS, vectors(), binary=False)
+    assert storage.read_bytes(uri)[:2] == b"\x1f\x8b"  # gzip magic
+    assert np.array_equal(KeyedVectors.load_word2vec_format(uri).vectors, vectors())

@@ -1,0 +1,190 @@
+"""vectors.py: loading every format (ours, gensim's, word2vec.c's) and gensim-identical queries."""
+
+from __future__ import annotations
+
+import doctest
+import gzip
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from w2v_dist import storage, vectors as vectors_module
+from w2v_dist.vectors import Vectors, VectorsFormatError
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def train_gensim(lines: int = 20_000):
+    """A small real model: gensim, 1 epoch over the first ``lines`` GCIDE sentences (~0.5 s)."""
+    gensim_models = pytest.importorskip("gensim.models")
+    path = DATA / "gcide_en.txt.gz"
+    if not path.exists():
+        pytest.skip(f"{path} not found (the shared data directory beside the repo)")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        sentences = [[w for w in re.split(r"\W+", line.lower()) if w] for line in itertools.islice(f, lines)]
+    return gensim_models.Word2Vec(sentences, vector_size=32, min_count=5, epochs=1, workers=1, seed=1).wv
+
+
+@pytest.fixture(scope="module")
+def kv():
+    return train_gensim()
+
+
+@pytest.fixture(scope="module")
+def ours(kv):
+    return Vectors(kv.index_to_key, kv.vectors, np.array([kv.get_vecattr(w, "count") for w in kv.index_to_key]))
+
+
+def small() -> Vectors:
+    rng = np.random.default_rng(0)
+    words = ["the", "of", "naïve", "東京", "</s>", "x"]
+    return Vectors(words, rng.standard_normal((len(words), 5)).astype(np.float32), np.arange(60, 0, -10))
+
+
+def test_doctests():
+    assert doctest.testmod(vectors_module).failed == 0
+
+
+# ---- files --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,fmt", [("v.txt", "word2vec"), ("v.vec", "word2vec"), ("v.bin", "word2vec-binary"),
+                                      ("v.npy", "npy"), ("v.txt.gz", "word2vec"), ("v.bin.gz", "word2vec-binary")])
+def test_roundtrip(tmp_path, name, fmt):
+    v = small()
+    uri = str(tmp_path / name)
+    v.save(uri, fmt)
+    back = Vectors.load(uri)
+    assert back.words == v.words
+    assert back.vectors.dtype == np.float32 and np.array_equal(back.vectors, v.vectors)
+    if fmt == "npy":
+        assert back.counts.tolist() == v.counts.tolist()
+
+
+@pytest.mark.parametrize("name,head", [("v.bin", b"6 5\nthe "), ("v.bin.gz", b"\x1f\x8b"), ("v.vec", b"6 5\nthe "),
+                                       ("v.npy", b"\x93NUMPY")])
+def test_save_picks_format_from_suffix(name, head):
+    uri = f"memory://vectors-test/{name}"
+    small().save(uri)
+    assert storage.read_bytes(uri).startswith(head)
+    back = Vectors.load(uri)
+    assert back.words == small().words and np.array_equal(back.vectors, small().vectors)
+    if name == "v.bin.gz":  # compressed binary, not compressed text
+        small().save("memory://vectors-test/ref.bin", "word2vec-binary")
+        assert gzip.decompress(storage.read_bytes(uri)) == storage.read_bytes("memory://vectors-test/ref.bin")
+
+
+@pytest.mark.parametrize("saved,name", [("word2vec", "v.bin"), ("word2vec-binary", "v.txt"),
+                                        ("word2vec-binary", "vectors")])
+def test_format_is_told_by_content_not_name(tmp_path, saved, name):
+    uri = str(tmp_path / name)
+    small().save(uri, saved)
+    assert np.array_equal(Vectors.load(uri).vectors, small().vectors)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_loads_gensim_files(tmp_path, kv, binary):
+    """gensim writes binary without word2vec.c's newline after each vector, text via str(float32)."""
+    uri = str(tmp_path / "g.bin")
+    kv.save_word2vec_format(uri, binary=binary)
+    back = Vectors.load(uri)
+    assert back.words == kv.index_to_key
+    np.testing.assert_array_equal(back.vectors, kv.vectors)
+
+
+def test_loads_word2vec_c_text_with_trailing_spaces(tmp_path):
+    uri = str(tmp_path / "c.txt")
+    (tmp_path / "c.txt").write_bytes(b"2 3\nthe 0.001 -0.5 1.000000 \n</s> 1 2 3 \n")
+    v = Vectors.load(uri)
+    assert v.words == ["the", "</s>"]
+    assert np.array_equal(v.vectors, np.array([[0.001, -0.5, 1], [1, 2, 3]], np.float32))
+
+
+def test_duplicate_words_keep_the_first_row(tmp_path):
+    (tmp_path / "d.txt").write_bytes(b"3 1\na 1\nb 2\na 3\n")
+    v = Vectors.load(str(tmp_path / "d.txt"))
+    assert v.words == ["a", "b"] and v["a"].tolist() == [1.0]
+
+
+def test_load_errors(tmp_path):
+    missing = str(tmp_path / "nope.bin")
+    with pytest.raises(FileNotFoundError, match=re.escape(missing)):
+        Vectors.load(missing)
+    (tmp_path / "ragged.txt").write_bytes(b"2 3\na 1 2 3\nb 1 2\n")
+    with pytest.raises(VectorsFormatError, match=r"ragged.txt: line 3 is not 'word' and 3 numbers"):
+        Vectors.load(str(tmp_path / "ragged.txt"))
+    (tmp_path / "short.txt").write_bytes(b"3 1\na 1\nb 2\n")
+    with pytest.raises(VectorsFormatError, match=r"short.txt: has fewer than the 3 words"):
+        Vectors.load(str(tmp_path / "short.txt"))
+    (tmp_path / "junk.txt").write_bytes(b"hello world\n")
+    with pytest.raises(VectorsFormatError, match=r"junk.txt: not a word2vec file"):
+        Vectors.load(str(tmp_path / "junk.txt"))
+    small().save(str(tmp_path / "t.bin"), "word2vec-binary")
+    (tmp_path / "t.bin").write_bytes((tmp_path / "t.bin").read_bytes()[:-9])
+    with pytest.raises(VectorsFormatError, match=r"t.bin: ends after 5 of 6 words"):
+        Vectors.load(str(tmp_path / "t.bin"))
+    small().save(str(tmp_path / "v.npy"))
+    (tmp_path / "v.vocab.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"v.vocab.txt: no such vocabulary sidecar"):
+        Vectors.load(str(tmp_path / "v.npy"))
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
+        Vectors.load(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown format 'glove'"):
+        small().save(str(tmp_path / "v.g"), "glove")
+
+
+# ---- the object ---------------------------------------------------------------------------------
+
+def test_lookup():
+    v = small()
+    assert len(v) == 6 and v.dim == 5 and "naïve" in v and "nope" not in v
+    assert v.index("東京") == 3 and np.array_equal(v["東京"], v.vectors[3])
+    with pytest.raises(KeyError, match="'Nope' is not in the vocabulary"):
+        v["Nope"]
+    with pytest.raises(ValueError):
+        v.vectors[0, 0] = 1.0  # read-only: the cached unit matrix must not go stale
+    np.testing.assert_allclose(np.linalg.norm(v.unit, axis=1), 1, rtol=1e-6)
+    with pytest.raises(ValueError, match="duplicate word 'a'"):
+        Vectors(["a", "b", "a"], np.zeros((3, 2)))
+
+
+def test_zero_vector_does_not_make_nan():
+    v = Vectors(["a", "b", "z"], np.array([[1, 0], [1, 1], [0, 0]], np.float32))
+    assert np.isfinite(v.unit).all()
+    assert [w for w, _ in v.most_similar("a")] == ["b", "z"]
+
+
+def test_most_similar_matches_gensim(kv, ours):
+    for word in kv.index_to_key[50:60] + ["water", "king"]:
+        if word not in ours:
+            continue
+        expected = kv.most_similar(word, topn=10)
+        got = ours.most_similar(word, topn=10)
+        assert [w for w, _ in got] == [w for w, _ in expected]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-5, atol=1e-6)
+    pos, neg = kv.index_to_key[100:103], kv.index_to_key[200:201]
+    expected = kv.most_similar(positive=pos, negative=neg, topn=7, restrict_vocab=1000)
+    got = ours.most_similar(positive=pos, negative=neg, topn=7, restrict_vocab=1000)
+    assert [w for w, _ in got] == [w for w, _ in expected]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-5, atol=1e-6)
+    vec = kv["water"]  # a raw vector as the query
+    assert [w for w, _ in ours.most_similar(vec, topn=5)] == [w for w, _ in kv.most_similar(vec, topn=5)]
+    assert len(ours.most_similar("water", topn=3, restrict_vocab=10**9)) == 3
+
+
+def test_analogy_and_similarity_match_gensim(kv, ours):
+    a, b, c = "man", "men", "woman"
+    assert ours.analogy(a, b, c, topn=3)[0][0] == kv.most_similar(positive=[b, c], negative=[a], topn=3)[0][0]
+    assert [w for w, _ in ours.analogy(a, b, c, topn=3)] == \
+        [w for w, _ in kv.most_similar(positive=[b, c], negative=[a], topn=3)]
+    for w1, w2 in [("water", "fire"), ("man", "woman"), ("the", "of")]:
+        assert ours.similarity(w1, w2) == pytest.approx(float(kv.similarity(w1, w2)), abs=1e-6)
+
+
+def test_counts_survive_npy(tmp_path, ours):
+    uri = storage.join(str(tmp_path), "model.npy")
+    ours.save(uri)
+    back = Vectors.load(uri)
+    assert back.counts.tolist() == ours.counts.tolist() and back.words == ours.words

@@ -1,0 +1,78 @@
+"""Checkpoints: ``<run>/checkpoints/step-N/`` with CPU tensors and JSON, written by rank 0.
+
+Payload first (``model.pt``: tensors only, loadable with ``torch.load(weights_only=True)``;
+``state.json``: counters and positions), then ``manifest.json`` with the size and sha256 of each
+payload file, written last as the commit marker. A step without a valid manifest does not exist.
+Tensors are moved to CPU before saving, so a checkpoint written on a GPU loads on a machine
+without one (torch records each storage's device and would otherwise try to restore it there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+
+import torch
+
+from w2v_dist import storage
+
+log = logging.getLogger(__name__)
+
+_STEP = re.compile(r"step-(\d+)$")
+
+
+def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() if v.device.type != "cpu" else v.detach().contiguous()
+            for k, v in state.items()}
+
+
+def save(run_uri: str, step: int, tensors: dict[str, torch.Tensor], state: dict, keep: int = 2,
+         storage_options: dict | None = None) -> str:
+    ckpt = storage.join(run_uri, "checkpoints", f"step-{step}")
+    buf = io.BytesIO()
+    torch.save(cpu_state(tensors), buf)
+    payload = {"model.pt": buf.getvalue(), "state.json": json.dumps(state, indent=2).encode()}
+    manifest = {"step": step, "files": {}}
+    for name, data in payload.items():
+        storage.write_bytes(storage.join(ckpt, name), data, storage_options)
+        manifest["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    storage.write_text(storage.join(ckpt, "manifest.json"), json.dumps(manifest, indent=2), storage_options)
+    _prune(run_uri, keep, storage_options)
+    return ckpt
+
+
+def committed_steps(run_uri: str, storage_options: dict | None = None) -> list[int]:
+    """Steps with a manifest, oldest first."""
+    root = storage.join(run_uri, "checkpoints")
+    fs, path = storage.url_to_fs(root, storage_options)
+    if not fs.exists(path):
+        return []
+    steps = []
+    for p in fs.ls(path, detail=False):
+        m = _STEP.search(p.rstrip("/"))
+        if m and fs.exists(p.rstrip("/") + "/manifest.json"):
+            steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def load(run_uri: str, step: int, storage_options: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load and verify one committed step; raises ``ValueError`` on a checksum mismatch."""
+    ckpt = storage.join(run_uri, "checkpoints", f"step-{step}")
+    manifest = json.loads(storage.read_bytes(storage.join(ckpt, "manifest.json"), storage_options))
+    data = {}
+    for name, info in manifest["files"].items():
+        b = storage.read_bytes(storage.join(ckpt, name), storage_options)
+        if len(b) != info["bytes"] or hashlib.sha256(b).hexdigest() != info["sha256"]:
+            raise ValueError(f"{ckpt}/{name}: size or checksum does not match its manifest (corrupt checkpoint)")
+        data[name] = b
+    tensors = torch.load(io.BytesIO(data["model.pt"]), weights_only=True)
+    return tensors, json.loads(data["state.json"])
+
+
+def _prune(run_uri: str, keep: int, storage_options: dict | None) -> None:
+    steps = committed_steps(run_uri, storage_options)
+    for s in steps[:-keep]:
+        storage.remove(storage.join(run_uri, "checkpoints", f"step-{s}"), storage_options, recursive=True)

@@ -1,0 +1,189 @@
+"""``w2v-dist`` (also ``python -m w2v_dist``): parse, build a config, call the library.
+
+    w2v-dist demo
+    w2v-dist prepare corpus.txt.gz --output data/shards/
+    w2v-dist train data/shards/ --output runs/r1 --model sg --dim 100 --epochs 5
+    w2v-dist export runs/r1 --format word2vec-binary --output r1.bin
+    w2v-dist eval r1.bin --analogies questions-words.txt --similarity wordsim353.tsv
+    w2v-dist similar r1.bin king --top 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from w2v_dist.config import DEFAULT_SPLIT_PATTERN, ConfigError, TokenizerConfig, TrainConfig
+
+# Errors a user can fix: one line, no traceback, exit code 2.
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from w2v_dist.corpus.shards import CorpusError
+    from w2v_dist.storage import StorageError
+    from w2v_dist.train import RunExistsError
+    from w2v_dist.vocab import VocabError
+    errors = [ConfigError, CorpusError, VocabError, RunExistsError, StorageError, FileNotFoundError]
+    try:
+        from w2v_dist.prepare import PrepareError
+        errors.append(PrepareError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _storage_options(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--storage-options must be a JSON object, e.g. '{{\"anon\": true}}' ({e})") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--storage-options must be a JSON object, e.g. '{\"anon\": true}'")
+    return value
+
+
+def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tokenizer")
+    g.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case")
+    g.add_argument("--split-pattern", default=DEFAULT_SPLIT_PATTERN,
+                   help="RE2 regex of separators (default: %(default)s, i.e. non-word characters)")
+    g.add_argument("--max-sentence-length", type=int, default=1000,
+                   help="cut longer rows into pieces of this many words (default: %(default)s, as word2vec.c)")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig.__dataclass_fields__
+    p.add_argument("corpus", help="Parquet shards: a directory/prefix, a file or a glob (any fsspec URI)")
+    p.add_argument("--output", required=True, help="run directory (any fsspec URI)")
+    p.add_argument("--model", choices=("sg", "cbow"), default="sg", help="skip-gram or CBOW (default: sg)")
+    for name, typ, help_ in [
+        ("dim", int, "vector size"), ("window", int, "max window (drawn uniformly in [1, window])"),
+        ("negative", int, "negatives per example"), ("sample", float, "subsampling threshold (0: off)"),
+        ("min_count", int, "drop words rarer than this"), ("epochs", int, "passes over the corpus"),
+        ("min_alpha", float, "final learning rate"), ("batch_pairs", int, "examples per SGD step"),
+        ("batch_words", int, "words per chunk from the reader"), ("seed", int, "random seed"),
+        ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
+        ("threads", int, "kernel threads (0: all cores)"), ("log_every", float, "seconds between log lines"),
+    ]:
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=d[name].default,
+                       help=f"{help_} (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=None, help="initial learning rate (default: 0.025 sg, 0.05 cbow)")
+    p.add_argument("--max-vocab", type=int, default=None, help="keep only the N most frequent words")
+    p.add_argument("--max-vocab-size", type=int, default=None,
+                   help="prune the raw count table above this many distinct tokens while counting (gensim's max_vocab_size)")
+    p.add_argument("--text-column", default="text", help="string or list<string> column (default: text)")
+    p.add_argument("--kernel", choices=("auto", "numba", "torch"), default="auto", help="hot-step implementation")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
+    _add_tokenizer_args(p)
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    tok = TokenizerConfig(lowercase=a.lowercase, split_pattern=a.split_pattern, max_sentence_length=a.max_sentence_length)
+    return TrainConfig(
+        corpus=a.corpus, output=a.output, model=a.model, dim=a.dim, window=a.window, negative=a.negative,
+        sample=a.sample, min_count=a.min_count, max_vocab=a.max_vocab, max_vocab_size=a.max_vocab_size,
+        epochs=a.epochs, alpha=a.alpha, min_alpha=a.min_alpha, batch_words=a.batch_words, batch_pairs=a.batch_pairs,
+        seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
+        device=a.device, log_every=a.log_every, storage_options=_storage_options(a.storage_options),
+        overwrite=a.overwrite)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="w2v-dist", description="Streaming, distributed word2vec on PyTorch.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="generate a synthetic corpus, train, evaluate, print results")
+    p.add_argument("--output", default=None, help="where to write everything (default: a new temp directory)")
+    p.add_argument("--tokens", type=int, default=2_000_000, help="corpus size (default: %(default)s)")
+    p.add_argument("--model", choices=("sg", "cbow"), default="sg")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+
+    p = sub.add_parser("prepare", help="text / JSONL / Parquet -> Parquet shards with a `text` column")
+    p.add_argument("inputs", nargs="+", help="files, directories or globs (any fsspec URI; .gz/.bz2/.zst read as such)")
+    p.add_argument("--output", required=True, help="directory for part-NNNNN.parquet")
+    p.add_argument("--rows-per-shard", type=int, default=1_000_000)
+    p.add_argument("--rows-per-row-group", type=int, default=100_000)
+    p.add_argument("--text-field", default="text", help="JSONL field / Parquet column to take (default: text)")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    p.add_argument("--overwrite", action="store_true")
+
+    _add_train_args(sub.add_parser("train", help="train word vectors on Parquet shards"))
+
+    p = sub.add_parser("export", help="write a run's vectors as word2vec text/binary or .npy")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy"), default="word2vec-binary")
+    p.add_argument("--output", required=True)
+    p.add_argument("--storage-options", default=None)
+
+    p = sub.add_parser("eval", help="analogy accuracy and word-similarity correlation")
+    p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
+    p.add_argument("--analogies", action="append", default=[], help="Google analogy file (repeatable)")
+    p.add_argument("--similarity", action="append", default=[], help="word-pair similarity file (repeatable)")
+    p.add_argument("--restrict-vocab", type=int, default=300_000, help="only the N most frequent words (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("similar", help="nearest neighbours of a word (or of a+b-c)")
+    p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
+    p.add_argument("words", nargs="+", help="positive words")
+    p.add_argument("--negative", nargs="*", default=[], help="words to subtract")
+    p.add_argument("--top", type=int, default=10)
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if args.command == "demo":
+        from w2v_dist.demo import demo
+        demo(output=args.output, tokens=args.tokens, model=args.model, epochs=args.epochs, seed=args.seed)
+    elif args.command == "prepare":
+        from w2v_dist.prepare import prepare
+        summary = prepare(args.inputs, args.output, rows_per_shard=args.rows_per_shard,
+                          rows_per_row_group=args.rows_per_row_group, text_field=args.text_field,
+                          storage_options=_storage_options(args.storage_options), overwrite=args.overwrite)
+        print(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
+    elif args.command == "train":
+        from w2v_dist.train import train
+        train(config_from_args(args))
+    elif args.command == "export":
+        from w2v_dist.vectors import Vectors
+        Vectors.load(args.run, _storage_options(args.storage_options)).save(args.output, args.format)
+        print(args.output)
+    elif args.command == "eval":
+        from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity, format_report
+        from w2v_dist.vectors import Vectors
+        if not args.analogies and not args.similarity:
+            raise ConfigError("eval needs --analogies FILE and/or --similarity FILE")
+        vectors = Vectors.load(args.vectors)
+        results = {"vectors": args.vectors,
+                   "analogies": {f: evaluate_analogies(vectors, f, restrict_vocab=args.restrict_vocab) for f in args.analogies},
+                   "similarity": {f: evaluate_similarity(vectors, f, restrict_vocab=args.restrict_vocab) for f in args.similarity}}
+        print(json.dumps(results, indent=2) if args.json else format_report(results))
+    elif args.command == "similar":
+        from w2v_dist.vectors import Vectors
+        vectors = Vectors.load(args.vectors)
+        for word, score in vectors.most_similar(positive=args.words, negative=args.negative, topn=args.top):
+            print(f"{word}\t{score:.4f}")
+    return 0
+
+
+@record
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except _user_errors() as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"w2v-dist: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyError as e:  # an unknown word in `similar`
+        print(f"w2v-dist: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,104 @@
+"""Typed, validated configuration. Every error names the flag and says how to fix it.
+
+The resolved :class:`TrainConfig` is written as ``config.json`` into every run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the flag and the fix."""
+
+
+# Split on anything that is not a letter, a digit or an underscore (Unicode-aware, RE2 syntax).
+DEFAULT_SPLIT_PATTERN = r"[^\p{L}\p{N}_]+"
+
+
+@dataclass
+class TokenizerConfig:
+    """How a string column becomes tokens (a list<string> column is taken as already tokenized)."""
+
+    lowercase: bool = True
+    split_pattern: str = DEFAULT_SPLIT_PATTERN
+    max_sentence_length: int = 1000  # word2vec.c's MAX_SENTENCE_LENGTH: longer rows are cut in pieces
+
+    def __post_init__(self):
+        if self.max_sentence_length < 2:
+            raise ConfigError(f"--max-sentence-length must be >= 2, got {self.max_sentence_length}")
+        if not self.split_pattern:
+            raise ConfigError("--split-pattern must not be empty (default: %s)" % DEFAULT_SPLIT_PATTERN)
+
+
+@dataclass
+class TrainConfig:
+    corpus: str
+    output: str
+    model: str = "sg"  # "sg" (skip-gram) or "cbow"
+    dim: int = 100
+    window: int = 5
+    negative: int = 5
+    sample: float = 1e-3
+    min_count: int = 5
+    max_vocab: int | None = None  # keep at most this many most frequent words
+    max_vocab_size: int | None = None  # gensim's max_vocab_size: prune the raw count table above this
+    epochs: int = 5
+    alpha: float | None = None  # None: 0.025 for sg, 0.05 for cbow (word2vec.c defaults)
+    min_alpha: float = 1e-4
+    batch_words: int = 10_000  # words per data chunk handed from the stream to the trainer
+    batch_pairs: int = 4096  # training examples per optimizer step (see docs/training.md)
+    seed: int = 1
+    text_column: str = "text"
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    kernel: str = "auto"  # "auto", "numba" (fused CPU) or "torch" (reference, any device)
+    threads: int = 0  # kernel threads; 0: all cores
+    workers: int = 1  # DataLoader worker processes that read and tokenize
+    device: str = "cpu"
+    log_every: float = 10.0  # seconds between log lines
+    storage_options: dict = field(default_factory=dict)
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.tokenizer, dict):
+            self.tokenizer = TokenizerConfig(**self.tokenizer)
+        if self.model not in ("sg", "cbow"):
+            raise ConfigError(f"--model must be 'sg' or 'cbow', got {self.model!r}")
+        positive = dict(dim=self.dim, window=self.window, epochs=self.epochs, min_count=self.min_count,
+                        batch_words=self.batch_words, batch_pairs=self.batch_pairs)
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.negative < 1:
+            raise ConfigError(f"--negative must be >= 1 (negative sampling is the only objective), got {self.negative}")
+        if self.sample < 0:
+            raise ConfigError(f"--sample must be >= 0 (0 disables subsampling), got {self.sample}")
+        if self.max_vocab is not None and self.max_vocab <= 0:
+            raise ConfigError(f"--max-vocab must be a positive integer, got {self.max_vocab}")
+        if self.max_vocab_size is not None and self.max_vocab_size < 1000:
+            raise ConfigError(f"--max-vocab-size must be >= 1000, got {self.max_vocab_size}")
+        if self.alpha is None:
+            self.alpha = 0.025 if self.model == "sg" else 0.05
+        if not 0 < self.alpha <= 1:
+            raise ConfigError(f"--alpha must be in (0, 1], got {self.alpha}")
+        if not 0 <= self.min_alpha <= self.alpha:
+            raise ConfigError(f"--min-alpha must be in [0, alpha={self.alpha}], got {self.min_alpha}")
+        if self.kernel not in ("auto", "numba", "torch"):
+            raise ConfigError(f"--kernel must be auto, numba or torch, got {self.kernel!r}")
+        if self.workers < 0 or self.threads < 0:
+            raise ConfigError("--workers and --threads must be >= 0")
+        if not self.text_column:
+            raise ConfigError("--text-column must name a column")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,76 @@
+"""The shard manifest: every Parquet file of the corpus with its row groups, read from the
+footers once, up front (cheap), so a bad file or column fails before training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from w2v_dist import storage
+from w2v_dist.corpus.tokenize import is_text_type, is_token_list_type
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    uri: str
+    num_rows: int
+    row_groups: tuple[int, ...]  # rows in each row group
+    column: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def open_parquet(uri: str, storage_options: dict | None = None, metadata=None) -> pq.ParquetFile:
+    """Open for range reads: no whole-file readahead (``cache_type='none'``); pyarrow's
+    ``pre_buffer`` plans the byte ranges of the columns it needs."""
+    fs, path = storage.url_to_fs(uri, storage_options)
+    f = fs.open(path, "rb", cache_type="none") if not isinstance(fs, _local_fs()) else fs.open(path, "rb")
+    return pq.ParquetFile(f, metadata=metadata, pre_buffer=True)
+
+
+def _local_fs():
+    from fsspec.implementations.local import LocalFileSystem
+    return LocalFileSystem
+
+
+def scan_shards(uri: str, column: str = "text", storage_options: dict | None = None) -> list[Shard]:
+    """List the Parquet files under ``uri`` (a directory/prefix, a file, or a glob) and check them."""
+    try:
+        files = storage.expand(uri, (".parquet", ".parq", ".pq"), storage_options)
+    except storage.StorageError as e:
+        raise CorpusError(str(e)) from None
+    except (FileNotFoundError, OSError) as e:
+        raise CorpusError(f"{uri}: cannot list it ({e})") from None
+    if not files:
+        raise CorpusError(f"{uri}: no Parquet files found (expected *.parquet; make shards with `w2v-dist prepare`)")
+    shards = []
+    for f in files:
+        try:
+            pf = open_parquet(f, storage_options)
+            schema = pf.schema_arrow
+            md = pf.metadata
+        except (pa.ArrowInvalid, OSError) as e:
+            raise CorpusError(f"{f}: not a readable Parquet file ({e})") from None
+        if column not in schema.names:
+            raise CorpusError(
+                f"{f}: no column {column!r} (columns: {', '.join(schema.names)}); pass --text-column NAME")
+        t = schema.field(column).type
+        if not (is_text_type(t) or is_token_list_type(t)):
+            raise CorpusError(
+                f"{f}: column {column!r} has type {t}, expected string or list<string>; pass --text-column NAME")
+        shards.append(Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column))
+    if sum(s.num_rows for s in shards) == 0:
+        raise CorpusError(f"{uri}: the corpus is empty ({len(shards)} Parquet file(s), 0 rows)")
+    return shards
+
+
+def read_row_group(pf: pq.ParquetFile, shard: Shard, index: int) -> pa.ChunkedArray:
+    return pf.read_row_group(index, columns=[shard.column])[shard.column]

@@ -1,0 +1,89 @@
+"""Process setup in one place. Everything else receives a :class:`Dist` and calls the few
+collectives here; nothing else touches ``torch.distributed``.
+
+One entry point, one process or many: with ``RANK`` unset (no torchrun) this is a single
+process and no process group is created (nanoGPT's ``ddp = int(os.environ.get('RANK', -1)) != -1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as td
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    device: str = "cpu"
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_local_main(self) -> bool:
+        return self.local_rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or self.backend is not None
+
+    def barrier(self) -> None:
+        if self.backend is not None:
+            td.barrier()
+
+    def broadcast_object(self, obj, src: int = 0):
+        if self.backend is None:
+            return obj
+        box = [obj]
+        td.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def all_gather_object(self, obj) -> list:
+        if self.backend is None:
+            return [obj]
+        out = [None] * self.world_size
+        td.all_gather_object(out, obj)
+        return out
+
+
+def _device_for(requested: str, local_rank: int) -> str:
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda asked for, but torch sees no CUDA device (use --device cpu)")
+        return f"cuda:{local_rank}" if requested == "cuda" else requested
+    return requested
+
+
+@contextlib.contextmanager
+def setup(device: str = "cpu", backend: str | None = None, timeout_s: float = 1800) -> Iterator[Dist]:
+    """Initialise (or not) the process group, yield :class:`Dist`, always tear it down.
+
+    Backend: NCCL for CUDA, gloo for CPU, unless ``backend`` overrides it.
+    """
+    if int(os.environ.get("RANK", -1)) == -1:
+        yield Dist(device=_device_for(device, 0))
+        return
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    dev = _device_for(device, local_rank)
+    if dev.startswith("cuda"):
+        torch.cuda.set_device(dev)
+    backend = backend or ("nccl" if dev.startswith("cuda") else "gloo")
+    td.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                          device_id=torch.device(dev) if dev.startswith("cuda") else None)
+    try:
+        yield Dist(rank, world, local_rank, local_world, dev, backend)
+    finally:
+        td.destroy_process_group()

@@ -1,0 +1,468 @@
+"""``w2v-dist prepare``: raw corpora -> Parquet shards with one string column ``text``.
+
+Inputs are files, directories or globs (any fsspec URI), read by name:
+
+- ``*.parquet``: the ``text_field`` column, string or list<string> (joined with spaces);
+- ``*.jsonl`` / ``*.ndjson`` / ``*.json``: JSON Lines, one object per line, field ``text_field``;
+- anything else: plain text, one sentence or document per line.
+
+Text and JSON may be compressed (``.gz``, ``.bz2``, ``.zst``, ``.xz``: picked from the suffix).
+Everything streams in bounded batches, so memory does not grow with the input. Records with no
+text (blank lines, a missing, null or blank field) are skipped and counted. The output
+directory gets ``part-00000.parquet``, ``part-00001.parquet``, ... (zstd, schema ``text:
+string``), each written through :func:`w2v_dist.storage.atomic_open`, so a shard is visible only
+once complete.
+
+Example::
+
+    >>> import os, tempfile
+    >>> from w2v_dist.prepare import prepare
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "a.txt"), "w") as f:
+    ...     _ = f.write("the quick brown fox\\n\\njumps over the lazy dog\\n")
+    >>> s = prepare([os.path.join(d, "a.txt")], os.path.join(d, "out"), progress=False)
+    >>> s["rows"], s["skipped_rows"], [os.path.basename(u) for u in s["shards"]]
+    (2, 1, ['part-00000.parquet'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import posixpath
+import sys
+from typing import IO, Iterator
+
+import fsspec.compression
+import fsspec.utils
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from w2v_dist import storage
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([("text", pa.string())])
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+PARQUET_SUFFIXES = (".parquet",)
+# Bytes read per batch from a text/JSON stream (cut at the last newline), and rows per batch read
+# from Parquet: large enough for vectorised Arrow work, small enough to keep memory flat.
+BLOCK_BYTES = 8 << 20
+PARQUET_BATCH_ROWS = 65_536
+
+
+class PrepareError(ValueError):
+    """Input or output that cannot work; the message names the path and the fix."""
+
+
+def prepare(inputs: list[str], output: str, *, rows_per_shard: int = 1_000_000,
+            rows_per_row_group: int = 100_000, text_field: str = "text",
+            storage_options: dict | None = None, overwrite: bool = False,
+            progress: bool = True) -> dict:
+    """Convert ``inputs`` into Parquet shards under ``output``; return a JSON-able summary.
+
+    The summary holds ``output``, ``shards`` (URIs, in order), ``rows``, ``input_files``,
+    ``bytes_in`` (stored, i.e. compressed, size), ``skipped_rows`` (records without text) and
+    ``replaced_utf8`` (lines or records whose invalid UTF-8 was replaced with U+FFFD).
+    """
+    if rows_per_shard < 1:
+        raise PrepareError(f"--rows-per-shard must be >= 1, got {rows_per_shard}")
+    if rows_per_row_group < 1:
+        raise PrepareError(f"--rows-per-row-group must be >= 1, got {rows_per_row_group}")
+    if not text_field:
+        raise PrepareError("--text-field must not be empty (default: text)")
+    if isinstance(inputs, str):  # a lone URI would otherwise be iterated character by character
+        inputs = [inputs]
+    if not inputs:
+        raise PrepareError("no inputs given; pass one or more files, directories or globs")
+    rows_per_row_group = min(rows_per_row_group, rows_per_shard)
+
+    files = _not_under(output, list_inputs(inputs, storage_options), storage_options)
+    sizes = [_size(uri, storage_options) for uri in files]  # fails fast on unreadable inputs
+    _prepare_output(output, overwrite, storage_options)
+
+    stats = {"skipped_rows": 0, "replaced_utf8": 0}
+    bar = _Progress(progress, total_bytes=sum(sizes), n_files=len(files))
+    with _ShardWriter(output, rows_per_shard, rows_per_row_group, storage_options) as writer:
+        for i, (uri, size) in enumerate(zip(files, sizes)):
+            rows_before = writer.rows
+            for column in read_text(uri, text_field, storage_options, stats, bar.advance_to):
+                writer.add(column)
+            bar.file_done(uri, i, size, writer.rows - rows_before, writer.rows)
+    bar.close()
+
+    if writer.rows == 0:
+        raise PrepareError(f"{', '.join(inputs)}: no text found in {len(files)} file(s) "
+                           f"({stats['skipped_rows']} records without text); check the inputs "
+                           f"and --text-field (now {text_field!r})")
+    summary = {"output": output, "shards": writer.shards, "rows": writer.rows,
+               "input_files": len(files), "bytes_in": sum(sizes), **stats}
+    logger.info("prepare: wrote %d rows in %d shard(s) to %s from %d file(s) (%d skipped, %d with "
+                "invalid UTF-8 replaced)", writer.rows, len(writer.shards), output, len(files),
+                stats["skipped_rows"], stats["replaced_utf8"])
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+def list_inputs(inputs: list[str], storage_options: dict | None = None) -> list[str]:
+    """Every file the input URIs name, in order, each once.
+
+    Directories and globs skip names starting with ``.`` or ``_`` (``_SUCCESS``, ``.crc``,
+    half-written temp files), as Spark and ``pyarrow.dataset`` do; a file named outright is kept.
+    """
+    files: list[str] = []
+    for uri in inputs:
+        try:
+            found = storage.expand(uri, ("",), storage_options)  # "" : every suffix
+        except storage.StorageError as e:
+            raise PrepareError(str(e)) from None
+        fs, path = storage.url_to_fs(uri, storage_options)
+        if len(found) != 1 or not fs.isfile(path):
+            found = [f for f in found if not posixpath.basename(f).startswith((".", "_"))]
+        if not found:
+            raise PrepareError(f"{uri}: matches no files (check the glob or directory; "
+                               "quote globs so the shell leaves them alone)")
+        files.extend(found)
+    return list(dict.fromkeys(files))  # a file reached by two inputs is read once
+
+
+def _not_under(output: str, files: list[str], storage_options: dict | None) -> list[str]:
+    """``files`` without those inside ``output``: ``prepare data/ data/shards`` run twice must
+    not read its own earlier shards (nor lose them to ``--overwrite`` half-way through)."""
+    out_fs, out_path = storage.url_to_fs(output, storage_options)
+    prefix = out_path.rstrip("/") + "/"
+    kept = []
+    for uri in files:
+        fs, path = storage.url_to_fs(uri, storage_options)
+        if type(fs) is type(out_fs) and path.startswith(prefix):
+            logger.warning("prepare: not reading %s: it is inside the output %s", uri, output)
+        else:
+            kept.append(uri)
+    if files and not kept:
+        raise PrepareError(f"{output}: every input file lies inside the output directory; "
+                           "choose an --output outside the inputs")
+    return kept
+
+
+def _size(uri: str, storage_options: dict | None) -> int:
+    fs, path = storage.url_to_fs(uri, storage_options)
+    return int(fs.size(path) or 0)
+
+
+def _format(uri: str) -> tuple[str, str | None]:
+    """``("parquet" | "json" | "text", compression)`` from the file name."""
+    name = posixpath.basename(uri.split("?", 1)[0]).lower()
+    compression = fsspec.utils.infer_compression(name)
+    if compression is not None:
+        name = posixpath.splitext(name)[0]
+    if name.endswith(PARQUET_SUFFIXES):
+        if compression is not None:
+            raise PrepareError(f"{uri}: a compressed Parquet file cannot be read in a stream; "
+                               "decompress it (Parquet compresses its pages itself)")
+        return "parquet", None
+    if name.endswith(JSON_SUFFIXES):
+        return "json", compression
+    return "text", compression
+
+
+def read_text(uri: str, text_field: str, storage_options: dict | None, stats: dict,
+              on_bytes=lambda n: None) -> Iterator[pa.Array]:
+    """Batches of non-blank text (``pa.string()`` arrays) from one file, in file order.
+
+    ``stats["skipped_rows"]`` and ``stats["replaced_utf8"]`` are incremented; ``on_bytes(n)``
+    is told how many stored bytes of the file have been read so far.
+    """
+    kind, compression = _format(uri)
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(storage.open_uri(uri, "rb", storage_options))
+        if kind == "parquet":
+            yield from _read_parquet(uri, raw, _size(uri, storage_options), text_field, stats,
+                                     on_bytes)
+            return
+        # Decompress on top of our own handle (fsspec's registry, as open_uri(compression=
+        # "infer") does) so that raw.tell() can drive the progress bar in stored bytes.
+        f = raw if compression is None else stack.enter_context(
+            fsspec.compression.compr[compression](raw, mode="rb"))
+        to_column = _json_column if kind == "json" else _text_column
+        line = 0  # lines before this block, for error messages
+        for block in _blocks(f):
+            column = to_column(uri, block, line, text_field, stats)
+            line += block.count(b"\n")
+            yield _keep_text(column, stats)
+            on_bytes(raw.tell())
+
+
+def _blocks(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
+    """The stream in pieces of about ``size`` bytes, each ending at a newline (but the last).
+
+    A line longer than ``size`` stays whole: its pieces are collected until its newline comes.
+    """
+    size = size or BLOCK_BYTES
+    pending: list[bytes] = []
+    while True:
+        data = f.read(size)
+        if not data:
+            break
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            pending.append(data)
+            continue
+        yield b"".join([*pending, data[:cut]])
+        pending = [data[cut:]] if cut < len(data) else []
+    if pending:
+        yield b"".join(pending)
+
+
+def _text_column(uri: str, block: bytes, line: int, text_field: str, stats: dict) -> pa.Array:
+    """One row per line of ``block``, newline (and a ``\\r`` before it) removed."""
+    if block.endswith(b"\n"):
+        block = block[:-1]  # else split would add an empty last "line"
+    try:
+        # Validate and split in Arrow (C++), with no Python object per line.
+        whole = pa.array([block], pa.large_binary()).cast(pa.large_string())
+        lines = pc.split_pattern(whole, "\n").flatten().cast(pa.string())
+    except pa.ArrowInvalid:  # invalid UTF-8 somewhere in the block: fix it line by line
+        lines = pa.array([_decode(b, stats) for b in block.split(b"\n")], pa.string())
+    if b"\r" in block:
+        lines = pc.replace_substring_regex(lines, r"\r$", "")
+    return lines
+
+
+def _decode(raw: bytes, stats: dict) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        stats["replaced_utf8"] += 1
+        return raw.decode("utf-8", errors="replace")
+
+
+def _json_column(uri: str, block: bytes, line: int, text_field: str, stats: dict) -> pa.Array:
+    """``text_field`` of each JSON object in ``block`` (null where missing)."""
+    options = pajson.ParseOptions(explicit_schema=pa.schema([(text_field, pa.string())]),
+                                  unexpected_field_behavior="ignore")
+    try:
+        # One Arrow block for the whole batch: a record may be any length (Arrow refuses
+        # records that straddle two blocks).
+        table = pajson.read_json(pa.BufferReader(block), parse_options=options,
+                                 read_options=pajson.ReadOptions(block_size=len(block) + 1))
+        column = table.column(0).combine_chunks()
+        column.validate(full=True)  # Arrow's JSON reader does not check UTF-8
+        return column
+    except pa.ArrowInvalid:
+        # A list of tokens, bad UTF-8, or a broken line: the slow path handles the first two
+        # and names the line of the third.
+        return _json_column_slow(uri, block, line, text_field, stats)
+
+
+def _json_column_slow(uri: str, block: bytes, line: int, text_field: str, stats: dict) -> pa.Array:
+    values = []
+    for n, raw in enumerate(block.split(b"\n"), start=line + 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(_decode(raw, stats))
+        except json.JSONDecodeError as e:
+            raise PrepareError(f"{uri}:{n}: not valid JSON ({e.msg}); .jsonl/.json input must hold "
+                               "one JSON object per line (rename plain text to .txt)") from None
+        if not isinstance(record, dict):
+            raise PrepareError(f"{uri}:{n}: expected a JSON object per line, got a "
+                               f"{type(record).__name__} (JSON arrays are not read: use JSON Lines)")
+        value = record.get(text_field)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = " ".join(value)
+        elif value is not None and not isinstance(value, str):
+            raise PrepareError(f"{uri}:{n}: field {text_field!r} is a {type(value).__name__}; it "
+                               "must be a string or a list of strings (pick another with --text-field)")
+        values.append(value)
+    return pa.array(values, pa.string())
+
+
+def _read_parquet(uri: str, raw: IO[bytes], size: int, text_field: str, stats: dict,
+                  on_bytes) -> Iterator[pa.Array]:
+    pf = pq.ParquetFile(raw)
+    schema = pf.schema_arrow
+    if text_field not in schema.names:
+        raise PrepareError(f"{uri}: no column {text_field!r} (columns: {', '.join(schema.names)}); "
+                           "choose one with --text-field")
+    to_string = _string_converter(uri, text_field, schema.field(text_field).type)
+    n = pf.num_row_groups
+    for i in range(n):  # one row group at a time, only the one column
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[i],
+                                     columns=[text_field]):
+            yield _keep_text(to_string(batch.column(0)), stats)
+        on_bytes(size * (i + 1) // n)
+
+
+def _string_converter(uri: str, name: str, t: pa.DataType):
+    """A function turning a column of type ``t`` into ``pa.string()``, or a clear error."""
+    def is_text(t):
+        return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+                or (pa.types.is_dictionary(t) and is_text(t.value_type)))
+
+    if is_text(t):
+        return lambda a: a.cast(pa.string())
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and is_text(t.value_type):
+        return _join_tokens
+    raise PrepareError(f"{uri}: column {name!r} is {t}; it must be string or list<string> "
+                       "(choose another with --text-field)")
+
+
+def _join_tokens(tokens: pa.Array) -> pa.Array:
+    """list<string> -> "tok tok tok"; a null token counts as empty rather than voiding its row."""
+    large = pa.types.is_large_list(tokens.type)
+    # binary_join wants the separator's type to equal the tokens': settle on large_string.
+    tokens = tokens.cast((pa.large_list if large else pa.list_)(pa.large_string()))
+    if tokens.values.null_count:
+        cls = pa.LargeListArray if large else pa.ListArray
+        tokens = cls.from_arrays(tokens.offsets, pc.fill_null(tokens.values, ""),
+                                 mask=tokens.is_null())
+    return pc.binary_join(tokens, pa.scalar(" ", pa.large_string())).cast(pa.string())
+
+
+def _keep_text(column: pa.Array, stats: dict) -> pa.Array:
+    """Drop nulls, empty and whitespace-only strings: they hold no words."""
+    keep = pc.and_(pc.greater(pc.binary_length(column), 0), pc.invert(pc.utf8_is_space(column)))
+    kept = column.filter(keep)  # null in `keep` (a null row) drops the row too
+    stats["skipped_rows"] += len(column) - len(kept)
+    return kept
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def _prepare_output(output: str, overwrite: bool, storage_options: dict | None) -> None:
+    """Refuse to mix with earlier shards unless ``overwrite``; then make the directory."""
+    fs, path = storage.url_to_fs(output, storage_options)
+    if fs.exists(path):
+        if fs.isfile(path):
+            raise PrepareError(f"{output}: is a file; --output must be a directory")
+        old = [p for p in fs.ls(path, detail=False) if p.endswith(".parquet")]
+        if old and not overwrite:
+            raise PrepareError(f"{output}: already holds {len(old)} .parquet file(s); pass "
+                               "--overwrite to replace them or choose another --output")
+        for p in old:
+            if _is_shard(posixpath.basename(p)):
+                storage.remove(storage.unstrip(fs, p), storage_options)
+    storage.makedirs(output, storage_options)
+
+
+def _is_shard(name: str) -> bool:
+    """Whether ``name`` looks like a shard this step writes (``part-*.parquet``)."""
+    return name.startswith("part-") and name.endswith(".parquet")
+
+
+class _ShardWriter:
+    """Rows in, ``part-NNNNN.parquet`` out: rolls over every ``rows_per_shard`` rows and cuts
+    row groups of exactly ``rows_per_row_group`` rows (but the last of a shard).
+
+    Rows are buffered until a full row group is there, because each ``write_table`` call starts
+    a new row group: writing every input batch straight through would give tiny row groups.
+    """
+
+    def __init__(self, output: str, rows_per_shard: int, rows_per_row_group: int,
+                 storage_options: dict | None):
+        self.output, self.storage_options = output, storage_options
+        self.rows_per_shard, self.rows_per_row_group = rows_per_shard, rows_per_row_group
+        self.shards: list[str] = []
+        self.rows = 0  # rows written or buffered, in all shards
+        self._pending: list[pa.Array] = []
+        self._pending_rows = 0
+        self._shard_rows = 0
+        self._stack: contextlib.ExitStack | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            if self._pending_rows:
+                self._write_group(self._pending_rows)
+            self._close_shard()
+        elif self._stack is not None:
+            with contextlib.suppress(Exception):  # else its __del__ would write to a closed file
+                self._writer.close()
+            self._stack.__exit__(*exc)  # atomic_open drops the half-written shard
+        return False
+
+    def add(self, column: pa.Array) -> None:
+        if not len(column):
+            return
+        self._pending.append(column)
+        self._pending_rows += len(column)
+        self.rows += len(column)
+        while self._pending_rows >= self._group_size():
+            self._write_group(self._group_size())
+
+    def _group_size(self) -> int:
+        return min(self.rows_per_row_group, self.rows_per_shard - self._shard_rows)
+
+    def _write_group(self, n: int) -> None:
+        # A chunked column slices without copying and is not bound by the 2 GiB per-array limit.
+        table = pa.Table.from_arrays([pa.chunked_array(self._pending, pa.string())], schema=SCHEMA)
+        rest = table.slice(n)
+        self._pending = rest.column(0).chunks
+        self._pending_rows = len(rest)
+        if self._writer is None:
+            self._open_shard()
+        self._writer.write_table(table.slice(0, n), row_group_size=n)
+        self._shard_rows += n
+        if self._shard_rows == self.rows_per_shard:
+            self._close_shard()
+
+    def _open_shard(self) -> None:
+        uri = storage.join(self.output, f"part-{len(self.shards):05d}.parquet")
+        self._stack = contextlib.ExitStack()
+        f = self._stack.enter_context(storage.atomic_open(uri, "wb", self.storage_options))
+        self._writer = pq.ParquetWriter(f, SCHEMA, compression="zstd")
+        self.shards.append(uri)
+
+    def _close_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._stack.close()  # the shard appears now, complete
+        self._writer, self._stack, self._shard_rows = None, None, 0
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+
+
+class _Progress:
+    """A byte-count bar on a terminal; one log line per file otherwise (logs, CI, pipes)."""
+
+    def __init__(self, enabled: bool, total_bytes: int, n_files: int):
+        self.n_files, self.done = n_files, 0
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc="prepare", file=sys.stderr)
+        self._file_pos = 0
+
+    def advance_to(self, pos: int) -> None:
+        """``pos`` stored bytes of the current file have been read."""
+        if self.bar is not None and pos > self._file_pos:
+            self.bar.update(pos - self._file_pos)
+            self._file_pos = pos
+
+    def file_done(self, uri: str, index: int, size: int, rows: int, total_rows: int) -> None:
+        self.advance_to(size)
+        self._file_pos = 0
+        if self.bar is not None:
+            self.bar.set_postfix(files=f"{index + 1}/{self.n_files}", rows=total_rows, refresh=False)
+        else:
+            logger.info("prepare: [%d/%d] %s: %d rows (%d so far)", index + 1, self.n_files, uri,
+                        rows, total_rows)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

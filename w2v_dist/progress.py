@@ -1,0 +1,77 @@
+"""Progress for humans and machines: a tqdm bar on a terminal, one plain log line per interval
+otherwise, and a JSON-lines metrics file in the run directory (rank 0 only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from tqdm import tqdm
+
+from w2v_dist import storage
+
+log = logging.getLogger("w2v_dist.train")
+
+
+class Progress:
+    def __init__(self, total_words: int, metrics_uri: str | None, every_s: float = 10.0,
+                 enabled: bool = True, storage_options: dict | None = None, words_done: int = 0):
+        self.total = total_words
+        self.metrics_uri = metrics_uri
+        self.every_s = every_s
+        self.enabled = enabled
+        self.storage_options = storage_options
+        self.words = words_done
+        self.start = self.last = time.perf_counter()
+        self.start_words = self.last_words = words_done
+        self.loss = 0.0
+        self.examples = 0
+        self.records: list[dict] = []
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            self.bar = tqdm(total=total_words, initial=words_done, unit="word", unit_scale=True,
+                            dynamic_ncols=True, smoothing=0.1)
+
+    def update(self, words: int, examples: int, loss: float, lr: float, step: int, epoch: int) -> None:
+        self.words += words
+        self.examples += examples
+        self.loss += loss
+        if self.bar is not None:
+            self.bar.update(words)
+        now = time.perf_counter()
+        if now - self.last >= self.every_s:
+            self.emit(now, lr, step, epoch)
+
+    def emit(self, now: float, lr: float, step: int, epoch: int) -> dict:
+        rate = (self.words - self.last_words) / max(now - self.last, 1e-9)
+        rec = {"time": round(now - self.start, 3), "step": step, "epoch": epoch, "words": self.words,
+               "progress": round(self.words / max(self.total, 1), 6), "lr": lr,
+               "loss": self.loss / max(self.examples, 1), "words_per_s": round(rate, 1)}
+        self.last, self.last_words, self.loss, self.examples = now, self.words, 0.0, 0
+        if self.enabled:
+            self.records.append(rec)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.5f}", refresh=False)
+            else:
+                eta = (self.total - self.words) / max(rate, 1e-9)
+                log.info("epoch %d step %d  %5.1f%%  loss %.4f  lr %.6f  %.0f words/s  eta %.0fs",
+                         epoch, step, 100 * rec["progress"], rec["loss"], lr, rate, eta)
+            self._write()
+        return rec
+
+    def _write(self) -> None:
+        if self.metrics_uri is None:
+            return
+        text = "".join(json.dumps(r) + "\n" for r in self.records)
+        storage.write_text(self.metrics_uri, text, self.storage_options)
+
+    def close(self, lr: float, step: int, epoch: int) -> dict:
+        rec = self.emit(time.perf_counter(), lr, step, epoch)
+        if self.bar is not None:
+            self.bar.close()
+        elapsed = time.perf_counter() - self.start
+        rec["elapsed_s"] = round(elapsed, 3)
+        rec["mean_words_per_s"] = round((self.words - self.start_words) / max(elapsed, 1e-9), 1)
+        return rec
