@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -64,20 +65,26 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("dim", int, "vector size"), ("window", int, "max window (drawn uniformly in [1, window])"),
         ("negative", int, "negatives per example"), ("sample", float, "subsampling threshold (0: off)"),
         ("min_count", int, "drop words rarer than this"), ("epochs", int, "passes over the corpus"),
-        ("min_alpha", float, "final learning rate"), ("batch_pairs", int, "examples per SGD step"),
+        ("min_alpha", float, "final learning rate"),
         ("batch_words", int, "words per chunk from the reader"), ("seed", int, "random seed"),
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
         ("threads", int, "kernel threads (0: all cores)"), ("log_every", float, "seconds between log lines"),
     ]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=d[name].default,
                        help=f"{help_} (default: %(default)s)")
+    p.add_argument("--batch-pairs", type=int, default=None,
+                   help="examples per SGD step (default: 4096 for sg, 256 for cbow; see docs/training.md)")
     p.add_argument("--alpha", type=float, default=None, help="initial learning rate (default: 0.025 sg, 0.05 cbow)")
     p.add_argument("--max-vocab", type=int, default=None, help="keep only the N most frequent words")
     p.add_argument("--max-vocab-size", type=int, default=None,
                    help="prune the raw count table above this many distinct tokens while counting (gensim's max_vocab_size)")
     p.add_argument("--text-column", default="text", help="string or list<string> column (default: text)")
     p.add_argument("--kernel", choices=("auto", "numba", "torch"), default="auto", help="hot-step implementation")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu); under torchrun cuda means cuda:LOCAL_RANK")
+    p.add_argument("--backend", default=None, help="process-group backend (default: nccl on cuda, gloo on cpu)")
+    p.add_argument("--cache-dir", default=None,
+                   help="node-local directory for a copy of a remote vocabulary (default: under the system temp dir)")
+    p.add_argument("--log-all-ranks", action="store_true", help="log from every rank, not only rank 0")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
     _add_tokenizer_args(p)
@@ -90,7 +97,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         sample=a.sample, min_count=a.min_count, max_vocab=a.max_vocab, max_vocab_size=a.max_vocab_size,
         epochs=a.epochs, alpha=a.alpha, min_alpha=a.min_alpha, batch_words=a.batch_words, batch_pairs=a.batch_pairs,
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
-        device=a.device, log_every=a.log_every, storage_options=_storage_options(a.storage_options),
+        device=a.device, backend=a.backend, cache_dir=a.cache_dir, log_every=a.log_every, storage_options=_storage_options(a.storage_options),
         overwrite=a.overwrite)
 
 
@@ -140,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    quiet = args.quiet or (rank != 0 and not getattr(args, "log_all_ranks", False))
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, datefmt="%H:%M:%S",
+                        format=("%(asctime)s " + (f"[rank {rank}] " if world > 1 else "") + "%(levelname)s %(message)s"))
     if args.command == "demo":
         from w2v_dist.demo import demo
         demo(output=args.output, tokens=args.tokens, model=args.model, epochs=args.epochs, seed=args.seed)

@@ -49,7 +49,7 @@ class TrainConfig:
     alpha: float | None = None  # None: 0.025 for sg, 0.05 for cbow (word2vec.c defaults)
     min_alpha: float = 1e-4
     batch_words: int = 10_000  # words per data chunk handed from the stream to the trainer
-    batch_pairs: int = 4096  # training examples per optimizer step (see docs/training.md)
+    batch_pairs: int | None = None  # examples per SGD step; None: 4096 for sg, 256 for cbow (docs/training.md)
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -57,6 +57,8 @@ class TrainConfig:
     threads: int = 0  # kernel threads; 0: all cores
     workers: int = 1  # DataLoader worker processes that read and tokenize
     device: str = "cpu"
+    backend: str | None = None  # process-group backend; None: nccl on CUDA, gloo on CPU
+    cache_dir: str | None = None  # node-local copy of a remote vocabulary; None: under the temp dir
     log_every: float = 10.0  # seconds between log lines
     storage_options: dict = field(default_factory=dict)
     overwrite: bool = False
@@ -66,6 +68,9 @@ class TrainConfig:
             self.tokenizer = TokenizerConfig(**self.tokenizer)
         if self.model not in ("sg", "cbow"):
             raise ConfigError(f"--model must be 'sg' or 'cbow', got {self.model!r}")
+        if self.batch_pairs is None:
+            # about the same number of input-row updates per step: a CBOW example updates ~2*window rows
+            self.batch_pairs = 4096 if self.model == "sg" else 256
         positive = dict(dim=self.dim, window=self.window, epochs=self.epochs, min_count=self.min_count,
                         batch_words=self.batch_words, batch_pairs=self.batch_pairs)
         for name, value in positive.items():

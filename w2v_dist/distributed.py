@@ -49,12 +49,41 @@ class Dist:
         td.broadcast_object_list(box, src=src)
         return box[0]
 
+    def all_reduce_sum(self, values: list[int]) -> list[int]:
+        if self.backend is None:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.int64, device=self.device)
+        td.all_reduce(t)
+        return t.tolist()
+
     def all_gather_object(self, obj) -> list:
         if self.backend is None:
             return [obj]
         out = [None] * self.world_size
         td.all_gather_object(out, obj)
         return out
+
+
+def synchronized(batches: Iterator, dist: Dist, words_of) -> Iterator[tuple[object, int]]:
+    """Every rank steps together until the last rank runs out of data.
+
+    Each step all-reduces (ranks with data, words in this step): a rank whose stream is done keeps
+    stepping with ``None`` (an empty batch: zero gradient, still in DDP's all-reduce) until no
+    rank has data, so no rank is left waiting in a collective. The summed words drive the
+    learning-rate schedule, so N ranks decay exactly as one process over the same corpus.
+    """
+    it = iter(batches)
+    while True:
+        b = next(it, None)
+        if dist.backend is None:
+            if b is None:
+                return
+            yield b, words_of(b)
+            continue
+        active, words = dist.all_reduce_sum([int(b is not None), words_of(b) if b is not None else 0])
+        if active == 0:
+            return
+        yield b, words
 
 
 def _device_for(requested: str, local_rank: int) -> str:

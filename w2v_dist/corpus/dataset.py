@@ -1,18 +1,18 @@
 """The streaming dataset: shards -> row groups -> token ids -> training examples.
 
-The unit of work is one row group. Each epoch the units are shuffled from ``(seed, epoch)`` and
-dealt round-robin to every (rank, DataLoader worker), so each row is read exactly once per
-epoch across all of them. Within a unit, tokens are cut into pieces of about ``batch_words``
-words at sentence boundaries; every random draw of a piece (subsampling, windows, negatives)
-comes from a generator keyed by ``(seed, epoch, shard, row group, piece)``, so the examples do
-not depend on how many workers or ranks there are, or on the order they run in.
+The unit of work is a row group or a row range of one (:mod:`w2v_dist.corpus.plan`), dealt to
+every (rank, DataLoader worker) so that each row is read exactly once per epoch across all of
+them. Within a unit, tokens are cut into pieces of about ``batch_words`` words at sentence
+boundaries; every random draw of a piece (subsampling, windows, negatives) comes from a
+generator keyed by ``(seed, epoch, shard, row group, first row, piece)``, so the examples of a
+unit do not depend on which rank or worker reads it.
 
 Filesystems are opened inside the process that reads (fsspec instances are not fork-safe).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -21,16 +21,10 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from w2v_dist.config import TokenizerConfig
+from w2v_dist.corpus.plan import Unit, assign, make_units
 from w2v_dist.corpus.shards import Shard, open_parquet, read_row_group
 from w2v_dist.corpus.tokenize import Tokenized, encode, tokenize
 from w2v_dist.pairs import Examples, make_examples
-
-
-def plan(shards: list[Shard], seed: int, epoch: int) -> list[tuple[int, int]]:
-    """Every (shard, row group) with rows, in this epoch's order: a pure function of its inputs."""
-    units = [(s, g) for s, shard in enumerate(shards) for g, n in enumerate(shard.row_groups) if n > 0]
-    order = np.random.default_rng([seed, epoch, 0x5EED]).permutation(len(units))
-    return [units[i] for i in order]
 
 
 def split_pieces(tok: Tokenized, batch_words: int) -> list[Tokenized]:
@@ -52,9 +46,10 @@ class Chunk:
 
     examples: Examples
     epoch: int
-    unit: int  # index in this epoch's plan
+    unit: Unit
     piece: int
-    meta: dict = field(default_factory=dict)
+    rank: int = 0
+    worker: int = 0
 
 
 class CorpusStream(IterableDataset):
@@ -68,7 +63,7 @@ class CorpusStream(IterableDataset):
     def __init__(self, shards: list[Shard], vocab_uri: str, tokenizer: TokenizerConfig, *, model: str,
                  window: int, negative: int, seed: int, epochs: int, batch_words: int = 10_000,
                  rank: int = 0, world_size: int = 1, storage_options: dict | None = None,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None):
         self.shards = shards
         self.vocab_uri = vocab_uri
         self.tokenizer = tokenizer
@@ -77,6 +72,8 @@ class CorpusStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.storage_options = storage_options
         self.cache_dir = cache_dir
+        # (rows, tokens) of every row group; without counts, rows stand in for tokens
+        self.row_tokens = row_tokens or [[(n, n) for n in s.row_groups] for s in shards]
         self.start_epoch = 0
 
     def state_dict(self) -> dict:
@@ -85,40 +82,54 @@ class CorpusStream(IterableDataset):
     def load_state_dict(self, state: dict) -> None:
         self.start_epoch = int(state["start_epoch"])
 
-    def _slot(self) -> tuple[int, int]:
+    def _worker(self) -> tuple[int, int]:
         info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        return self.rank * nw + wid, self.world_size * nw
+        return (info.id, info.num_workers) if info else (0, 1)
 
     def __iter__(self) -> Iterator[Chunk]:
         from w2v_dist.vocab import Vocab  # loaded here, in the worker: the files are mapped, not pickled
 
         vocab = Vocab.load(self.vocab_uri, self.storage_options, self.cache_dir)
         sampler = vocab.sampler
-        slot, slots = self._slot()
-        files: dict[int, object] = {}
+        worker, workers = self._worker()
+        slots = self.world_size * workers
+        units = make_units(self.row_tokens, slots)
+        reader = _RowGroupReader(self.shards, self.storage_options)
         for epoch in range(self.start_epoch, self.epochs):
-            units = plan(self.shards, self.seed, epoch)
-            for u in range(slot, len(units), slots):
-                s, g = units[u]
-                if s not in files:
-                    files = {s: open_parquet(self.shards[s].uri, self.storage_options)}  # one file open at a time
-                column = read_row_group(files[s], self.shards[s], g)
+            for unit in assign(units, slots, self.seed, epoch)[self.rank * workers + worker]:
+                column = reader.read(unit)
                 tok = encode(column, vocab.words, self.tokenizer)
                 for p, piece in enumerate(split_pieces(tok, self.batch_words)):
-                    rng = np.random.default_rng([self.seed, epoch, s, g, p])
+                    rng = np.random.default_rng([self.seed, epoch, unit.shard, unit.row_group, unit.start, p])
                     ex = make_examples(piece, self.model, self.window, vocab.keep_prob, sampler, self.negative, rng)
-                    yield Chunk(ex, epoch, u, p)
+                    yield Chunk(ex, epoch, unit, p, self.rank, worker)
+
+
+class _RowGroupReader:
+    """Reads the rows of a unit; keeps the last file and row group (split row groups share it)."""
+
+    def __init__(self, shards: list[Shard], storage_options: dict | None):
+        self.shards, self.storage_options = shards, storage_options
+        self.file: tuple[int, object] | None = None
+        self.group: tuple[int, int, pa.ChunkedArray] | None = None
+
+    def read(self, unit: Unit) -> pa.ChunkedArray:
+        if self.group is None or self.group[:2] != (unit.shard, unit.row_group):
+            if self.file is None or self.file[0] != unit.shard:
+                self.file = (unit.shard, open_parquet(self.shards[unit.shard].uri, self.storage_options))
+            column = read_row_group(self.file[1], self.shards[unit.shard], unit.row_group)
+            self.group = (unit.shard, unit.row_group, column)
+        return self.group[2].slice(unit.start, unit.stop - unit.start)
 
 
 def token_stream(shards: list[Shard], tokenizer: TokenizerConfig, rank: int = 0, world_size: int = 1,
-                 storage_options: dict | None = None) -> Iterator[pa.Array]:
-    """Tokens of every row group of this rank's share (for counting the vocabulary)."""
-    units = [(s, g) for s, shard in enumerate(shards) for g, n in enumerate(shard.row_groups) if n > 0]
-    for s, g in units[rank::world_size]:
-        pf = open_parquet(shards[s].uri, storage_options)
-        tokens, _ = tokenize(read_row_group(pf, shards[s], g), tokenizer)
-        yield tokens
+                 storage_options: dict | None = None) -> Iterator[tuple[int, int, pa.Array]]:
+    """``(shard, row group, tokens)`` of this rank's share of the row groups (for counting)."""
+    groups = [(s, g) for s, shard in enumerate(shards) for g, n in enumerate(shard.row_groups) if n > 0]
+    reader = _RowGroupReader(shards, storage_options)
+    for s, g in groups[rank::world_size]:
+        tokens, _ = tokenize(reader.read(Unit(s, g, 0, shards[s].row_groups[g], 0)), tokenizer)
+        yield s, g, tokens
 
 
 def identity(x):

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 
 def get_kernel(name: str, device: str):
-    """The step functions ``(sg_step, cbow_step)`` for ``--kernel`` on ``device``."""
+    """The kernel module for ``--kernel`` on ``device``: ``sg_step``/``cbow_step`` apply a step
+    in place (one process); ``sg_grads``/``cbow_grads`` return the updates unapplied (for
+    DistributedDataParallel to sum across ranks first)."""
     if name == "auto":
         name = "numba" if device == "cpu" and _numba_available() else "torch"
     if name == "numba":
@@ -29,7 +31,7 @@ def get_kernel(name: str, device: str):
         from w2v_dist.kernels import numba_cpu as k
     else:
         from w2v_dist.kernels import reference as k
-    return k.sg_step, k.cbow_step
+    return k
 
 
 def _numba_available() -> bool:

@@ -152,3 +152,25 @@ def sg_step(W_in, W_out, inputs, outputs, negatives, lr: float) -> float:
 
 def cbow_step(W_in, W_out, contexts, outputs, negatives, lr: float) -> float:
     return _step(W_in, W_out, contexts, outputs, negatives, lr, _gather_cbow, _apply_in_cbow)
+
+
+def _grads_only(W_in, W_out, inputs, outputs, negatives, gather):
+    W_in, W_out = _np(W_in), _np(W_out)
+    inputs, outputs, negatives = _np(inputs), _np(outputs), _np(negatives)
+    B, d = len(outputs), W_in.shape[1]
+    h = _buf("h", (B, d))[:B]
+    dh = np.empty((B, d), np.float32)
+    dw = np.empty((B, negatives.shape[1] + 1, d), np.float32)
+    gather(W_in, inputs, h)
+    loss = _grads(W_out, h, outputs, negatives, np.float32(1.0), dh, dw)
+    return float(loss), torch.from_numpy(dh), torch.from_numpy(dw)
+
+
+def sg_grads(W_in, W_out, inputs, outputs, negatives):
+    """``(loss, dh, dw)``: the step's updates at learning rate 1 (minus the gradient), not applied.
+    ``dh`` (B, d) belongs to each example's input row(s), ``dw`` (B, K+1, d) to its target rows."""
+    return _grads_only(W_in, W_out, inputs, outputs, negatives, _gather_sg)
+
+
+def cbow_grads(W_in, W_out, contexts, outputs, negatives):
+    return _grads_only(W_in, W_out, contexts, outputs, negatives, _gather_cbow)

@@ -26,6 +26,28 @@ def _score(W_out, h, targets, labels, valid, lr):
     return loss, dh, dw
 
 
+def _cbow_h(W_in, contexts):
+    present = contexts >= 0
+    rows = W_in[contexts.clamp(min=0)] * present[:, :, None]  # (B, C, d)
+    return rows.sum(1) / present.sum(1, keepdim=True).clamp(min=1), present, rows
+
+
+@torch.no_grad()
+def sg_grads(W_in, W_out, inputs, outputs, negatives):
+    """``(loss, dh, dw)``: the step's updates at learning rate 1 (minus the gradient), not applied."""
+    targets, labels, valid = _targets(outputs, negatives)
+    loss, dh, dw = _score(W_out, W_in[inputs], targets, labels, valid, 1.0)
+    return float(loss), dh, dw
+
+
+@torch.no_grad()
+def cbow_grads(W_in, W_out, contexts, outputs, negatives):
+    targets, labels, valid = _targets(outputs, negatives)
+    h, _, _ = _cbow_h(W_in, contexts)
+    loss, dh, dw = _score(W_out, h, targets, labels, valid, 1.0)
+    return float(loss), dh, dw
+
+
 @torch.no_grad()
 def sg_step(W_in: torch.Tensor, W_out: torch.Tensor, inputs, outputs, negatives, lr: float) -> float:
     targets, labels, valid = _targets(outputs, negatives)
@@ -39,10 +61,7 @@ def sg_step(W_in: torch.Tensor, W_out: torch.Tensor, inputs, outputs, negatives,
 @torch.no_grad()
 def cbow_step(W_in: torch.Tensor, W_out: torch.Tensor, contexts, outputs, negatives, lr: float) -> float:
     targets, labels, valid = _targets(outputs, negatives)
-    present = contexts >= 0
-    safe = contexts.clamp(min=0)
-    rows = W_in[safe] * present[:, :, None]  # (B, C, d)
-    h = rows.sum(1) / present.sum(1, keepdim=True).clamp(min=1)
+    h, present, rows = _cbow_h(W_in, contexts)
     loss, dh, dw = _score(W_out, h, targets, labels, valid, lr)
     W_in.index_add_(0, contexts[present], dh[:, None, :].expand_as(rows)[present])
     W_out.index_add_(0, targets.reshape(-1), dw.reshape(-1, dw.shape[-1]))

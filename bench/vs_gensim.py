@@ -1,0 +1,150 @@
+"""w2v_dist against gensim on the same corpus, the same tokens, the same hyper-parameters, in
+the same run. Prints one markdown table (train seconds, words/s, their ratio, analogy accuracy
+and WS-353 Spearman for each) and writes the numbers as JSON.
+
+    python bench/vs_gensim.py                       # ../shared/data/gcide_en.txt.gz, sg and cbow
+    python bench/vs_gensim.py --models sg --epochs 1 --lines 100000   # a quick look
+
+Both are evaluated with w2v_dist.evaluate, whose numbers equal gensim's own
+``evaluate_word_analogies`` / ``evaluate_word_pairs`` (tests/test_evaluate.py checks that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from w2v_dist.config import TokenizerConfig, TrainConfig  # noqa: E402
+from w2v_dist.corpus.tokenize import tokenize  # noqa: E402
+from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity  # noqa: E402
+from w2v_dist.prepare import read_text  # noqa: E402
+from w2v_dist.train import train  # noqa: E402
+from w2v_dist.vectors import Vectors  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+def make_inputs(corpus: str, workdir: str, lines: int | None) -> tuple[str, str, int]:
+    """Parquet shards for w2v_dist and the same tokens, space-joined, for gensim's LineSentence."""
+    shards = os.path.join(workdir, "shards")
+    os.makedirs(shards, exist_ok=True)
+    tok_path = os.path.join(workdir, "tokens.txt")
+    batches, n = [], 0
+    for batch in read_text(corpus, "text", None, collections.defaultdict(int)):
+        if lines is not None:
+            batch = batch.slice(0, max(lines - n, 0))
+        batches.append(batch)
+        n += len(batch)
+        if lines is not None and n >= lines:
+            break
+    text = pa.concat_arrays(batches)
+    pq.write_table(pa.table({"text": text}), os.path.join(shards, "part-00000.parquet"), row_group_size=50_000)
+    tokens, rows = tokenize(text, TokenizerConfig())
+    lists = pa.ListArray.from_arrays(pa.array(_offsets(rows, len(text))), tokens)
+    joined = pc.binary_join(lists, " ")
+    with open(tok_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(s for s in joined.to_pylist() if s))
+        f.write("\n")
+    return shards, tok_path, len(tokens)
+
+
+def _offsets(rows, n):
+    import numpy as np
+    counts = np.bincount(rows, minlength=n)
+    return np.r_[0, np.cumsum(counts)].astype(np.int32)
+
+
+def evaluate(vectors: Vectors) -> dict:
+    an = evaluate_analogies(vectors, str(DATA / "questions-words.txt"))
+    ws = evaluate_similarity(vectors, str(DATA / "wordsim353.tsv"))
+    return {"analogy": an["accuracy"], "analogy_oov": an["oov_ratio"], "ws353": ws["spearman"]}
+
+
+def run_gensim(tok_path: str, model: str, a: argparse.Namespace) -> dict:
+    from gensim.models import Word2Vec
+    from gensim.models.word2vec import LineSentence
+
+    t0 = time.perf_counter()
+    m = Word2Vec(sentences=LineSentence(tok_path), vector_size=a.dim, window=a.window, negative=a.negative,
+                 sample=a.sample, min_count=a.min_count, epochs=a.epochs, sg=int(model == "sg"),
+                 workers=a.threads, seed=a.seed)
+    seconds = time.perf_counter() - t0
+    words = m.corpus_total_words  # raw words per epoch
+    vectors = Vectors(list(m.wv.index_to_key), m.wv.vectors)
+    return {"seconds": seconds, "words_per_s": words * a.epochs / seconds, **evaluate(vectors)}
+
+
+def run_ours(shards: str, model: str, a: argparse.Namespace, out: str) -> dict:
+    cfg = TrainConfig(corpus=shards, output=out, model=model, dim=a.dim, window=a.window, negative=a.negative,
+                      sample=a.sample, min_count=a.min_count, epochs=a.epochs, seed=a.seed, overwrite=True,
+                      workers=a.workers, threads=a.threads, log_every=30, batch_pairs=a.batch_pairs)
+    t0 = time.perf_counter()
+    summary = train(cfg)
+    seconds = time.perf_counter() - t0
+    raw = json.loads(Path(out, "vocab", "vocab.json").read_text())["raw_tokens"]
+    return {"seconds": seconds, "words_per_s": raw * a.epochs / seconds, **evaluate(Vectors.load(out)),
+            "train_loop_words_per_s": summary["words_per_s"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", default=str(DATA / "gcide_en.txt.gz"))
+    p.add_argument("--lines", type=int, default=None, help="only the first N lines")
+    p.add_argument("--models", nargs="+", default=["sg", "cbow"])
+    p.add_argument("--dim", type=int, default=100)
+    p.add_argument("--window", type=int, default=5)
+    p.add_argument("--negative", type=int, default=5)
+    p.add_argument("--sample", type=float, default=1e-3)
+    p.add_argument("--min-count", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--batch-pairs", type=int, default=None, help="our examples per SGD step (default: ours)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="gensim workers = our kernel threads")
+    p.add_argument("--workers", type=int, default=1, help="our DataLoader reader processes")
+    p.add_argument("--json", default=str(ROOT / "bench" / "out" / "vs_gensim.json"))
+    a = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    work = tempfile.mkdtemp(prefix="w2v-bench-")
+    shards, tok_path, n_tokens = make_inputs(a.corpus, work, a.lines)
+    rows = []
+    for model in a.models:
+        g = run_gensim(tok_path, model, a)
+        o = run_ours(shards, model, a, os.path.join(work, f"run-{model}"))
+        rows.append({"model": model, "gensim": g, "w2v_dist": o})
+        print(f"{model}: gensim {g}\n{model}: w2v_dist {o}", file=sys.stderr)
+
+    print(f"\ncorpus: {a.corpus} ({n_tokens:,} tokens{'' if a.lines is None else f', first {a.lines} lines'}); "
+          f"d={a.dim} window={a.window} negative={a.negative} sample={a.sample} min_count={a.min_count} "
+          f"epochs={a.epochs}; {a.threads} threads; {platform.processor() or platform.machine()}\n")
+    print("| model | gensim s | w2v_dist s | gensim words/s | w2v_dist words/s | speed ratio (ours/gensim) "
+          "| gensim analogy | w2v_dist analogy | Δ analogy | gensim WS-353 | w2v_dist WS-353 | Δ WS-353 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        g, o = r["gensim"], r["w2v_dist"]
+        print(f"| {r['model']} | {g['seconds']:.1f} | {o['seconds']:.1f} | {g['words_per_s']:,.0f} | "
+              f"{o['words_per_s']:,.0f} | {o['words_per_s'] / g['words_per_s']:.2f} | {g['analogy']:.4f} | "
+              f"{o['analogy']:.4f} | {o['analogy'] - g['analogy']:+.4f} | {g['ws353']:.4f} | {o['ws353']:.4f} | "
+              f"{o['ws353'] - g['ws353']:+.4f} |")
+    os.makedirs(os.path.dirname(a.json), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump({"args": vars(a), "tokens": n_tokens, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

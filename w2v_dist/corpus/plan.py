@@ -1,0 +1,63 @@
+"""Who reads what: the per-epoch plan of work units, dealt to every (rank, DataLoader worker).
+
+A pure function of (shard manifest with per-row-group token counts, seed, epoch, number of
+slots), so every process computes the same plan without talking to the others:
+
+- the unit of work is a row group, or a row range of one: a row group holding more than
+  ``total tokens / (slots * UNITS_PER_SLOT)`` tokens is cut into row ranges of about that size,
+  so that even a corpus of one big shard balances;
+- each epoch the units are shuffled from ``(seed, epoch)``, then dealt greedily by tokens
+  (largest first, to the slot with the fewest tokens so far), and each slot reads its units in
+  shuffled order;
+- every row of every shard is in exactly one unit, and every unit goes to exactly one slot:
+  each row is read once per epoch across all ranks and workers. Slots may still end up with
+  different amounts of data (a single huge row cannot be split); the trainer keeps ranks in step
+  (:func:`w2v_dist.distributed.synchronized`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UNITS_PER_SLOT = 4
+
+
+@dataclass(frozen=True)
+class Unit:
+    shard: int
+    row_group: int
+    start: int  # first row, inside the row group
+    stop: int  # one past the last row
+    tokens: int  # tokens in these rows (estimated by row share when a row group is split)
+
+
+def make_units(row_groups: list[list[tuple[int, int]]], slots: int) -> list[Unit]:
+    """``row_groups[shard][g] = (rows, tokens)`` -> units, in manifest order."""
+    total = sum(t for shard in row_groups for _, t in shard)
+    target = max(total // max(slots * UNITS_PER_SLOT, 1), 1)
+    units = []
+    for s, shard in enumerate(row_groups):
+        for g, (rows, tokens) in enumerate(shard):
+            if rows == 0:
+                continue
+            pieces = int(min(rows, max(1, -(-tokens // target))))
+            bounds = np.linspace(0, rows, pieces + 1).round().astype(int)
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                units.append(Unit(s, g, int(a), int(b), int(tokens * (b - a) // rows)))
+    return units
+
+
+def assign(units: list[Unit], slots: int, seed: int, epoch: int) -> list[list[Unit]]:
+    """This epoch's units of every slot (slot = rank * workers + worker)."""
+    order = np.random.default_rng([seed, epoch, 0x5EED]).permutation(len(units))
+    shuffled = [units[i] for i in order]
+    by_size = sorted(range(len(shuffled)), key=lambda i: -shuffled[i].tokens)  # stable: ties keep shuffle order
+    load = np.zeros(slots, dtype=np.int64)
+    owner = np.empty(len(shuffled), dtype=np.int64)
+    for i in by_size:  # once per unit per epoch: thousands, not per token
+        s = int(np.argmin(load))
+        owner[i] = s
+        load[s] += max(shuffled[i].tokens, 1)
+    return [[u for u, o in zip(shuffled, owner) if o == s] for s in range(slots)]
