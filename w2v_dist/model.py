@@ -27,10 +27,10 @@ class _NegativeSampling(torch.autograd.Function):
     """Loss of a mini-batch; backward returns the kernel's gradient (sparse or dense)."""
 
     @staticmethod
-    def forward(ctx, w_in, w_out, inputs, outputs, negatives, grads_fn, sparse):
+    def forward(ctx, w_in, w_out, inputs, outputs, negatives, grads_fn, sparse, stats):
         loss, dh, dw = grads_fn(w_in.detach(), w_out.detach(), inputs, outputs, negatives)
         ctx.save_for_backward(inputs, outputs, negatives, dh.to(w_in.device), dw.to(w_in.device))
-        ctx.shape, ctx.sparse = w_in.shape, sparse
+        ctx.shape, ctx.sparse, ctx.stats = w_in.shape, sparse, stats
         return torch.tensor(loss, dtype=torch.float64)
 
     @staticmethod
@@ -45,14 +45,19 @@ class _NegativeSampling(torch.autograd.Function):
             rows_in, vals_in = inputs, dh
         rows_out = torch.cat([outputs[:, None], negatives], dim=1).reshape(-1)
         vals_out = dw.reshape(-1, dw.shape[-1])
-        return (_grad(rows_in, vals_in * scale, ctx.shape, ctx.sparse),
-                _grad(rows_out, vals_out * scale, ctx.shape, ctx.sparse), None, None, None, None, None)
+        grads = (_grad(rows_in, vals_in * scale, ctx.shape, ctx.sparse),
+                 _grad(rows_out, vals_out * scale, ctx.shape, ctx.sparse))
+        # what this rank hands to the all-reduce: touched rows (index + row) when sparse, else all
+        ctx.stats["sync_bytes"] += sum(g._nnz() * (8 + 4 * g.shape[1]) if g.is_sparse else g.numel() * 4
+                                       for g in grads)
+        return (*grads, None, None, None, None, None, None)
 
 
 def _grad(rows, values, shape, sparse):
     rows = rows.long()
     if sparse:
-        return torch.sparse_coo_tensor(rows[None], values, shape)
+        # coalesced here (gloo would coalesce anyway): duplicate rows are summed once, not sent twice
+        return torch.sparse_coo_tensor(rows[None], values, shape).coalesce()
     return torch.zeros(shape, dtype=values.dtype, device=values.device).index_add_(0, rows, values)
 
 
@@ -72,6 +77,7 @@ class Word2Vec(nn.Module):
         self._step = k.sg_step if model == "sg" else k.cbow_step
         self._grads = k.sg_grads if model == "sg" else k.cbow_grads
         self._numpy = k.__name__.endswith("numba_cpu")
+        self.stats = {"sync_bytes": 0}
 
     def _args(self, ex: Examples):
         if self._numpy:
@@ -85,7 +91,7 @@ class Word2Vec(nn.Module):
     def forward(self, inputs: torch.Tensor, outputs: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """The summed loss of a mini-batch, differentiable w.r.t. both tables."""
         return _NegativeSampling.apply(self.in_embed.weight, self.out_embed.weight, inputs, outputs,
-                                       negatives, self._grads_fn, self.sparse)
+                                       negatives, self._grads_fn, self.sparse, self.stats)
 
     def _grads_fn(self, w_in, w_out, inputs, outputs, negatives):
         if self._numpy:

@@ -207,7 +207,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)
 
     summary = {"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
-               "world_size": dist.world_size,
+               "world_size": dist.world_size, "sync_bytes_per_step": model.stats["sync_bytes"] / max(step, 1),
                "dim": cfg.dim, "model": cfg.model, "final_loss": final["loss"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
     if dist.is_main:
