@@ -32,12 +32,12 @@ def free_port() -> int:
 
 
 def torchrun(*args: str, nproc: int = 2, extra: tuple[str, ...] = (), timeout: float = 240,
-             check: bool = True) -> subprocess.CompletedProcess:
+             check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", *extra]
     if not any(a.startswith("--nnodes") for a in extra):
         cmd += ["--standalone"]
     cmd += ["--nproc-per-node", str(nproc), "-m", "w2v_dist", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     if check and p.returncode != 0:
         raise AssertionError(f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")

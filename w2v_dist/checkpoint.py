@@ -29,8 +29,16 @@ def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             for k, v in state.items()}
 
 
+# Settings that do not change the result: they may differ between a run and its resumption.
+OPERATIONAL = {"output", "overwrite", "force_resume", "log_every", "threads", "storage_options", "cache_dir",
+               "device", "backend", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints"}
+
+
 def save(run_uri: str, step: int, tensors: dict[str, torch.Tensor], state: dict, keep: int = 2,
          storage_options: dict | None = None) -> str:
+    """Write ``checkpoints/step-<step>/``: payload, then the manifest (the commit), then prune."""
+    from w2v_dist.faults import maybe_fail
+
     ckpt = storage.join(run_uri, "checkpoints", f"step-{step}")
     buf = io.BytesIO()
     torch.save(cpu_state(tensors), buf)
@@ -39,9 +47,35 @@ def save(run_uri: str, step: int, tensors: dict[str, torch.Tensor], state: dict,
     for name, data in payload.items():
         storage.write_bytes(storage.join(ckpt, name), data, storage_options)
         manifest["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    maybe_fail("save", 0, step)
     storage.write_text(storage.join(ckpt, "manifest.json"), json.dumps(manifest, indent=2), storage_options)
     _prune(run_uri, keep, storage_options)
     return ckpt
+
+
+def latest(run_uri: str, storage_options: dict | None = None) -> tuple[int, dict, dict] | None:
+    """The newest committed checkpoint that verifies, as ``(step, tensors, state)``; a corrupt one
+    is reported and the one before it is tried. ``None`` if there is no checkpoint at all;
+    ``ValueError`` if there are some and none is usable."""
+    steps = committed_steps(run_uri, storage_options)
+    problems = []
+    for step in reversed(steps):
+        try:
+            tensors, state = load(run_uri, step, storage_options)
+        except (ValueError, OSError, RuntimeError, KeyError, json.JSONDecodeError) as e:
+            log.warning("checkpoint step-%d is not usable (%s); trying the previous one", step, e)
+            problems.append(f"step-{step}: {e}")
+            continue
+        return step, tensors, state
+    if problems:
+        raise ValueError(f"{run_uri}: no usable checkpoint ({'; '.join(problems)}); pass --overwrite to start again")
+    return None
+
+
+def config_diff(saved: dict, current: dict) -> dict[str, tuple]:
+    """Settings that would change the result, ``{name: (saved, current)}``."""
+    keys = (set(saved) | set(current)) - OPERATIONAL
+    return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
 
 
 def committed_steps(run_uri: str, storage_options: dict | None = None) -> list[int]:

@@ -87,6 +87,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-all-ranks", action="store_true", help="log from every rank, not only rank 0")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
+    p.add_argument("--force-resume", action="store_true",
+                   help="resume even if settings that change the result differ from the run's (they are listed)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="optimizer steps between checkpoints")
+    p.add_argument("--checkpoint-minutes", type=float, default=None, help="minutes between checkpoints")
+    p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (>= 2; default: 2)")
+    p.add_argument("--on-bad-shard", choices=("error", "skip"), default="error",
+                   help="unreadable files, row groups or rows: stop with an error (default) or skip and count them")
     _add_tokenizer_args(p)
 
 
@@ -98,7 +105,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         epochs=a.epochs, alpha=a.alpha, min_alpha=a.min_alpha, batch_words=a.batch_words, batch_pairs=a.batch_pairs,
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, log_every=a.log_every, storage_options=_storage_options(a.storage_options),
-        overwrite=a.overwrite)
+        overwrite=a.overwrite, force_resume=a.force_resume, checkpoint_every=a.checkpoint_every,
+        checkpoint_minutes=a.checkpoint_minutes, keep_checkpoints=a.keep_checkpoints, on_bad_shard=a.on_bad_shard)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,7 +170,11 @@ def run(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
     elif args.command == "train":
         from w2v_dist.train import train
-        train(config_from_args(args))
+        summary = train(config_from_args(args))
+        if summary.get("interrupted"):
+            print(f"w2v-dist: stopped at step {summary['steps']}; a checkpoint is in {args.output}. "
+                  "Run the same command to resume.", file=sys.stderr)
+            return 128 + int(summary["signal"])
     elif args.command == "export":
         from w2v_dist.vectors import Vectors
         Vectors.load(args.run, _storage_options(args.storage_options)).save(args.output, args.format)

@@ -62,6 +62,11 @@ class TrainConfig:
     log_every: float = 10.0  # seconds between log lines
     storage_options: dict = field(default_factory=dict)
     overwrite: bool = False
+    force_resume: bool = False  # resume even if result-changing settings differ (they are listed)
+    checkpoint_every: int | None = None  # optimizer steps between checkpoints
+    checkpoint_minutes: float | None = None  # minutes between checkpoints
+    keep_checkpoints: int = 2
+    on_bad_shard: str = "error"  # "error" or "skip" for unreadable files, row groups and rows
 
     def __post_init__(self):
         if isinstance(self.tokenizer, dict):
@@ -94,6 +99,15 @@ class TrainConfig:
             raise ConfigError(f"--kernel must be auto, numba or torch, got {self.kernel!r}")
         if self.workers < 0 or self.threads < 0:
             raise ConfigError("--workers and --threads must be >= 0")
+        if self.keep_checkpoints < 2:
+            raise ConfigError(f"--keep-checkpoints must be >= 2, got {self.keep_checkpoints}: the newest may be "
+                              "in the middle of being written when a process dies, so an older one must remain")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be >= 1 step, got {self.checkpoint_every}")
+        if self.checkpoint_minutes is not None and self.checkpoint_minutes <= 0:
+            raise ConfigError(f"--checkpoint-minutes must be > 0, got {self.checkpoint_minutes}")
+        if self.on_bad_shard not in ("error", "skip"):
+            raise ConfigError(f"--on-bad-shard must be error or skip, got {self.on_bad_shard!r}")
         if not self.text_column:
             raise ConfigError("--text-column must name a column")
 

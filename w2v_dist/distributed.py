@@ -64,13 +64,14 @@ class Dist:
         return out
 
 
-def synchronized(batches: Iterator, dist: Dist, words_of) -> Iterator[tuple[object, int]]:
+def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda: []) -> Iterator[tuple[object, int, list[int]]]:
     """Every rank steps together until the last rank runs out of data.
 
-    Each step all-reduces (ranks with data, words in this step): a rank whose stream is done keeps
-    stepping with ``None`` (an empty batch: zero gradient, still in DDP's all-reduce) until no
-    rank has data, so no rank is left waiting in a collective. The summed words drive the
-    learning-rate schedule, so N ranks decay exactly as one process over the same corpus.
+    Each step all-reduces (ranks with data, words in this step, *flags): a rank whose stream is
+    done keeps stepping with ``None`` (an empty batch: zero gradient, still in DDP's all-reduce)
+    until no rank has data, so no rank is left waiting in a collective. The summed words drive
+    the learning-rate schedule, so N ranks decay exactly as one process over the same corpus;
+    the summed ``flags()`` (checkpoint now, stop now) reach every rank at the same step.
     """
     it = iter(batches)
     while True:
@@ -78,12 +79,12 @@ def synchronized(batches: Iterator, dist: Dist, words_of) -> Iterator[tuple[obje
         if dist.backend is None:
             if b is None:
                 return
-            yield b, words_of(b)
+            yield b, words_of(b), flags()
             continue
-        active, words = dist.all_reduce_sum([int(b is not None), words_of(b) if b is not None else 0])
+        active, words, *summed = dist.all_reduce_sum([int(b is not None), words_of(b) if b is not None else 0, *flags()])
         if active == 0:
             return
-        yield b, words
+        yield b, words, summed
 
 
 def _device_for(requested: str, local_rank: int) -> str:
@@ -110,7 +111,16 @@ def setup(device: str = "cpu", backend: str | None = None, timeout_s: float = 18
     if dev.startswith("cuda"):
         torch.cuda.set_device(dev)
     backend = backend or ("nccl" if dev.startswith("cuda") else "gloo")
-    td.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+    timeout = datetime.timedelta(seconds=timeout_s)
+    # The rendezvous store outlives a torchrun restart (the agent hosts it): keys of the attempt
+    # that died (a dead rank's gloo address) would be read by the new one and its connections
+    # refused. Each attempt gets its own key prefix.
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = td.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                        is_master=rank == 0 and not agent_store, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    td.init_process_group(backend=backend, store=td.PrefixStore(f"w2v_dist/attempt-{attempt}", store),
+                          rank=rank, world_size=world, timeout=timeout,
                           device_id=torch.device(dev) if dev.startswith("cuda") else None)
     try:
         yield Dist(rank, world, local_rank, local_world, dev, backend)

@@ -57,7 +57,7 @@ def _grad(rows, values, shape, sparse):
     rows = rows.long()
     if sparse:
         # coalesced here (gloo would coalesce anyway): duplicate rows are summed once, not sent twice
-        return torch.sparse_coo_tensor(rows[None], values, shape).coalesce()
+        return torch.sparse_coo_tensor(rows[None], values, shape, check_invariants=False).coalesce()
     return torch.zeros(shape, dtype=values.dtype, device=values.device).index_add_(0, rows, values)
 
 

@@ -17,7 +17,8 @@ log = logging.getLogger("w2v_dist.train")
 
 class Progress:
     def __init__(self, total_words: int, metrics_uri: str | None, every_s: float = 10.0,
-                 enabled: bool = True, storage_options: dict | None = None, words_done: int = 0):
+                 enabled: bool = True, storage_options: dict | None = None, words_done: int = 0,
+                 records: list[dict] | None = None):
         self.total = total_words
         self.metrics_uri = metrics_uri
         self.every_s = every_s
@@ -28,7 +29,7 @@ class Progress:
         self.start_words = self.last_words = words_done
         self.loss = 0.0
         self.examples = 0
-        self.records: list[dict] = []
+        self.records: list[dict] = list(records or [])  # a resumed run keeps what came before
         self.bar = None
         if enabled and sys.stderr.isatty():
             self.bar = tqdm(total=total_words, initial=words_done, unit="word", unit_scale=True,

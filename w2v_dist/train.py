@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
+import random
+import signal
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -22,8 +23,9 @@ from torch.utils.data import DataLoader
 from w2v_dist import checkpoint, storage
 from w2v_dist.config import ConfigError, TrainConfig
 from w2v_dist.corpus.dataset import CorpusStream, identity, token_stream, worker_init
-from w2v_dist.corpus.shards import scan_shards
+from w2v_dist.corpus.shards import Shard, scan_shards
 from w2v_dist.distributed import Dist, setup, synchronized
+from w2v_dist.faults import maybe_fail
 from w2v_dist.model import Word2Vec
 from w2v_dist.pairs import Examples
 from w2v_dist.progress import Progress
@@ -31,7 +33,7 @@ from w2v_dist.vocab import Counter, Vocab
 
 log = logging.getLogger("w2v_dist.train")
 
-RUN_FILES = ("config.json", "vocab", "checkpoints", "metrics.jsonl", "vectors.npy", "summary.json")
+RUN_FILES = ("config.json", "plan.json", "vocab", "checkpoints", "metrics.jsonl", "vectors.npy", "summary.json")
 
 
 class RunExistsError(ValueError):
@@ -51,23 +53,76 @@ class LinearSchedule:
         return max(self.alpha - (self.alpha - self.min_alpha) * frac, self.min_alpha)
 
 
-def check_run_dir(cfg: TrainConfig) -> bool:
-    """Refuse to overwrite a run unless ``--overwrite``; returns whether there is one to clear."""
-    so = cfg.storage_options
-    done = storage.exists(storage.join(cfg.output, "summary.json"), so)
-    if done or storage.exists(storage.join(cfg.output, "config.json"), so):
-        if not cfg.overwrite:
-            raise RunExistsError(
-                f"{cfg.output}: holds a {'finished' if done else 'started'} run; pass --overwrite to replace it "
-                "or choose another --output")
-        return True
-    return False
+@dataclass
+class Start:
+    """What a run starts from: fresh, or a checkpoint of an earlier attempt."""
+
+    shards: list[Shard]
+    row_tokens: list[list[tuple[int, int]]]
+    vocab_uri: str
+    checkpoint: tuple[int, dict, dict] | None = None  # (step, tensors, state)
 
 
-def clear_run_dir(cfg: TrainConfig) -> None:
-    """Remove only what a run writes: other files in the directory are not ours to delete."""
-    for name in RUN_FILES:
-        storage.remove(storage.join(cfg.output, name), cfg.storage_options, recursive=True)
+def start_run(cfg: TrainConfig, dist: Dist) -> Start:
+    """A new run, or the resumption of the one in ``--output``. Bad input and incompatible
+    settings fail here, before anything is written."""
+    so, out = cfg.storage_options, cfg.output
+    finished = storage.exists(storage.join(out, "summary.json"), so)
+    started = storage.exists(storage.join(out, "config.json"), so)
+    if finished and not cfg.overwrite:
+        raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
+    shards = scan_shards(cfg.corpus, cfg.text_column, so)
+    vocab_uri = storage.join(out, "vocab")
+    if started and not cfg.overwrite:
+        return _resume(cfg, dist, shards, vocab_uri)
+    vocab, row_tokens = build_vocab(cfg, shards, dist)
+    if dist.is_main:
+        for name in RUN_FILES if started or finished else ():
+            storage.remove(storage.join(out, name), so, recursive=True)
+        storage.makedirs(out, so)
+        vocab.save(vocab_uri, so)
+        plan = {"shards": [s.to_dict() for s in shards], "row_tokens": row_tokens}
+        storage.write_text(storage.join(out, "plan.json"), json.dumps(plan), so)
+        storage.write_text(storage.join(out, "config.json"), cfg.to_json(), so)  # last: the run exists
+    dist.barrier()
+    return Start(shards, row_tokens, vocab_uri)
+
+
+def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -> Start:
+    so, out = cfg.storage_options, cfg.output
+    saved = json.loads(storage.read_bytes(storage.join(out, "config.json"), so))
+    diff = checkpoint.config_diff(saved, cfg.to_dict())
+    if diff:
+        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
+        if not cfg.force_resume:
+            raise ConfigError(f"{out}: was started with other settings ({what}); use the same flags, "
+                              "--force-resume to continue anyway, or --overwrite to start again")
+        log.warning("resuming with changed settings (--force-resume): %s", what)
+    plan = json.loads(storage.read_bytes(storage.join(out, "plan.json"), so))
+    if [(s["uri"], s["num_rows"]) for s in plan["shards"]] != [(s.uri, s.num_rows) for s in shards]:
+        raise ConfigError(f"{cfg.corpus}: the shards differ from those the run in {out} started with "
+                          "(files added, removed or rewritten); pass --overwrite to start again")
+    row_tokens = [[tuple(x) for x in shard] for shard in plan["row_tokens"]]
+    found, message = None, None
+    if dist.is_main:  # rank 0 picks the checkpoint (verifying it, falling back); the others load that step
+        try:
+            found = checkpoint.latest(out, so)
+            message = found[0] if found else None
+        except ValueError as e:
+            message = str(e)
+    message = dist.broadcast_object(message)
+    if isinstance(message, str):
+        raise ConfigError(message)
+    if message is None:
+        log.info("%s: no committed checkpoint yet; starting from the beginning", out)
+        return Start(shards, row_tokens, vocab_uri)
+    found = found or (message, *checkpoint.load(out, message, so))
+    step, _, state = found
+    if state["world_size"] != dist.world_size or state["workers"] != cfg.workers:
+        raise ConfigError(f"{out}: checkpoint step-{step} was written by {state['world_size']} rank(s) with "
+                          f"--workers {state['workers']}; resume with the same (the data positions depend on both)")
+    log.info("resuming from %s/checkpoints/step-%d (%d words done)", out, step, state["words_done"])
+    return Start(shards, row_tokens, vocab_uri, found)
 
 
 def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[tuple[int, int]]]]:
@@ -110,16 +165,81 @@ class Batch:
     epoch: int
 
 
-def minibatches(chunks, batch_pairs: int) -> Iterator[Batch]:
-    """Cut each chunk into mini-batches of at most ``batch_pairs`` examples, sharing its words out."""
-    for chunk in chunks:
-        ex, n = chunk.examples, len(chunk.examples)
-        if n == 0:
-            yield Batch(ex, ex.words, chunk.epoch)
-            continue
-        for start in range(0, n, batch_pairs):
-            stop = min(start + batch_pairs, n)
-            yield Batch(ex.slice(start, stop), ex.words * stop // n - ex.words * start // n, chunk.epoch)
+class Feed:
+    """Mini-batches of at most ``batch_pairs`` examples cut from the stream's chunks (each chunk's
+    words shared out among them), and where they came from: :meth:`state_dict` is this rank's
+    data position for a checkpoint (see :meth:`CorpusStream.load_state_dict`)."""
+
+    def __init__(self, chunks, batch_pairs: int, state: dict | None = None):
+        self.chunks, self.batch_pairs = chunks, batch_pairs
+        self.after: dict[str, list[int]] = dict((state or {}).get("after", {}))
+        self.current: list[int] | None = (state or {}).get("current")  # [worker, examples used]
+        self.skip = self.current[1] if self.current else 0
+
+    def state_dict(self) -> dict:
+        return {"after": dict(self.after), "current": self.current}
+
+    def resume_for_stream(self) -> dict:
+        return {"after": dict(self.after), "first": self.current[0] if self.current else None}
+
+    def __iter__(self) -> Iterator[Batch]:
+        for chunk in self.chunks:
+            ex, n = chunk.examples, len(chunk.examples)
+            self.after[str(chunk.worker)] = chunk.position
+            start, self.skip = self.skip, 0
+            if n == 0 and start == 0:  # nothing to train on, but its words still count
+                self.current = [chunk.worker, 1]
+                yield Batch(ex, ex.words, chunk.epoch)
+            for a in range(start, n, self.batch_pairs):
+                b = min(a + self.batch_pairs, n)
+                self.current = [chunk.worker, b]
+                yield Batch(ex.slice(a, b), ex.words * b // n - ex.words * a // n, chunk.epoch)
+
+
+class Control:
+    """When to checkpoint and whether to stop: ``--checkpoint-every``, ``--checkpoint-minutes``,
+    SIGTERM/SIGINT. Rank 0's clock decides time-based saves; all ranks learn it in the per-step
+    all-reduce, so they checkpoint (and stop) at the same step."""
+
+    def __init__(self, cfg: TrainConfig, dist: Dist):
+        self.every, self.minutes, self.dist = cfg.checkpoint_every, cfg.checkpoint_minutes, dist
+        self.last = time.monotonic()
+        self.signal: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("%s received: finishing this step, writing a checkpoint, then stopping",
+                    signal.Signals(signum).name)
+
+    def flags(self) -> list[int]:
+        due = self.minutes is not None and time.monotonic() - self.last >= 60 * self.minutes
+        return [int(self.dist.is_main and due), int(self.signal is not None)]
+
+    def save_now(self, step: int, flags: list[int]) -> bool:
+        return bool(flags[0] or flags[1] or (self.every and step % self.every == 0))
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+
+def rng_states() -> dict:
+    """Python, numpy and torch generator states as JSON (nothing in training draws from them: all
+    draws are keyed by (seed, epoch, unit, piece); they are kept so user code that does resumes too)."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    return {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "torch": torch.get_rng_state().tolist()}
+
+
+def set_rng_states(s: dict) -> None:
+    random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
+    np.random.set_state((s["numpy"][0], np.array(s["numpy"][1], dtype=np.uint32), *s["numpy"][2:]))
+    torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
 
 
 def make_step(model: Word2Vec, dist: Dist):
@@ -131,8 +251,7 @@ def make_step(model: Word2Vec, dist: Dist):
         return model.step
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    ddp = DDP(model, device_ids=[dist.device] if dist.device.startswith("cuda") else None,
-              broadcast_buffers=False)
+    ddp = DDP(model, device_ids=[dist.device] if dist.device.startswith("cuda") else None)
     opt = torch.optim.SGD(model.parameters(), lr=0.0, foreach=False)
 
     def step(ex: Examples, lr: float) -> float:
@@ -142,78 +261,78 @@ def make_step(model: Word2Vec, dist: Dist):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run a whole training job as described by ``cfg``; returns the summary (also in summary.json)."""
+    """Run a whole training job as described by ``cfg`` (resuming the one in ``cfg.output`` if it
+    has a checkpoint); returns the summary (also in summary.json)."""
     with setup(cfg.device, cfg.backend) as dist:
         return _train(cfg, dist)
 
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
-    so = cfg.storage_options
-    # bad input fails here, before anything is written
-    existing = check_run_dir(cfg)
-    shards = scan_shards(cfg.corpus, cfg.text_column, so)
-    t0 = time.perf_counter()
-    vocab, row_tokens = build_vocab(cfg, shards, dist)
-    vocab_uri = storage.join(cfg.output, "vocab")
-    if dist.is_main:
-        if existing:
-            clear_run_dir(cfg)
-        storage.makedirs(cfg.output, so)
-        storage.write_text(storage.join(cfg.output, "config.json"), cfg.to_json(), so)
-        vocab.save(vocab_uri, so)
-    dist.barrier()
-    if dist.is_local_main:  # one node-local copy of a remote vocabulary, made by one process
-        vocab = Vocab.load(vocab_uri, so, cfg.cache_dir)
-    dist.barrier()
-    if not dist.is_local_main:
-        vocab = Vocab.load(vocab_uri, so, cfg.cache_dir)
+    so, t0 = cfg.storage_options, time.perf_counter()
+    start = start_run(cfg, dist)
+    vocab = _load_vocab(start.vocab_uri, cfg, dist)
     log.info("vocabulary: %d words, %d words per epoch, %d shards (%.1fs)", len(vocab), vocab.total_words,
-             len(shards), time.perf_counter() - t0)
-
+             len(start.shards), time.perf_counter() - t0)
     if cfg.kernel != "torch" and dist.device == "cpu":
         import numba
         numba.set_num_threads(cfg.threads or numba.config.NUMBA_NUM_THREADS)
     model = Word2Vec(len(vocab), cfg.dim, cfg.model, cfg.seed, dist.device, cfg.kernel,
                      sparse=not dist.device.startswith("cuda"))
+    state = {"step": 0, "words_done": 0, "epoch": 0, "ranks": [{}] * dist.world_size, "metrics": []}
+    if start.checkpoint:
+        _, tensors, state = start.checkpoint
+        if state["vocab_fingerprint"] != vocab.meta["fingerprint"]:
+            raise ConfigError(f"{cfg.output}: the checkpoint belongs to another vocabulary; pass --overwrite")
+        with torch.no_grad():
+            for name, table in model.tables().items():
+                table.copy_(tensors[name])
+        set_rng_states(state["ranks"][dist.rank]["rng"])
+    mine = state["ranks"][dist.rank]
     step_fn = make_step(model, dist)
-    stream = CorpusStream(shards, vocab_uri, cfg.tokenizer, model=cfg.model, window=cfg.window,
+    stream = CorpusStream(start.shards, start.vocab_uri, cfg.tokenizer, model=cfg.model, window=cfg.window,
                           negative=cfg.negative, seed=cfg.seed, epochs=cfg.epochs, batch_words=cfg.batch_words,
                           rank=dist.rank, world_size=dist.world_size, storage_options=so, cache_dir=cfg.cache_dir,
-                          row_tokens=row_tokens)
-    loader = DataLoader(stream, batch_size=None, num_workers=cfg.workers, collate_fn=identity,
-                        worker_init_fn=worker_init, prefetch_factor=4 if cfg.workers else None,
-                        multiprocessing_context="spawn" if cfg.workers else None)
+                          row_tokens=start.row_tokens)
+    feed = Feed(None, cfg.batch_pairs, mine.get("feed"))
+    stream.load_state_dict({"resume": feed.resume_for_stream()})
+    feed.chunks = DataLoader(stream, batch_size=None, num_workers=cfg.workers, collate_fn=identity,
+                             worker_init_fn=worker_init, prefetch_factor=4 if cfg.workers else None,
+                             multiprocessing_context="spawn" if cfg.workers else None)
     schedule = LinearSchedule(cfg.alpha, cfg.min_alpha, cfg.epochs * vocab.total_words)
     progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl"), cfg.log_every,
-                        enabled=dist.is_main, storage_options=so)
+                        enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
+                        records=state["metrics"])
+    control = Control(cfg, dist)
     empty = Batch(Examples.empty(cfg.model, cfg.window, cfg.negative), 0, -1)
-    words_done, step, with_data, epoch, lr = 0, 0, 0, 0, cfg.alpha
-    for batch, words in synchronized(minibatches(loader, cfg.batch_pairs), dist, lambda b: b.words):
+    words_done, step, epoch, lr = state["words_done"], state["step"], state["epoch"], cfg.alpha
+    with_data = mine.get("with_data", 0)
+    for batch, words, flags in synchronized(feed, dist, lambda b: b.words, control.flags):
         with_data += batch is not None
         batch = batch or empty
         lr = schedule(words_done)
         loss = step_fn(batch.examples, lr)
-        words_done += words
-        step += 1
-        epoch = max(epoch, batch.epoch)
+        words_done, step, epoch = words_done + words, step + 1, max(epoch, batch.epoch)
         progress.update(words, len(batch.examples), loss, lr, step, epoch)
+        maybe_fail("step", dist.rank, step)
+        if control.save_now(step, flags):
+            save_checkpoint(cfg, dist, model, step, words_done, epoch, feed, with_data, progress)
+            control.saved()
+        if flags[1]:
+            return _interrupted(cfg, dist, control, step)
     final = progress.close(lr, step, epoch)
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)
-
+    save_checkpoint(cfg, dist, model, step, words_done, epoch, feed, with_data, progress)
     summary = {"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
                "world_size": dist.world_size, "sync_bytes_per_step": model.stats["sync_bytes"] / max(step, 1),
                "dim": cfg.dim, "model": cfg.model, "final_loss": final["loss"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
     if dist.is_main:
-        state = {"step": step, "words_done": words_done, "epoch": cfg.epochs, "stream": stream.state_dict(),
-                 "config": cfg.to_dict(), "vocab_fingerprint": vocab.meta["fingerprint"]}
-        checkpoint.save(cfg.output, step, model.tables(), state, storage_options=so)
         buf = io.BytesIO()
         np.save(buf, model.vectors())
         storage.write_bytes(storage.join(cfg.output, "vectors.npy"), buf.getvalue(), so)
@@ -222,3 +341,30 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                  final["mean_words_per_s"], storage.join(cfg.output, "vectors.npy"))
     dist.barrier()
     return summary
+
+
+def save_checkpoint(cfg, dist, model, step, words_done, epoch, feed, with_data, progress) -> None:
+    """Every rank's position goes to rank 0, which writes; everyone waits for the commit."""
+    ranks = dist.all_gather_object({"feed": feed.state_dict(), "with_data": with_data, "rng": rng_states()})
+    if dist.is_main:
+        state = {"step": step, "words_done": words_done, "epoch": epoch, "world_size": dist.world_size,
+                 "workers": cfg.workers, "ranks": ranks, "config": cfg.to_dict(),
+                 "vocab_fingerprint": json.loads(storage.read_bytes(
+                     storage.join(cfg.output, "vocab", "vocab.json"), cfg.storage_options))["fingerprint"],
+                 "metrics": progress.records}
+        checkpoint.save(cfg.output, step, model.tables(), state, keep=cfg.keep_checkpoints,
+                        storage_options=cfg.storage_options)
+    dist.barrier()
+
+
+def _interrupted(cfg: TrainConfig, dist: Dist, control: Control, step: int) -> dict:
+    name = signal.Signals(control.signal).name if control.signal else "a signal on another rank"
+    log.warning("stopped by %s at step %d; checkpoint written. Run the same command to resume.", name, step)
+    return {"interrupted": True, "signal": control.signal or signal.SIGTERM, "steps": step}
+
+
+def _load_vocab(vocab_uri: str, cfg: TrainConfig, dist: Dist) -> Vocab:
+    """Local rank 0 first: one node-local copy of a remote vocabulary, shared by the node's ranks."""
+    vocab = Vocab.load(vocab_uri, cfg.storage_options, cfg.cache_dir) if dist.is_local_main else None
+    dist.barrier()
+    return vocab or Vocab.load(vocab_uri, cfg.storage_options, cfg.cache_dir)

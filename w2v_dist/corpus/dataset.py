@@ -12,6 +12,9 @@ Filesystems are opened inside the process that reads (fsspec instances are not f
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -47,9 +50,14 @@ class Chunk:
     examples: Examples
     epoch: int
     unit: Unit
+    index: int  # position of the unit in this (rank, worker)'s list for the epoch
     piece: int
     rank: int = 0
-    worker: int = 0
+    worker: int = 0  # the logical worker: the same across a resumption
+
+    @property
+    def position(self) -> list[int]:
+        return [self.epoch, self.index, self.piece]
 
 
 class CorpusStream(IterableDataset):
@@ -75,12 +83,19 @@ class CorpusStream(IterableDataset):
         # (rows, tokens) of every row group; without counts, rows stand in for tokens
         self.row_tokens = row_tokens or [[(n, n) for n in s.row_groups] for s in shards]
         self.start_epoch = 0
+        self.resume: dict = {}
 
     def state_dict(self) -> dict:
-        return {"start_epoch": self.start_epoch, "seed": self.seed}
+        return {"start_epoch": self.start_epoch, "resume": self.resume}
 
     def load_state_dict(self, state: dict) -> None:
-        self.start_epoch = int(state["start_epoch"])
+        """``start_epoch``: begin there. ``resume``: where each worker stopped, from the trainer's
+        :class:`~w2v_dist.train.Feed` state: ``{"after": {worker: [epoch, index, piece]},
+        "first": worker}``. Worker ``first`` restarts *at* its position (the trainer skips what it
+        had used of that chunk), the others right after theirs; DataLoader worker 0 plays worker
+        ``first``, so the round-robin order of chunks continues as it was."""
+        self.start_epoch = int(state.get("start_epoch", 0))
+        self.resume = dict(state.get("resume") or {})
 
     def _worker(self) -> tuple[int, int]:
         info = get_worker_info()
@@ -91,18 +106,26 @@ class CorpusStream(IterableDataset):
 
         vocab = Vocab.load(self.vocab_uri, self.storage_options, self.cache_dir)
         sampler = vocab.sampler
-        worker, workers = self._worker()
+        dl_worker, workers = self._worker()
+        first = self.resume.get("first")
+        worker = (dl_worker + (int(first) if first is not None else 0)) % workers
+        after = self.resume.get("after", {}).get(str(worker))
+        inclusive = first is not None and int(first) == worker
         slots = self.world_size * workers
         units = make_units(self.row_tokens, slots)
         reader = _RowGroupReader(self.shards, self.storage_options)
         for epoch in range(self.start_epoch, self.epochs):
-            for unit in assign(units, slots, self.seed, epoch)[self.rank * workers + worker]:
+            for i, unit in enumerate(assign(units, slots, self.seed, epoch)[self.rank * workers + worker]):
+                if after is not None and [epoch, i] < after[:2]:
+                    continue
                 column = reader.read(unit)
                 tok = encode(column, vocab.words, self.tokenizer)
                 for p, piece in enumerate(split_pieces(tok, self.batch_words)):
+                    if after is not None and ([epoch, i, p] < after or ([epoch, i, p] == after and not inclusive)):
+                        continue
                     rng = np.random.default_rng([self.seed, epoch, unit.shard, unit.row_group, unit.start, p])
                     ex = make_examples(piece, self.model, self.window, vocab.keep_prob, sampler, self.negative, rng)
-                    yield Chunk(ex, epoch, unit, p, self.rank, worker)
+                    yield Chunk(ex, epoch, unit, i, p, self.rank, worker)
 
 
 class _RowGroupReader:
@@ -141,3 +164,19 @@ def worker_init(_worker_id: int) -> None:
     # the trainer owns the cores; readers stay single-threaded
     pa.set_cpu_count(1)
     torch.set_num_threads(1)
+    # Ctrl-C and preemption are the trainer's to handle (it finishes the step and checkpoints);
+    # a reader that died of them would take the DataLoader down first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """A reader whose trainer was killed (SIGKILL: no cleanup) must not live on holding the
+    trainer's pipes; Linux can deliver it a signal when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)

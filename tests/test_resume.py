@@ -1,0 +1,137 @@
+"""Never lose a run: exact resume, killed ranks, atomic checkpoints, signals (CPU, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, cli
+from tests.test_distributed import torchrun
+
+# small steps and a checkpoint every 5 of them: many steps per epoch, kills land mid-epoch
+TRAIN = ["--epochs", "2", "--dim", "16", "--min-count", "3", "--log-every", "0.2", "--workers", "1",
+         "--threads", "1", "--batch-pairs", "2048", "--checkpoint-every", "5"]
+
+
+def _final(run):
+    summary = json.loads((run / "summary.json").read_text())
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return np.load(run / "vectors.npy"), summary, metrics
+
+
+def _steps_per_epoch(run) -> int:
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return max(m["step"] for m in metrics if m["epoch"] == 0)
+
+
+@pytest.fixture(scope="module")
+def reference(small_corpus, tmp_path_factory):
+    """Run A: 2 ranks, uninterrupted."""
+    run = tmp_path_factory.mktemp("ref") / "a"
+    torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, "--log-every", "0")
+    return run
+
+
+def _same(a, b):
+    va, sa, ma = _final(a)
+    vb, sb, mb = _final(b)
+    assert np.array_equal(va, vb), "vectors differ"
+    assert (sa["words"], sa["steps"]) == (sb["words"], sb["steps"])
+    assert ma[-1]["words"] == mb[-1]["words"] and ma[-1]["step"] == mb[-1]["step"]
+
+
+@pytest.mark.parametrize("where", ["inside an epoch", "at the epoch boundary"])
+def test_killed_then_rerun_equals_uninterrupted(reference, small_corpus, tmp_path, where):
+    k = 12 if where == "inside an epoch" else _steps_per_epoch(reference)
+    run = tmp_path / "b"
+    extra = ["--checkpoint-every", "1"] if where != "inside an epoch" else []
+    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra, check=False,
+                 env={"W2V_DIST_FAULT": f"kill@step:1:{k}"})
+    assert p.returncode != 0 and not (run / "summary.json").exists()
+    torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra)
+    _same(reference, run)
+
+
+def test_rank_killed_under_max_restarts_recovers(reference, small_corpus, tmp_path):
+    run = tmp_path / "b"
+    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, extra=("--max-restarts", "1"),
+                 env={"W2V_DIST_FAULT": "kill@step:1:13"})
+    assert "resuming from" in p.stderr and "step-10" in p.stderr
+    _same(reference, run)
+
+
+def test_kill_between_payload_and_manifest_is_ignored(reference, small_corpus, tmp_path):
+    run = tmp_path / "b"
+    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, extra=("--max-restarts", "1"),
+                 env={"W2V_DIST_FAULT": "kill@save:0:10"})
+    assert "resuming from" in p.stderr and "step-5 " in p.stderr + " "
+    _same(reference, run)
+
+
+def test_corrupt_newest_checkpoint_falls_back(reference, small_corpus, tmp_path):
+    run = tmp_path / "b"
+    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, check=False,
+                 env={"W2V_DIST_FAULT": "kill@step:0:17"})
+    assert p.returncode != 0
+    steps = sorted(int(d.name.split("-")[1]) for d in (run / "checkpoints").iterdir())
+    assert steps == [10, 15]
+    payload = run / "checkpoints" / "step-15" / "model.pt"
+    payload.write_bytes(payload.read_bytes()[:-100])  # truncated
+    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN)
+    assert "checkpoint step-15 is not usable" in p.stderr and "resuming from" in p.stderr
+    assert "step-10" in p.stderr
+    _same(reference, run)
+
+
+def test_exhausted_restarts_fail_with_the_rank_traceback(small_corpus, tmp_path):
+    p = torchrun("train", str(small_corpus), "--output", str(tmp_path / "b"), *TRAIN, extra=("--max-restarts", "0"),
+                 env={"W2V_DIST_FAULT": "raise@step:1:3"}, check=False)
+    assert p.returncode != 0
+    assert "RuntimeError: injected fault at step 3 on rank 1" in p.stderr
+    assert "Traceback" in p.stderr
+
+
+def test_single_process_resume_is_exact(small_corpus, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = [*TRAIN, "--workers", "2"]
+    cli("train", str(small_corpus), "--output", str(a), *args)
+    p = cli("train", str(small_corpus), "--output", str(b), *args, check=False, env={"W2V_DIST_FAULT": "kill@step:0:23"})
+    assert p.returncode == -signal.SIGKILL
+    p = cli("train", str(small_corpus), "--output", str(b), *args)
+    assert "resuming from" in p.stderr
+    _same(a, b)
+
+
+def test_sigterm_checkpoints_and_says_how_to_resume(small_corpus, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    cli("train", str(small_corpus), "--output", str(a), *TRAIN)
+    p = cli("train", str(small_corpus), "--output", str(b), *TRAIN, check=False, env={"W2V_DIST_FAULT": "term@step:0:7"})
+    assert p.returncode == 128 + signal.SIGTERM, p.stderr
+    assert "Run the same command to resume" in p.stderr
+    stopped = int(p.stderr.split("stopped at step ")[1].split(";")[0])
+    assert stopped in (7, 8)  # the signal lands during step 7; the next step boundary is where all ranks agree
+    assert (b / "checkpoints" / f"step-{stopped}" / "manifest.json").exists()
+    cli("train", str(small_corpus), "--output", str(b), *TRAIN)
+    _same(a, b)
+
+
+def test_changed_settings_are_refused_unless_forced(small_corpus, tmp_path):
+    run = tmp_path / "b"
+    cli("train", str(small_corpus), "--output", str(run), *TRAIN, check=False, env={"W2V_DIST_FAULT": "kill@step:0:8"})
+    p = cli("train", str(small_corpus), "--output", str(run), *TRAIN, "--dim", "20", check=False)
+    assert p.returncode == 2 and "was started with other settings (dim: 16 -> 20)" in p.stderr
+    p = cli("train", str(small_corpus), "--output", str(run), *TRAIN, "--window", "3", "--force-resume")
+    assert "resuming with changed settings (--force-resume): window: 5 -> 3" in p.stderr
+    assert (run / "summary.json").exists()
+
+
+def test_keep_checkpoints_refuses_one(small_corpus, tmp_path):
+    p = cli("train", str(small_corpus), "--output", str(tmp_path / "r"), "--keep-checkpoints", "1", check=False)
+    assert p.returncode == 2 and "--keep-checkpoints must be >= 2" in p.stderr

@@ -1,0 +1,29 @@
+"""Test-only fault injection, so the tests can kill a rank at an exact point of a real run.
+
+``W2V_DIST_FAULT=<action>@<point>:<rank>:<step>``, e.g. ``kill@step:1:12`` (rank 1 SIGKILLs
+itself after step 12), ``kill@save:0:10`` (rank 0 dies between a checkpoint's payload and its
+manifest), ``raise@step:1:5`` (an exception, for torchrun's error report), ``term@step:0:7``
+(SIGTERM to itself: a preemption). Fires only on torchrun's first attempt
+(``TORCHELASTIC_RESTART_COUNT`` unset or 0), so a restarted run goes through.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def maybe_fail(point: str, rank: int, step: int) -> None:
+    spec = os.environ.get("W2V_DIST_FAULT")
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return
+    action_point, want_rank, want_step = spec.rsplit(":", 2)
+    action, _, want_point = action_point.partition("@")
+    if want_point != point or int(want_rank) != rank or int(want_step) != step:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "term":
+        os.kill(os.getpid(), signal.SIGTERM)
+    elif action == "raise":
+        raise RuntimeError(f"injected fault at {point} {step} on rank {rank} (W2V_DIST_FAULT={spec})")
