@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv)
     except _user_errors() as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [line for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+        msg = lines[0]
+        if msg.startswith("Caught ") and len(lines) > 1:  # re-raised from a DataLoader worker
+            msg = lines[-1].split(": ", 1)[-1]
         print(f"w2v-dist: error: {msg}", file=sys.stderr)
         return 2
     except KeyError as e:  # an unknown word in `similar`

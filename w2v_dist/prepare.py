@@ -421,7 +421,7 @@ class _ShardWriter:
         uri = storage.join(self.output, f"part-{len(self.shards):05d}.parquet")
         self._stack = contextlib.ExitStack()
         f = self._stack.enter_context(storage.atomic_open(uri, "wb", self.storage_options))
-        self._writer = pq.ParquetWriter(f, SCHEMA, compression="zstd")
+        self._writer = pq.ParquetWriter(f, SCHEMA, compression="zstd", write_page_checksum=True)
         self.shards.append(uri)
 
     def _close_shard(self) -> None:

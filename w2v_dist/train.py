@@ -12,7 +12,7 @@ import logging
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -61,6 +61,7 @@ class Start:
     row_tokens: list[list[tuple[int, int]]]
     vocab_uri: str
     checkpoint: tuple[int, dict, dict] | None = None  # (step, tensors, state)
+    skipped: dict = field(default_factory=dict)  # data left out before training (--on-bad-shard skip)
 
 
 def start_run(cfg: TrainConfig, dist: Dist) -> Start:
@@ -71,21 +72,24 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     started = storage.exists(storage.join(out, "config.json"), so)
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
-    shards = scan_shards(cfg.corpus, cfg.text_column, so)
+    report: dict = {}
+    shards = scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report)
     vocab_uri = storage.join(out, "vocab")
     if started and not cfg.overwrite:
         return _resume(cfg, dist, shards, vocab_uri)
-    vocab, row_tokens = build_vocab(cfg, shards, dist)
+    vocab, row_tokens, skipped = build_vocab(cfg, shards, dist)
+    skipped.update(bad_files=len(report.get("bad_files", [])), empty_files=report["empty_files"],
+                   empty_row_groups=report["empty_row_groups"])
     if dist.is_main:
         for name in RUN_FILES if started or finished else ():
             storage.remove(storage.join(out, name), so, recursive=True)
         storage.makedirs(out, so)
         vocab.save(vocab_uri, so)
-        plan = {"shards": [s.to_dict() for s in shards], "row_tokens": row_tokens}
+        plan = {"shards": [s.to_dict() for s in shards], "row_tokens": row_tokens, "skipped": skipped}
         storage.write_text(storage.join(out, "plan.json"), json.dumps(plan), so)
         storage.write_text(storage.join(out, "config.json"), cfg.to_json(), so)  # last: the run exists
     dist.barrier()
-    return Start(shards, row_tokens, vocab_uri)
+    return Start(shards, row_tokens, vocab_uri, skipped=skipped)
 
 
 def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -> Start:
@@ -103,6 +107,7 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
         raise ConfigError(f"{cfg.corpus}: the shards differ from those the run in {out} started with "
                           "(files added, removed or rewritten); pass --overwrite to start again")
     row_tokens = [[tuple(x) for x in shard] for shard in plan["row_tokens"]]
+    skipped = plan.get("skipped", {})
     found, message = None, None
     if dist.is_main:  # rank 0 picks the checkpoint (verifying it, falling back); the others load that step
         try:
@@ -115,40 +120,44 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
         raise ConfigError(message)
     if message is None:
         log.info("%s: no committed checkpoint yet; starting from the beginning", out)
-        return Start(shards, row_tokens, vocab_uri)
+        return Start(shards, row_tokens, vocab_uri, skipped=skipped)
     found = found or (message, *checkpoint.load(out, message, so))
     step, _, state = found
     if state["world_size"] != dist.world_size or state["workers"] != cfg.workers:
         raise ConfigError(f"{out}: checkpoint step-{step} was written by {state['world_size']} rank(s) with "
                           f"--workers {state['workers']}; resume with the same (the data positions depend on both)")
     log.info("resuming from %s/checkpoints/step-%d (%d words done)", out, step, state["words_done"])
-    return Start(shards, row_tokens, vocab_uri, found)
+    return Start(shards, row_tokens, vocab_uri, found, skipped)
 
 
-def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[tuple[int, int]]]]:
+def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[tuple[int, int]]], dict]:
     """Each rank counts its share of the row groups; the tables are merged (summed, pruned the same
     way), so the result equals the single-process vocabulary whenever no pruning is needed.
 
-    Also returns ``(rows, tokens)`` of every row group, from which the data plan balances ranks.
+    Also returns ``(rows, tokens)`` of every row group, from which the data plan balances ranks
+    (a row group skipped as unreadable gets no rows), and the counts of skipped data.
     """
     counter = Counter(cfg.max_vocab_size)
-    seen = []
-    for s, g, tokens in token_stream(shards, cfg.tokenizer, dist.rank, dist.world_size, cfg.storage_options):
-        counter.add(tokens)
-        seen.append((s, g, len(tokens)))
+    seen, skipped = [], {}
+    for s, g, tokens in token_stream(shards, cfg.tokenizer, dist.rank, dist.world_size, cfg.storage_options,
+                                     cfg.on_bad_shard, skipped):
+        if tokens is not None:
+            counter.add(tokens)
+        seen.append((s, g, -1 if tokens is None else len(tokens)))
     table, tokens = counter.result(), counter.tokens
     if dist.world_size > 1:
-        parts = dist.all_gather_object((_ipc(table), tokens, seen))
+        parts = dist.all_gather_object((_ipc(table), tokens, seen, skipped))
         merged = Counter(cfg.max_vocab_size)
-        for blob, _, _ in parts:
+        for blob, *_ in parts:
             merged.add_counts(pa.ipc.open_stream(blob).read_all())
         table, tokens = merged.result(), sum(p[1] for p in parts)
         seen = [x for p in parts for x in p[2]]
+        skipped = {k: sum(p[3].get(k, 0) for p in parts) for k in {k for p in parts for k in p[3]}}
     row_tokens = [[(n, 0) for n in shard.row_groups] for shard in shards]
     for s, g, n in seen:
-        row_tokens[s][g] = (shards[s].row_groups[g], n)
+        row_tokens[s][g] = (shards[s].row_groups[g], n) if n >= 0 else (0, 0)
     vocab = Vocab.build(table, cfg.min_count, cfg.max_vocab, cfg.sample, raw_tokens=tokens, source=cfg.corpus)
-    return vocab, row_tokens
+    return vocab, row_tokens, skipped
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -175,9 +184,17 @@ class Feed:
         self.after: dict[str, list[int]] = dict((state or {}).get("after", {}))
         self.current: list[int] | None = (state or {}).get("current")  # [worker, examples used]
         self.skip = self.current[1] if self.current else 0
+        self.skipped: dict[str, dict] = dict((state or {}).get("skipped", {}))  # worker -> running counts
 
     def state_dict(self) -> dict:
-        return {"after": dict(self.after), "current": self.current}
+        return {"after": dict(self.after), "current": self.current, "skipped": dict(self.skipped)}
+
+    def skipped_total(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for counts in self.skipped.values():
+            for k, v in counts.items():
+                total[k] = total.get(k, 0) + v
+        return total
 
     def resume_for_stream(self) -> dict:
         return {"after": dict(self.after), "first": self.current[0] if self.current else None}
@@ -186,6 +203,8 @@ class Feed:
         for chunk in self.chunks:
             ex, n = chunk.examples, len(chunk.examples)
             self.after[str(chunk.worker)] = chunk.position
+            if chunk.skipped:
+                self.skipped[str(chunk.worker)] = chunk.skipped
             start, self.skip = self.skip, 0
             if n == 0 and start == 0:  # nothing to train on, but its words still count
                 self.current = [chunk.worker, 1]
@@ -298,7 +317,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     stream = CorpusStream(start.shards, start.vocab_uri, cfg.tokenizer, model=cfg.model, window=cfg.window,
                           negative=cfg.negative, seed=cfg.seed, epochs=cfg.epochs, batch_words=cfg.batch_words,
                           rank=dist.rank, world_size=dist.world_size, storage_options=so, cache_dir=cfg.cache_dir,
-                          row_tokens=start.row_tokens)
+                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard)
     feed = Feed(None, cfg.batch_pairs, mine.get("feed"))
     stream.load_state_dict({"resume": feed.resume_for_stream()})
     feed.chunks = DataLoader(stream, batch_size=None, num_workers=cfg.workers, collate_fn=identity,
@@ -328,7 +347,16 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     final = progress.close(lr, step, epoch)
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)
     save_checkpoint(cfg, dist, model, step, words_done, epoch, feed, with_data, progress)
-    summary = {"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
+    # what the vocabulary pass left out (the corpus read once), and what reading for training hit
+    # on top of it, counted each time it was met (a file that vanished mid-run, say)
+    while_training: dict[str, int] = {}
+    for counts in dist.all_gather_object(feed.skipped_total()):
+        for k, v in counts.items():
+            while_training[k] = while_training.get(k, 0) + v
+    if any(start.skipped.values()) or any(while_training.values()):
+        log.warning("skipped data (--on-bad-shard %s): %s; while training: %s", cfg.on_bad_shard, start.skipped,
+                    while_training)
+    summary = {"skipped": start.skipped, "skipped_while_training": while_training,"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
                "world_size": dist.world_size, "sync_bytes_per_step": model.stats["sync_bytes"] / max(step, 1),
                "dim": cfg.dim, "model": cfg.model, "final_loss": final["loss"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}

@@ -18,16 +18,21 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator
 
+import logging
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from w2v_dist.config import TokenizerConfig
 from w2v_dist.corpus.plan import Unit, assign, make_units
-from w2v_dist.corpus.shards import Shard, open_parquet, read_row_group
-from w2v_dist.corpus.tokenize import Tokenized, encode, tokenize
+from w2v_dist.corpus.shards import CorpusError, Shard, open_parquet, read_row_group
+from w2v_dist.corpus.tokenize import Tokenized, encode, is_text_type, tokenize
 from w2v_dist.pairs import Examples, make_examples
+
+log = logging.getLogger(__name__)
 
 
 def split_pieces(tok: Tokenized, batch_words: int) -> list[Tokenized]:
@@ -54,6 +59,7 @@ class Chunk:
     piece: int
     rank: int = 0
     worker: int = 0  # the logical worker: the same across a resumption
+    skipped: dict | None = None  # this worker's running counts of skipped data (--on-bad-shard skip)
 
     @property
     def position(self) -> list[int]:
@@ -71,7 +77,8 @@ class CorpusStream(IterableDataset):
     def __init__(self, shards: list[Shard], vocab_uri: str, tokenizer: TokenizerConfig, *, model: str,
                  window: int, negative: int, seed: int, epochs: int, batch_words: int = 10_000,
                  rank: int = 0, world_size: int = 1, storage_options: dict | None = None,
-                 cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None):
+                 cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None,
+                 on_bad: str = "error"):
         self.shards = shards
         self.vocab_uri = vocab_uri
         self.tokenizer = tokenizer
@@ -82,6 +89,7 @@ class CorpusStream(IterableDataset):
         self.cache_dir = cache_dir
         # (rows, tokens) of every row group; without counts, rows stand in for tokens
         self.row_tokens = row_tokens or [[(n, n) for n in s.row_groups] for s in shards]
+        self.on_bad = on_bad
         self.start_epoch = 0
         self.resume: dict = {}
 
@@ -113,46 +121,117 @@ class CorpusStream(IterableDataset):
         inclusive = first is not None and int(first) == worker
         slots = self.world_size * workers
         units = make_units(self.row_tokens, slots)
-        reader = _RowGroupReader(self.shards, self.storage_options)
+        reader = _RowGroupReader(self.shards, self.storage_options, self.on_bad)
         for epoch in range(self.start_epoch, self.epochs):
             for i, unit in enumerate(assign(units, slots, self.seed, epoch)[self.rank * workers + worker]):
                 if after is not None and [epoch, i] < after[:2]:
                     continue
                 column = reader.read(unit)
+                if column is None:  # skipped as unreadable (counted); its slot still moves on
+                    yield Chunk(Examples.empty(self.model, self.window, self.negative), epoch, unit, i, 0,
+                                self.rank, worker, dict(reader.skipped))
+                    continue
                 tok = encode(column, vocab.words, self.tokenizer)
                 for p, piece in enumerate(split_pieces(tok, self.batch_words)):
                     if after is not None and ([epoch, i, p] < after or ([epoch, i, p] == after and not inclusive)):
                         continue
                     rng = np.random.default_rng([self.seed, epoch, unit.shard, unit.row_group, unit.start, p])
                     ex = make_examples(piece, self.model, self.window, vocab.keep_prob, sampler, self.negative, rng)
-                    yield Chunk(ex, epoch, unit, i, p, self.rank, worker)
+                    yield Chunk(ex, epoch, unit, i, p, self.rank, worker, dict(reader.skipped))
+
+
+class BadData(CorpusError):
+    """Data that cannot be read, found while reading (a bad page, a vanished file, bad UTF-8)."""
 
 
 class _RowGroupReader:
-    """Reads the rows of a unit; keeps the last file and row group (split row groups share it)."""
+    """Reads the rows of a unit; keeps the last file and row group (split row groups share it).
 
-    def __init__(self, shards: list[Shard], storage_options: dict | None):
-        self.shards, self.storage_options = shards, storage_options
+    Problems found while reading: a file that vanished since it was listed, a corrupt page, text
+    that is not UTF-8 (pyarrow does not check on read). ``on_bad="error"`` raises :class:`BadData`
+    naming the file, row group and fix; ``"skip"`` leaves out the unit (or the bad rows) and counts
+    it in ``self.skipped``.
+    """
+
+    def __init__(self, shards: list[Shard], storage_options: dict | None, on_bad: str = "error"):
+        self.shards, self.storage_options, self.on_bad = shards, storage_options, on_bad
         self.file: tuple[int, object] | None = None
-        self.group: tuple[int, int, pa.ChunkedArray] | None = None
+        self.group: tuple[int, int, pa.ChunkedArray | None] | None = None
+        self.skipped: dict[str, int] = {}
 
-    def read(self, unit: Unit) -> pa.ChunkedArray:
+    def _skip(self, what: str, message: str, n: int = 1) -> None:
+        if self.on_bad == "error":
+            raise BadData(message + "; pass --on-bad-shard skip to leave such data out")
+        log.warning("skipping: %s", message)
+        self.skipped[what] = self.skipped.get(what, 0) + n
+
+    def read(self, unit: Unit) -> pa.ChunkedArray | None:
         if self.group is None or self.group[:2] != (unit.shard, unit.row_group):
-            if self.file is None or self.file[0] != unit.shard:
-                self.file = (unit.shard, open_parquet(self.shards[unit.shard].uri, self.storage_options))
-            column = read_row_group(self.file[1], self.shards[unit.shard], unit.row_group)
-            self.group = (unit.shard, unit.row_group, column)
-        return self.group[2].slice(unit.start, unit.stop - unit.start)
+            self.group = (unit.shard, unit.row_group, self._read_group(unit.shard, unit.row_group))
+        column = self.group[2]
+        return None if column is None else column.slice(unit.start, unit.stop - unit.start)
+
+    def _read_group(self, s: int, g: int) -> pa.ChunkedArray | None:
+        shard = self.shards[s]
+        where = f"{shard.uri} row group {g}"
+        try:
+            if self.file is None or self.file[0] != s:
+                self.file = None
+                self.file = (s, open_parquet(shard.uri, self.storage_options))
+            column = read_row_group(self.file[1], shard, g)
+        except FileNotFoundError:
+            self._skip("vanished_row_groups", f"{shard.uri}: the file disappeared after it was listed")
+            return None
+        except (OSError, pa.ArrowException) as e:
+            self._skip("bad_row_groups", f"{where}: cannot be read ({e})")
+            return None
+        nulls = column.null_count
+        if nulls:
+            self.skipped["null_rows"] = self.skipped.get("null_rows", 0) + nulls
+        return self._valid_utf8(column, where)
+
+    def _valid_utf8(self, column: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
+        try:
+            column.validate(full=True)
+            return column
+        except pa.ArrowInvalid:
+            pass
+        # rare: find the offending rows (Python per row, only for a row group that failed)
+        flat = column.combine_chunks()
+        values = flat.flatten() if not is_text_type(flat.type) else flat
+        ok = []
+        for v in values.cast(pa.binary()).to_pylist():
+            try:
+                if v is not None:
+                    v.decode("utf-8")
+                ok.append(True)
+            except UnicodeDecodeError:
+                ok.append(False)
+        ok = np.array(ok, dtype=bool)
+        if not is_text_type(flat.type):  # list<string>: drop the rows holding a bad token
+            parents = pc.list_parent_indices(flat).to_numpy()
+            row_ok = np.ones(len(flat), dtype=bool)
+            row_ok[parents[~ok]] = False
+            ok = row_ok
+        bad = int((~ok).sum())
+        self._skip("non_utf8_rows", f"{where}: {bad} row(s) are not valid UTF-8", bad)
+        return pa.chunked_array([flat.filter(pa.array(ok))])
 
 
 def token_stream(shards: list[Shard], tokenizer: TokenizerConfig, rank: int = 0, world_size: int = 1,
-                 storage_options: dict | None = None) -> Iterator[tuple[int, int, pa.Array]]:
-    """``(shard, row group, tokens)`` of this rank's share of the row groups (for counting)."""
+                 storage_options: dict | None = None, on_bad: str = "error",
+                 skipped: dict | None = None) -> Iterator[tuple[int, int, pa.Array | None]]:
+    """``(shard, row group, tokens)`` of this rank's share of the row groups (for counting); the
+    tokens are ``None`` for a row group that was skipped as unreadable. Reading every row group
+    here, before training, is what finds bad pages and bad UTF-8 early."""
     groups = [(s, g) for s, shard in enumerate(shards) for g, n in enumerate(shard.row_groups) if n > 0]
-    reader = _RowGroupReader(shards, storage_options)
+    reader = _RowGroupReader(shards, storage_options, on_bad)
     for s, g in groups[rank::world_size]:
-        tokens, _ = tokenize(reader.read(Unit(s, g, 0, shards[s].row_groups[g], 0)), tokenizer)
-        yield s, g, tokens
+        column = reader.read(Unit(s, g, 0, shards[s].row_groups[g], 0))
+        yield s, g, None if column is None else tokenize(column, tokenizer)[0]
+    if skipped is not None:
+        for k, v in reader.skipped.items():
+            skipped[k] = skipped.get(k, 0) + v
 
 
 def identity(x):

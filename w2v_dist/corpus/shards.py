@@ -4,12 +4,15 @@ footers once, up front (cheap), so a bad file or column fails before training st
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from w2v_dist import storage
+
+log = logging.getLogger(__name__)
 from w2v_dist.corpus.tokenize import is_text_type, is_token_list_type
 
 
@@ -33,7 +36,8 @@ def open_parquet(uri: str, storage_options: dict | None = None, metadata=None) -
     ``pre_buffer`` plans the byte ranges of the columns it needs."""
     fs, path = storage.url_to_fs(uri, storage_options)
     f = fs.open(path, "rb", cache_type="none") if not isinstance(fs, _local_fs()) else fs.open(path, "rb")
-    return pq.ParquetFile(f, metadata=metadata, pre_buffer=True)
+    # pages written with CRCs (`w2v-dist prepare` writes them) are verified: a flipped byte is an error, not noise
+    return pq.ParquetFile(f, metadata=metadata, pre_buffer=True, page_checksum_verification=True)
 
 
 def _local_fs():
@@ -41,8 +45,12 @@ def _local_fs():
     return LocalFileSystem
 
 
-def scan_shards(uri: str, column: str = "text", storage_options: dict | None = None) -> list[Shard]:
-    """List the Parquet files under ``uri`` (a directory/prefix, a file, or a glob) and check them."""
+def scan_shards(uri: str, column: str = "text", storage_options: dict | None = None,
+                on_bad: str = "error", report: dict | None = None) -> list[Shard]:
+    """List the Parquet files under ``uri`` (a directory/prefix, a file, or a glob) and check
+    every footer. A file that is not Parquet, is truncated, or lacks a usable text column is an
+    error, or with ``on_bad="skip"`` is left out and counted in ``report["bad_files"]``."""
+    report = {} if report is None else report
     try:
         files = storage.expand(uri, (".parquet", ".parq", ".pq"), storage_options)
     except storage.StorageError as e:
@@ -54,22 +62,34 @@ def scan_shards(uri: str, column: str = "text", storage_options: dict | None = N
     shards = []
     for f in files:
         try:
-            pf = open_parquet(f, storage_options)
-            schema = pf.schema_arrow
-            md = pf.metadata
-        except (pa.ArrowInvalid, OSError) as e:
-            raise CorpusError(f"{f}: not a readable Parquet file ({e})") from None
-        if column not in schema.names:
-            raise CorpusError(
-                f"{f}: no column {column!r} (columns: {', '.join(schema.names)}); pass --text-column NAME")
-        t = schema.field(column).type
-        if not (is_text_type(t) or is_token_list_type(t)):
-            raise CorpusError(
-                f"{f}: column {column!r} has type {t}, expected string or list<string>; pass --text-column NAME")
-        shards.append(Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column))
+            shards.append(_check(f, column, storage_options))
+        except CorpusError as e:
+            if on_bad == "error":
+                raise
+            log.warning("skipping %s (--on-bad-shard skip)", e)
+            report.setdefault("bad_files", []).append(str(e))
+    report["empty_files"] = sum(1 for s in shards if s.num_rows == 0)
+    report["empty_row_groups"] = sum(1 for s in shards for n in s.row_groups if n == 0)
     if sum(s.num_rows for s in shards) == 0:
         raise CorpusError(f"{uri}: the corpus is empty ({len(shards)} Parquet file(s), 0 rows)")
     return shards
+
+
+def _check(f: str, column: str, storage_options: dict | None) -> Shard:
+    try:
+        pf = open_parquet(f, storage_options)
+        schema = pf.schema_arrow
+        md = pf.metadata
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CorpusError(f"{f}: not a readable Parquet file ({e}); pass --on-bad-shard skip to leave it out") from None
+    if column not in schema.names:
+        raise CorpusError(
+            f"{f}: no column {column!r} (columns: {', '.join(schema.names)}); pass --text-column NAME")
+    t = schema.field(column).type
+    if not (is_text_type(t) or is_token_list_type(t)):
+        raise CorpusError(
+            f"{f}: column {column!r} has type {t}, expected string or list<string>; pass --text-column NAME")
+    return Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column)
 
 
 def read_row_group(pf: pq.ParquetFile, shard: Shard, index: int) -> pa.ChunkedArray:

@@ -1,0 +1,125 @@
+"""Hostile input: every case has a policy (--on-bad-shard error|skip) and an exact outcome."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import cli, gcide_lines
+from w2v_dist.config import TokenizerConfig
+from w2v_dist.corpus.dataset import BadData, token_stream
+from w2v_dist.corpus.shards import scan_shards
+
+TRAIN = ["--epochs", "1", "--dim", "8", "--min-count", "2", "--workers", "0", "--threads", "1"]
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    lines = gcide_lines(3000)
+    pq.write_table(pa.table({"text": lines[:1500]}), d / "part-00000.parquet", row_group_size=500)
+    pq.write_table(pa.table({"text": lines[1500:]}), d / "part-00001.parquet", row_group_size=500)
+    return d
+
+
+def train(corpus, out, *extra):
+    return cli("train", str(corpus), "--output", str(out), *TRAIN, *extra, check=False)
+
+
+def ok(p, out):
+    assert p.returncode == 0, p.stderr
+    return json.loads((out / "summary.json").read_text())["skipped"]
+
+
+def error_line(p):
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert lines[-1].startswith("w2v-dist: error: ")
+    return lines[-1]
+
+
+@pytest.mark.parametrize("how", ["not parquet", "truncated footer"])
+def test_unreadable_file(corpus, tmp_path, how):
+    bad = corpus / "part-00002.parquet"
+    if how == "not parquet":
+        bad.write_bytes(b"this is not a parquet file\n" * 10)
+    else:
+        pq.write_table(pa.table({"text": ["a b c"] * 100}), bad)
+        bad.write_bytes(bad.read_bytes()[:-20])
+    line = error_line(train(corpus, tmp_path / "r1"))
+    assert f"{bad}: not a readable Parquet file" in line and "--on-bad-shard skip" in line
+    assert not (tmp_path / "r1").exists()
+    assert ok(train(corpus, tmp_path / "r2", "--on-bad-shard", "skip"), tmp_path / "r2")["bad_files"] == 1
+
+
+def test_corrupt_page(corpus, tmp_path):
+    bad = corpus / "part-00002.parquet"
+    pq.write_table(pa.table({"text": gcide_lines(400, start=5000)}), bad, row_group_size=200,
+                   write_page_checksum=True, compression="none")
+    data = bytearray(bad.read_bytes())
+    data[200:260] = b"\x00" * 60  # inside the first data page
+    bad.write_bytes(bytes(data))
+    line = error_line(train(corpus, tmp_path / "r1"))
+    assert f"{bad} row group 0: cannot be read" in line
+    skipped = ok(train(corpus, tmp_path / "r2", "--on-bad-shard", "skip"), tmp_path / "r2")
+    assert skipped["bad_row_groups"] == 1
+
+
+def test_zero_row_files_and_row_groups(corpus, tmp_path):
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), corpus / "part-00002.parquet")
+    with pq.ParquetWriter(corpus / "part-00003.parquet", pa.schema([("text", pa.string())])) as w:
+        w.write_table(pa.table({"text": pa.array([], pa.string())}))
+        w.write_table(pa.table({"text": ["some words here and there"] * 5}))
+    skipped = ok(train(corpus, tmp_path / "r"), tmp_path / "r")
+    assert skipped["empty_files"] == 1 and skipped["empty_row_groups"] == 2  # the empty file has one too
+
+
+def _with_bad_utf8(path):
+    good = [b"plain words here", b"more plain words"] * 50
+    raw = pa.array(good + [b"bad \xff\xfe bytes here"], pa.binary())
+    pq.write_table(pa.table({"text": raw.view(pa.string())}), path)  # pyarrow does not validate
+
+
+def test_non_utf8_rows(corpus, tmp_path):
+    bad = corpus / "part-00002.parquet"
+    _with_bad_utf8(bad)
+    line = error_line(train(corpus, tmp_path / "r1"))
+    assert f"{bad} row group 0: 1 row(s) are not valid UTF-8" in line
+    assert ok(train(corpus, tmp_path / "r2", "--on-bad-shard", "skip"), tmp_path / "r2")["non_utf8_rows"] == 1
+
+
+def test_null_rows_are_counted(corpus, tmp_path):
+    pq.write_table(pa.table({"text": ["words and words", None, None, "more words"]}), corpus / "part-00002.parquet")
+    assert ok(train(corpus, tmp_path / "r"), tmp_path / "r")["null_rows"] == 2
+
+
+def test_a_row_of_ten_million_characters(corpus, tmp_path):
+    words = " ".join(["alpha", "beta", "gamma", "delta", "epsilon"] * 4)
+    row = (words + " ") * (10_000_000 // (len(words) + 1))
+    assert len(row) >= 9_900_000
+    pq.write_table(pa.table({"text": [row, "alpha beta"]}), corpus / "part-00002.parquet")
+    assert ok(train(corpus, tmp_path / "r"), tmp_path / "r") is not None
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["words"] > 1_500_000  # the long row (1.6M words) was read, cut into 1000-word sentences
+
+
+def test_wrong_column_type(corpus, tmp_path):
+    pq.write_table(pa.table({"text": [1, 2, 3]}), corpus / "part-00002.parquet")
+    line = error_line(train(corpus, tmp_path / "r1"))
+    assert "column 'text' has type int64, expected string or list<string>" in line
+    assert ok(train(corpus, tmp_path / "r2", "--on-bad-shard", "skip"), tmp_path / "r2")["bad_files"] == 1
+
+
+def test_shard_that_disappears_after_listing(corpus):
+    shards = scan_shards(str(corpus))
+    (corpus / "part-00001.parquet").unlink()
+    with pytest.raises(BadData, match="part-00001.parquet: the file disappeared after it was listed"):
+        list(token_stream(shards, TokenizerConfig()))
+    skipped: dict = {}
+    got = list(token_stream(shards, TokenizerConfig(), on_bad="skip", skipped=skipped))
+    assert [t is None for _, _, t in got] == [False] * 3 + [True] * 3
+    assert skipped == {"vanished_row_groups": 3}
