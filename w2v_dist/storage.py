@@ -127,7 +127,8 @@ def atomic_open(uri: str, mode: str = "wb", storage_options: dict | None = None)
         try:
             yield buf
         except BaseException:
-            buf.discard() if hasattr(buf, "discard") else None
+            if hasattr(buf, "discard"):  # fsspec's buffered writers: drop the upload, write nothing
+                buf.discard()
             raise
         buf.close()
 

@@ -193,7 +193,8 @@ def _cache_copy(uri: str, meta: dict, storage_options: dict | None, cache_dir: s
     base = cache_dir or os.path.join(tempfile.gettempdir(), "w2v_dist-cache")
     local = os.path.join(base, "vocab-" + meta["fingerprint"])
     if not os.path.exists(os.path.join(local, "vocab.json")):
-        tmp = tempfile.mkdtemp(dir=base if os.makedirs(base, exist_ok=True) is None else base)
+        os.makedirs(base, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=base)
         for name in (*FILES, "vocab.json"):
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(storage.read_bytes(storage.join(uri, name), storage_options))
