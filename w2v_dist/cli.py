@@ -73,7 +73,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=d[name].default,
                        help=f"{help_} (default: %(default)s)")
     p.add_argument("--batch-pairs", type=int, default=None,
-                   help="examples per SGD step (default: 4096 for sg, 256 for cbow; see docs/training.md)")
+                   help="examples per SGD step, across all ranks (default: 4096 for sg, 256 for cbow; see docs/training.md)")
     p.add_argument("--alpha", type=float, default=None, help="initial learning rate (default: 0.025 sg, 0.05 cbow)")
     p.add_argument("--max-vocab", type=int, default=None, help="keep only the N most frequent words")
     p.add_argument("--max-vocab-size", type=int, default=None,

@@ -49,7 +49,7 @@ class TrainConfig:
     alpha: float | None = None  # None: 0.025 for sg, 0.05 for cbow (word2vec.c defaults)
     min_alpha: float = 1e-4
     batch_words: int = 10_000  # words per data chunk handed from the stream to the trainer
-    batch_pairs: int | None = None  # examples per SGD step; None: 4096 for sg, 256 for cbow (docs/training.md)
+    batch_pairs: int | None = None  # examples per SGD step, all ranks together; None: 4096 sg, 256 cbow (docs/training.md)
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

@@ -318,7 +318,9 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                           negative=cfg.negative, seed=cfg.seed, epochs=cfg.epochs, batch_words=cfg.batch_words,
                           rank=dist.rank, world_size=dist.world_size, storage_options=so, cache_dir=cfg.cache_dir,
                           row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard)
-    feed = Feed(None, cfg.batch_pairs, mine.get("feed"))
+    # --batch-pairs is the step's size across all ranks: each rank takes its share, so the summed
+    # update of a step (and with it the quality) does not change with the number of ranks
+    feed = Feed(None, -(-cfg.batch_pairs // dist.world_size), mine.get("feed"))
     stream.load_state_dict({"resume": feed.resume_for_stream()})
     feed.chunks = DataLoader(stream, batch_size=None, num_workers=cfg.workers, collate_fn=identity,
                              worker_init_fn=worker_init, prefetch_factor=4 if cfg.workers else None,
