@@ -358,8 +358,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     if any(start.skipped.values()) or any(while_training.values()):
         log.warning("skipped data (--on-bad-shard %s): %s; while training: %s", cfg.on_bad_shard, start.skipped,
                     while_training)
-    summary = {"skipped": start.skipped, "skipped_while_training": while_training,"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
-               "world_size": dist.world_size, "sync_bytes_per_step": model.stats["sync_bytes"] / max(step, 1),
+    summary = {"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
+               "skipped": start.skipped, "skipped_while_training": while_training, "world_size": dist.world_size, "sync_bytes_per_step": model.stats["sync_bytes"] / max(step, 1),
                "dim": cfg.dim, "model": cfg.model, "final_loss": final["loss"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
     if dist.is_main:
