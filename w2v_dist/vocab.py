@@ -28,7 +28,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -161,13 +160,6 @@ class Vocab:
         if len(data) < 2**31:
             words = words.cast(pa.string())  # index_in wants the tokens' type
         return cls(words, arr["counts.npy"], arr["keep_prob.npy"], arr["neg_prob.npy"], arr["neg_alias.npy"], meta)
-
-
-def count(token_arrays: Iterable[pa.Array], max_vocab_size: int | None = None) -> Counter:
-    c = Counter(max_vocab_size)
-    for tokens in token_arrays:
-        c.add(tokens)
-    return c
 
 
 def fingerprint(words: pa.Array, counts: np.ndarray) -> str:
