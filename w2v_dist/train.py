@@ -342,13 +342,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         progress.update(words, len(batch.examples), loss, lr, step, epoch)
         maybe_fail("step", dist.rank, step)
         if control.save_now(step, flags):
-            save_checkpoint(cfg, dist, model, step, words_done, epoch, feed, with_data, progress)
+            save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress)
             control.saved()
         if flags[1]:
             return _interrupted(cfg, dist, control, step)
     final = progress.close(lr, step, epoch)
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)
-    save_checkpoint(cfg, dist, model, step, words_done, epoch, feed, with_data, progress)
+    save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress)
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
     while_training: dict[str, int] = {}
@@ -373,14 +373,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     return summary
 
 
-def save_checkpoint(cfg, dist, model, step, words_done, epoch, feed, with_data, progress) -> None:
+def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress) -> None:
     """Every rank's position goes to rank 0, which writes; everyone waits for the commit."""
     ranks = dist.all_gather_object({"feed": feed.state_dict(), "with_data": with_data, "rng": rng_states()})
     if dist.is_main:
         state = {"step": step, "words_done": words_done, "epoch": epoch, "world_size": dist.world_size,
                  "workers": cfg.workers, "ranks": ranks, "config": cfg.to_dict(),
-                 "vocab_fingerprint": json.loads(storage.read_bytes(
-                     storage.join(cfg.output, "vocab", "vocab.json"), cfg.storage_options))["fingerprint"],
+                 "vocab_fingerprint": vocab.meta["fingerprint"],
                  "metrics": progress.records}
         checkpoint.save(cfg.output, step, model.tables(), state, keep=cfg.keep_checkpoints,
                         storage_options=cfg.storage_options)
