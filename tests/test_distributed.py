@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from torch.utils.data import DataLoader
 
-from tests.conftest import ROOT, cli, gcide_lines, write_shards
+from tests.conftest import ROOT, cli
 from w2v_dist.config import TokenizerConfig
 from w2v_dist.corpus.dataset import CorpusStream, identity
 from w2v_dist.corpus.plan import assign, make_units

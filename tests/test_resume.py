@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, cli
+from tests.conftest import cli
 from tests.test_distributed import torchrun
 
 # small steps and a checkpoint every 5 of them: many steps per epoch, kills land mid-epoch
