@@ -76,3 +76,31 @@ def test_numba_is_deterministic_across_thread_counts():
         results.append((W_in, W_out))
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("model", ["sg", "cbow"])
+@pytest.mark.parametrize("kernel", ["numba", "torch"])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_autograd_path_equals_fused_step(model, kernel, sparse):
+    """The path DistributedDataParallel takes (forward, backward to sparse or dense gradients,
+    SGD) updates the tables exactly as the fused in-place step does."""
+    from w2v_dist.model import Word2Vec
+    from w2v_dist.pairs import Examples
+
+    V, d, lr = 50, 8, 0.05
+    inputs, outputs, negatives = _batch(model, V)
+    ex = Examples(inputs, outputs, negatives, 0)
+    fused, graph = (Word2Vec(V, d, model, seed=3, kernel=kernel, sparse=sparse) for _ in range(2))
+    with torch.no_grad():  # non-zero output rows, so that both tables get a gradient
+        for m in (fused, graph):
+            m.out_embed.weight.copy_(torch.linspace(-0.1, 0.1, V * d).reshape(V, d))
+    want = fused.step(ex, lr)
+    opt = torch.optim.SGD(graph.parameters(), lr=lr)
+    loss = graph(*graph.batch(ex))
+    loss.backward()
+    assert graph.in_embed.weight.grad.is_sparse == sparse
+    opt.step()
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+    for name, table in graph.tables().items():
+        torch.testing.assert_close(table, fused.tables()[name], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(graph.in_embed.weight, Word2Vec(V, d, model, seed=3).in_embed.weight)

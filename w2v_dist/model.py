@@ -36,7 +36,8 @@ class _NegativeSampling(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         inputs, outputs, negatives, dh, dw = ctx.saved_tensors
-        scale = -grad_loss.to(dh.dtype)  # the kernel's updates are minus the gradient
+        if grad_loss.item() != 1.0:  # loss.backward() passes 1: no copy of the gradient then
+            dh, dw = dh * grad_loss.to(dh.dtype), dw * grad_loss.to(dw.dtype)
         if inputs.dim() == 2:  # CBOW: every present context word gets the whole dh
             present = inputs >= 0
             rows_in = inputs[present]
@@ -45,8 +46,7 @@ class _NegativeSampling(torch.autograd.Function):
             rows_in, vals_in = inputs, dh
         rows_out = torch.cat([outputs[:, None], negatives], dim=1).reshape(-1)
         vals_out = dw.reshape(-1, dw.shape[-1])
-        grads = (_grad(rows_in, vals_in * scale, ctx.shape, ctx.sparse),
-                 _grad(rows_out, vals_out * scale, ctx.shape, ctx.sparse))
+        grads = (_grad(rows_in, vals_in, ctx.shape, ctx.sparse), _grad(rows_out, vals_out, ctx.shape, ctx.sparse))
         # what this rank hands to the all-reduce: touched rows (index + row) when sparse, else all
         ctx.stats["sync_bytes"] += sum(g._nnz() * (8 + 4 * g.shape[1]) if g.is_sparse else g.numel() * 4
                                        for g in grads)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 def get_kernel(name: str, device: str):
     """The kernel module for ``--kernel`` on ``device``: ``sg_step``/``cbow_step`` apply a step
-    in place (one process); ``sg_grads``/``cbow_grads`` return the updates unapplied (for
+    in place (one process); ``sg_grads``/``cbow_grads`` return the gradient unapplied (for
     DistributedDataParallel to sum across ranks first)."""
     if name == "auto":
         name = "numba" if device == "cpu" and _numba_available() else "torch"

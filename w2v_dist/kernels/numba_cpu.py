@@ -162,13 +162,14 @@ def _grads_only(W_in, W_out, inputs, outputs, negatives, gather):
     dh = np.empty((B, d), np.float32)
     dw = np.empty((B, negatives.shape[1] + 1, d), np.float32)
     gather(W_in, inputs, h)
-    loss = _grads(W_out, h, outputs, negatives, np.float32(1.0), dh, dw)
+    loss = _grads(W_out, h, outputs, negatives, np.float32(-1.0), dh, dw)  # an update at lr -1 is the gradient
     return float(loss), torch.from_numpy(dh), torch.from_numpy(dw)
 
 
 def sg_grads(W_in, W_out, inputs, outputs, negatives):
-    """``(loss, dh, dw)``: the step's updates at learning rate 1 (minus the gradient), not applied.
-    ``dh`` (B, d) belongs to each example's input row(s), ``dw`` (B, K+1, d) to its target rows."""
+    """``(loss, dh, dw)``: the gradient of the summed loss, not applied. ``dh`` (B, d) belongs to
+    each example's input row(s) (every CBOW context row gets the whole ``dh``), ``dw`` (B, K+1, d)
+    to its target rows."""
     return _grads_only(W_in, W_out, inputs, outputs, negatives, _gather_sg)
 
 

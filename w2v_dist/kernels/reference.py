@@ -34,9 +34,9 @@ def _cbow_h(W_in, contexts):
 
 @torch.no_grad()
 def sg_grads(W_in, W_out, inputs, outputs, negatives):
-    """``(loss, dh, dw)``: the step's updates at learning rate 1 (minus the gradient), not applied."""
+    """``(loss, dh, dw)``: the gradient of the summed loss (the update at learning rate -1), not applied."""
     targets, labels, valid = _targets(outputs, negatives)
-    loss, dh, dw = _score(W_out, W_in[inputs], targets, labels, valid, 1.0)
+    loss, dh, dw = _score(W_out, W_in[inputs], targets, labels, valid, -1.0)
     return float(loss), dh, dw
 
 
@@ -44,7 +44,7 @@ def sg_grads(W_in, W_out, inputs, outputs, negatives):
 def cbow_grads(W_in, W_out, contexts, outputs, negatives):
     targets, labels, valid = _targets(outputs, negatives)
     h, _, _ = _cbow_h(W_in, contexts)
-    loss, dh, dw = _score(W_out, h, targets, labels, valid, 1.0)
+    loss, dh, dw = _score(W_out, h, targets, labels, valid, -1.0)
     return float(loss), dh, dw
 
 
