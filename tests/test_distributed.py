@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
 from tests.conftest import ROOT, cli
@@ -154,3 +155,57 @@ def test_two_torchrun_agents_as_two_nodes(small_corpus, tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
+
+
+STEP_SCRIPT = """
+import sys, numpy as np, torch
+from w2v_dist.distributed import setup
+from w2v_dist.model import Word2Vec
+from w2v_dist.pairs import Examples
+from w2v_dist.train import make_step
+
+model_kind, lr = sys.argv[1], 0.05
+batch = np.load(sys.argv[2])
+with setup() as dist:
+    model = Word2Vec(40, 8, model_kind, seed=5)
+    with torch.no_grad():
+        model.out_embed.weight.copy_(torch.linspace(-0.2, 0.2, 40 * 8).reshape(40, 8))
+    half = slice(dist.rank * 150, (dist.rank + 1) * 150)
+    step = make_step(model, dist)
+    for _ in range(2):
+        step(Examples(batch["inputs"][half], batch["outputs"][half], batch["negatives"][half], 0), lr)
+    if dist.rank == 0:
+        np.savez(sys.argv[3], **{k: v.detach().numpy() for k, v in model.tables().items()},
+                 sync_bytes=model.stats["sync_bytes"])
+"""
+
+
+@pytest.mark.parametrize("model", ["sg", "cbow"])
+def test_two_rank_step_is_the_one_process_step_on_both_halves(tmp_path, model):
+    """Through real torchrun and gloo: each rank steps on its half of a batch, DDP all-reduces the
+    row-sparse gradients (averaged, with the learning rate times the world size: the sum), and the
+    tables come out as one process's fused step on the whole batch (twice, so the second step
+    starts from the synced first)."""
+    from tests.test_kernels import _batch
+    from w2v_dist.model import Word2Vec
+    from w2v_dist.pairs import Examples
+
+    inputs, outputs, negatives = _batch(model, V=40, B=300)
+    np.savez(tmp_path / "batch.npz", inputs=inputs, outputs=outputs, negatives=negatives)
+    (tmp_path / "step.py").write_text(STEP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(tmp_path / "step.py"), model, str(tmp_path / "batch.npz"), str(tmp_path / "out.npz")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-4000:]
+    got = np.load(tmp_path / "out.npz")
+
+    one = Word2Vec(40, 8, model, seed=5)
+    with torch.no_grad():
+        one.out_embed.weight.copy_(torch.linspace(-0.2, 0.2, 40 * 8).reshape(40, 8))
+    for _ in range(2):
+        one.step(Examples(inputs, outputs, negatives, 0), 0.05)
+    for name, table in one.tables().items():
+        np.testing.assert_allclose(got[name], table.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got["in_embed"], Word2Vec(40, 8, model, seed=5).vectors())
+    assert got["sync_bytes"] > 0
