@@ -158,25 +158,29 @@ def test_two_torchrun_agents_as_two_nodes(small_corpus, tmp_path):
 
 
 STEP_SCRIPT = """
-import sys, numpy as np, torch
+import gc, sys, numpy as np, torch
 from w2v_dist.distributed import setup
 from w2v_dist.model import Word2Vec
 from w2v_dist.pairs import Examples
 from w2v_dist.train import make_step
 
-model_kind, lr = sys.argv[1], 0.05
-batch = np.load(sys.argv[2])
-with setup() as dist:
+def two_steps(dist, model_kind, batch):
     model = Word2Vec(40, 8, model_kind, seed=5)
     with torch.no_grad():
         model.out_embed.weight.copy_(torch.linspace(-0.2, 0.2, 40 * 8).reshape(40, 8))
     half = slice(dist.rank * 150, (dist.rank + 1) * 150)
     step = make_step(model, dist)
     for _ in range(2):
-        step(Examples(batch["inputs"][half], batch["outputs"][half], batch["negatives"][half], 0), lr)
+        step(Examples(batch["inputs"][half], batch["outputs"][half], batch["negatives"][half], 0), 0.05)
+    return {k: v.detach().numpy().copy() for k, v in model.tables().items()}, model.stats["sync_bytes"]
+
+with setup() as dist:
+    # DDP (and its gloo work) is gone before the process group is torn down, as in train()
+    tables, sync_bytes = two_steps(dist, sys.argv[1], np.load(sys.argv[2]))
+    gc.collect()
+    dist.barrier()
     if dist.rank == 0:
-        np.savez(sys.argv[3], **{k: v.detach().numpy() for k, v in model.tables().items()},
-                 sync_bytes=model.stats["sync_bytes"])
+        np.savez(sys.argv[3], **tables, sync_bytes=sync_bytes)
 """
 
 

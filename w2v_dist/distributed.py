@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -125,4 +126,5 @@ def setup(device: str = "cpu", backend: str | None = None, timeout_s: float = 18
     try:
         yield Dist(rank, world, local_rank, local_world, dev, backend)
     finally:
+        gc.collect()  # DDP's reducer (kept alive by reference cycles) goes before the group it uses
         td.destroy_process_group()
