@@ -18,6 +18,7 @@ import re
 import torch
 
 from w2v_dist import storage
+from w2v_dist.faults import maybe_fail
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ OPERATIONAL = {"output", "overwrite", "force_resume", "log_every", "threads", "s
 def save(run_uri: str, step: int, tensors: dict[str, torch.Tensor], state: dict, keep: int = 2,
          storage_options: dict | None = None) -> str:
     """Write ``checkpoints/step-<step>/``: payload, then the manifest (the commit), then prune."""
-    from w2v_dist.faults import maybe_fail
-
     ckpt = storage.join(run_uri, "checkpoints", f"step-{step}")
     buf = io.BytesIO()
     torch.save(cpu_state(tensors), buf)

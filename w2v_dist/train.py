@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import logging
@@ -152,12 +153,20 @@ def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[
             merged.add_counts(pa.ipc.open_stream(blob).read_all())
         table, tokens = merged.result(), sum(p[1] for p in parts)
         seen = [x for p in parts for x in p[2]]
-        skipped = {k: sum(p[3].get(k, 0) for p in parts) for k in {k for p in parts for k in p[3]}}
+        skipped = sum_counts(p[3] for p in parts)
     row_tokens = [[(n, 0) for n in shard.row_groups] for shard in shards]
     for s, g, n in seen:
         row_tokens[s][g] = (shards[s].row_groups[g], n) if n >= 0 else (0, 0)
     vocab = Vocab.build(table, cfg.min_count, cfg.max_vocab, cfg.sample, raw_tokens=tokens, source=cfg.corpus)
     return vocab, row_tokens, skipped
+
+
+def sum_counts(parts) -> dict[str, int]:
+    """Skip counts (``{what: n}``) of several readers or ranks, added up."""
+    total: collections.Counter = collections.Counter()
+    for counts in parts:
+        total.update(counts)
+    return dict(total)
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -190,11 +199,7 @@ class Feed:
         return {"after": dict(self.after), "current": self.current, "skipped": dict(self.skipped)}
 
     def skipped_total(self) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for counts in self.skipped.values():
-            for k, v in counts.items():
-                total[k] = total.get(k, 0) + v
-        return total
+        return sum_counts(self.skipped.values())
 
     def resume_for_stream(self) -> dict:
         return {"after": dict(self.after), "first": self.current[0] if self.current else None}
@@ -351,15 +356,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress)
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
-    while_training: dict[str, int] = {}
-    for counts in dist.all_gather_object(feed.skipped_total()):
-        for k, v in counts.items():
-            while_training[k] = while_training.get(k, 0) + v
+    while_training = sum_counts(dist.all_gather_object(feed.skipped_total()))
     if any(start.skipped.values()) or any(while_training.values()):
         log.warning("skipped data (--on-bad-shard %s): %s; while training: %s", cfg.on_bad_shard, start.skipped,
                     while_training)
     summary = {"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
-               "skipped": start.skipped, "skipped_while_training": while_training, "world_size": dist.world_size, "sync_bytes_per_step": model.stats["sync_bytes"] / max(step, 1),
+               "skipped": start.skipped, "skipped_while_training": while_training,
+               "world_size": dist.world_size, "sync_bytes_per_step": model.stats["sync_bytes"] / max(step, 1),
                "dim": cfg.dim, "model": cfg.model, "final_loss": final["loss"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
     if dist.is_main:

@@ -12,13 +12,13 @@ Filesystems are opened inside the process that reads (fsspec instances are not f
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
 import signal
 import sys
 from dataclasses import dataclass
 from typing import Iterator
-
-import logging
 
 import numpy as np
 import pyarrow as pa
@@ -157,13 +157,13 @@ class _RowGroupReader:
         self.shards, self.storage_options, self.on_bad = shards, storage_options, on_bad
         self.file: tuple[int, object] | None = None
         self.group: tuple[int, int, pa.ChunkedArray | None] | None = None
-        self.skipped: dict[str, int] = {}
+        self.skipped: collections.Counter = collections.Counter()
 
     def _skip(self, what: str, message: str, n: int = 1) -> None:
         if self.on_bad == "error":
             raise BadData(message + "; pass --on-bad-shard skip to leave such data out")
         log.warning("skipping: %s", message)
-        self.skipped[what] = self.skipped.get(what, 0) + n
+        self.skipped[what] += n
 
     def read(self, unit: Unit) -> pa.ChunkedArray | None:
         if self.group is None or self.group[:2] != (unit.shard, unit.row_group):
@@ -185,9 +185,8 @@ class _RowGroupReader:
         except (OSError, pa.ArrowException) as e:
             self._skip("bad_row_groups", f"{where}: cannot be read ({e})")
             return None
-        nulls = column.null_count
-        if nulls:
-            self.skipped["null_rows"] = self.skipped.get("null_rows", 0) + nulls
+        if column.null_count:
+            self.skipped["null_rows"] += column.null_count
         return self._valid_utf8(column, where)
 
     def _valid_utf8(self, column: pa.ChunkedArray, where: str) -> pa.ChunkedArray:

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from w2v_dist import storage
+from w2v_dist.corpus.tokenize import is_text_type, is_token_list_type
 
 log = logging.getLogger(__name__)
-from w2v_dist.corpus.tokenize import is_text_type, is_token_list_type
 
 
 class CorpusError(ValueError):
