@@ -22,12 +22,12 @@ Everything is deterministic for a ``--seed``.
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import glob
 import gzip
 import hashlib
 import heapq
+import itertools
 import json
 import os
 import random
@@ -256,7 +256,12 @@ def build_python_docs(ctx: Context) -> Iterator[str]:
 # Adversarial corpora built from gcide
 
 
-BASE_WORDS = 2_000_000
+# Sizes of the adversarial corpora (module constants so that tests can build small ones)
+BASE_WORDS = 2_000_000  # gcide words under repeat-paragraph, sorted-dominant, huge-lines
+REPEATS = 10_000  # copies of the paragraph
+ONE_WORD_TOKENS = 1_000_000
+HUGE_LINE_WORDS = 100_000
+TINY_VOCAB = 50
 
 
 def build_repeat_paragraph(ctx: Context) -> Iterator[str]:
@@ -264,18 +269,18 @@ def build_repeat_paragraph(ctx: Context) -> Iterator[str]:
     file, joined) repeated 10,000 times, contiguously, in the middle."""
     lines = _gcide_lines(ctx.gcide)
     base = _take_words(lines, BASE_WORDS)
-    rest = _take_words(lines, 1_000_000)  # the paragraph comes from text the base does not hold
+    rest = _take_words(lines, BASE_WORDS // 2)  # the paragraph comes from text the base does not hold
     rng = random.Random(ctx.seed)
-    start = rng.randrange(len(rest) - 100)
+    start = rng.randrange(max(len(rest) - 100, 1))
     words: list[str] = []
     for line in rest[start:]:
         words += line.split()
         if len(words) >= 50:
             break
     paragraph = " ".join(words[:100])
-    ctx.notes.update(paragraph=paragraph, repeats=10_000, at_line=len(base) // 2)
+    ctx.notes.update(paragraph=paragraph, repeats=REPEATS, at_line=len(base) // 2)
     yield from base[:len(base) // 2]
-    for _ in range(10_000):
+    for _ in range(REPEATS):
         yield paragraph
     yield from base[len(base) // 2:]
 
@@ -309,10 +314,14 @@ def build_sorted_dominant(ctx: Context) -> Iterator[str]:
 def build_one_word_lines(ctx: Context) -> Iterator[str]:
     """1M gcide tokens, each on its own line: no line has a context word, so there is nothing to
     train on (a trainer must finish, not hang or divide by zero)."""
-    base = _take_words(_gcide_lines(ctx.gcide), 1_000_000)
-    for i in range(0, len(base), 50_000):
-        for line in _tokens(base[i:i + 50_000]):
-            yield from line
+    lines, n = _gcide_lines(ctx.gcide), 0
+    while n < ONE_WORD_TOKENS:
+        batch = list(itertools.islice(lines, 50_000))
+        if not batch:
+            break
+        tokens = [t for line in _tokens(batch) for t in line][:ONE_WORD_TOKENS - n]
+        n += len(tokens)
+        yield from tokens
 
 
 def build_huge_lines(ctx: Context) -> Iterator[str]:
@@ -321,9 +330,9 @@ def build_huge_lines(ctx: Context) -> Iterator[str]:
     buf: list[str] = []
     for line in _take_words(_gcide_lines(ctx.gcide), BASE_WORDS):
         buf += line.split()
-        while len(buf) >= 100_000:
-            yield " ".join(buf[:100_000])
-            buf = buf[100_000:]
+        while len(buf) >= HUGE_LINE_WORDS:
+            yield " ".join(buf[:HUGE_LINE_WORDS])
+            buf = buf[HUGE_LINE_WORDS:]
     if buf:
         yield " ".join(buf)
 
@@ -336,7 +345,7 @@ def build_tiny_vocab(ctx: Context) -> Iterator[str]:
     for i in range(0, len(lines), 50_000):
         toks += _tokens(lines[i:i + 50_000])
     freq = collections.Counter(t for line in toks for t in line)
-    keep = {w for w, _ in freq.most_common(50)}
+    keep = {w for w, _ in freq.most_common(TINY_VOCAB)}
     ctx.notes["vocabulary"] = sorted(keep)
     for line in toks:
         kept = [t for t in line if t in keep]
@@ -348,19 +357,20 @@ CORPORA = [
     Corpus("kjv", "scripture: 31k verses, formulaic ('and it came to pass', genealogies, repeated laws)",
            build_kjv, ("bible-kjv", "bible-kjv-text"),
            "KJV text: public domain (copyright expired); bible-kjv: GPL-2+"),
-    Corpus("manpages", "manual pages: Linux man-pages sections 1-8, boilerplate headers, SYNOPSIS/ERRORS formulae, code",
+    Corpus("manpages", "manual pages: Linux man-pages 1-8, boilerplate headers, SYNOPSIS/ERRORS formulae, code",
            build_manpages, ("manpages", "manpages-dev", "groff-base"),
            "Linux man-pages: mixed free licenses (Linux-man-pages-copyleft, GPL-2+, BSD, Expat; see copyright)"),
     Corpus("wordnet", "thesaurus: WordNet 3.0 senses with [syn: ...] lists, each synset repeated under every member",
            build_wordnet, ("dict-wn",), "WordNet 3.0 license (BSD-like); packaging GPL-2+"),
     Corpus("computing-dicts", "dictionaries: FOLDOC + Jargon File + V.E.R.A. acronyms (short formulaic entries)",
            build_computing_dicts, ("dict-foldoc", "dict-jargon", "dict-vera"),
-           "FOLDOC: GFDL-1.1+ (no invariant sections); Jargon File: public domain; V.E.R.A.: GFDL-1.1+ (no invariant sections)"),
-    Corpus("python-docs", "code/docs: Python 3 documentation sources (reST prose, directives, code samples) + NEWS",
+           "FOLDOC: GFDL-1.1+, no invariant sections; Jargon File: public domain; V.E.R.A.: GFDL-1.1+, no invariant "
+           "sections"),
+    Corpus("python-docs", "code/docs: Python 3 documentation sources (reST prose, directives, code) + NEWS",
            build_python_docs, ("python3-doc",), "PSF License / Zero-Clause BSD (Python documentation)"),
-    Corpus("repeat-paragraph", "adversarial: gcide 2M words with one ~70-word paragraph repeated 10,000 times mid-corpus",
+    Corpus("repeat-paragraph", "adversarial: gcide 2M words, one ~70-word paragraph repeated 10,000 times mid-corpus",
            build_repeat_paragraph, needs_gcide=True, license="GPL-2+ (gcide)"),
-    Corpus("sorted-dominant", "adversarial: gcide 2M words, lines sorted by dominant token (one word dominates long stretches)",
+    Corpus("sorted-dominant", "adversarial: gcide 2M words, lines sorted by dominant token (one word rules stretches)",
            build_sorted_dominant, needs_gcide=True, license="GPL-2+ (gcide)"),
     Corpus("one-word-lines", "adversarial: 1M gcide tokens, one token per line (no context at all)",
            build_one_word_lines, needs_gcide=True, license="GPL-2+ (gcide)"),
@@ -536,7 +546,9 @@ def build(corpus: Corpus, out_dir: str, gcide: str = str(GCIDE), seed: int = 1, 
 def summary_line(r: dict) -> str:
     src = " ".join(f"{p} {v}" for p, v in r["packages"].items()) or r["source"]
     return (f"{r['name']:<17} {r['words']:>10,} words {r['lines']:>9,} lines  dup lines {r['dup_line_fraction']:.1%}  "
-            f"dup words {r['dup_word_fraction']:.1%}  dup 5/8-grams {r['dup_5gram_fraction']:.1%}/{r['dup_8gram_fraction']:.1%}  longest identical run {r['max_identical_run']:,}  "
+            f"dup words {r['dup_word_fraction']:.1%}  "
+            f"dup 5/8-grams {r['dup_5gram_fraction']:.1%}/{r['dup_8gram_fraction']:.1%}  "
+            f"longest identical run {r['max_identical_run']:,}  "
             f"top-1 '{r['top1_token']}' {r['top1_share']:.1%}  [{src}]")
 
 
@@ -564,9 +576,9 @@ def main(argv: list[str] | None = None) -> int:
         for c in chosen:
             txt, meta = paths(a.out_dir, c.name)
             built = os.path.exists(txt) and os.path.exists(meta)
-            state = summary_line(json.loads(Path(meta).read_text())) if built else (
-                check_sources(c, a.gcide) or "not built")
-            print(f"{c.name:<17} {c.shape}\n{'':<17} {state}")
+            print(summary_line(json.loads(Path(meta).read_text())) if built else
+                  f"{c.name:<17} {check_sources(c, a.gcide) or 'not built'}")
+            print(f"{'':<17} {c.shape}")
         return 0
     # fail fast: every missing package, in one line, before anything is built
     problems = [msg for c in chosen if not os.path.exists(paths(a.out_dir, c.name)[1]) or a.force
