@@ -214,19 +214,30 @@ def _pair(ours: float | None, theirs: float | None, fmt: str = ".4f") -> str:
     return f"{f(ours)}/{f(theirs)}"
 
 
+def _g(x) -> str:
+    """3 significant digits; NaN/inf survive a trip through the JSON (None / "inf")."""
+    if x is None:
+        return "nan"
+    return format(float(x), ".3g")
+
+
 def table_row(corpus: dict, row: dict) -> str:
     runs = row["runs"]
     # the seed whose loss climbed most speaks for the row; every seed is in the JSON
-    worst = max(runs, key=lambda r: -1.0 if r["w2v_dist"]["loss"]["spike"] is None else r["w2v_dist"]["loss"]["spike"])
+    worst = max(runs, key=lambda r: -1.0 if r["w2v_dist"]["loss"]["spike"] is None
+                else float(r["w2v_dist"]["loss"]["spike"]))
     loss = worst["w2v_dist"]["loss"]
     if loss.get("no_examples"):
         losses, spike = "no examples (loss 0)", "—"
     elif loss["intervals"]:
-        losses = f"{loss['first']:.3g}/{loss['max']:.3g}/{loss['last']:.3g}"
-        spike = f"{loss['spike']:.3g}" + (" **SPIKE**" if loss["flagged"] else "")
+        losses = f"{_g(loss['first'])}/{_g(loss['max'])}/{_g(loss['last'])}"
+        spike = _g(loss["spike"]) + (" **SPIKE**" if loss["flagged"] else "")
     else:
         losses, spike = "no intervals", "—"
     exits = ",".join(sorted({str(r["w2v_dist"]["exit"]) for r in runs}))
+    nonfinite = max(r["w2v_dist"].get("nonfinite_vectors", 0) for r in runs)
+    if nonfinite:  # exited as it did, with vectors that are NaN/inf
+        exits += f" ({nonfinite:,} non-finite vectors)"
     answered = min((r[w].get("analogy_answered", 0) for r in runs for w in ("w2v_dist", "gensim") if r[w]), default=0)
     if answered < MIN_QUESTIONS:
         analogy = f"n/a ({answered} q)"
@@ -295,7 +306,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="shards, tokens and runs (default: a temp dir, removed unless --keep)")
     p.add_argument("--keep", action="store_true", help="keep the shards, tokens files and run directories")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "stress.json"))
+    p.add_argument("--fail-on-spike", action="store_true",
+                   help="exit 1 if any run spiked, exited non-zero or left non-finite vectors (for CI)")
+    p.add_argument("--table", metavar="JSON", help="print the table of an earlier run's JSON, train nothing")
     a = p.parse_args(argv)
+    if a.table:
+        print_table(json.loads(Path(a.table).read_text())["results"])
+        return 0
 
     names = a.only or list(stress_corpora.BY_NAME)
     unknown = [n for n in names if n not in stress_corpora.BY_NAME]
@@ -329,7 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
     with open(a.json, "w") as f:
         json.dump(_json_safe({"args": vars(a), "spike_threshold": SPIKE, "results": results}), f, indent=2)
-    return 0
+    bad = [f"{c['corpus']} {row['model']} seed {r['seed']}" for c in results for row in c["rows"] for r in row["runs"]
+           if r["w2v_dist"]["loss"]["flagged"] or r["w2v_dist"]["exit"] != 0 or r["w2v_dist"].get("nonfinite_vectors")]
+    bad += [f"{c['corpus']} (prepare)" for c in results if "prepare_error" in c]
+    if bad:
+        print(f"\n{len(bad)} unstable run(s): {', '.join(bad)}", file=sys.stderr)
+    return 1 if bad and a.fail_on_spike else 0
 
 
 if __name__ == "__main__":

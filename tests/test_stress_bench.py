@@ -165,3 +165,18 @@ def test_a_missing_package_is_one_line_that_says_what_to_install(tmp_path, capsy
     assert "\n" not in err and "apt-get install -y --no-install-recommends no-such-package-w2v" in err
     assert not os.listdir(tmp_path)
     assert set(sc.APT_PACKAGES) >= {"bible-kjv", "dict-wn", "manpages", "python3-doc"}
+
+
+def _row(spike, answered, nonfinite=0, exit=0):
+    loss = {"intervals": 3, "first": 4.0, "max": 4.0 * spike, "last": 3.0, "spike": spike, "flagged": spike > 1.5}
+    ours = {"exit": exit, "loss": loss, "analogy": 0.1, "analogy_oov": 0.5, "analogy_answered": answered,
+            "ws353": 0.4, "ws353_oov": 0.1, "nonfinite_vectors": nonfinite, "train_loop_words_per_s": 100.0}
+    theirs = {"analogy": 0.2, "analogy_answered": answered, "ws353": 0.5, "train_loop_words_per_s": 200.0}
+    return {"corpus": "c", "tokens": 1000}, {"model": "sg", "runs": [{"seed": 1, "w2v_dist": ours, "gensim": theirs}]}
+
+
+def test_the_table_marks_spikes_and_hides_analogies_with_too_few_questions():
+    cells = [c.strip() for c in stress.table_row(*_row(2.0, 99, nonfinite=7)).split("|")[1:-1]]
+    assert cells[3:7] == ["4/8/3", "2 **SPIKE**", "0 (7 non-finite vectors)", "n/a (99 q)"]
+    cells = [c.strip() for c in stress.table_row(*_row(1.2, 100)).split("|")[1:-1]]
+    assert cells[4] == "1.2" and cells[6].startswith("0.1000/0.2000 (100 q") and cells[8] == "0.50"
