@@ -59,13 +59,19 @@ def make_inputs(corpus: str, workdir: str, lines: int | None) -> tuple[str, str,
             break
     text = pa.concat_arrays(batches)
     pq.write_table(pa.table({"text": text}), os.path.join(shards, "part-00000.parquet"), row_group_size=50_000)
+    return shards, tok_path, write_tokens(text, tok_path)
+
+
+def write_tokens(text: pa.Array, tok_path: str) -> int:
+    """Our tokens of each row, space-joined, a line per non-empty row (gensim's LineSentence /
+    corpus_file format); returns the number of tokens."""
     tokens, rows = tokenize(text, TokenizerConfig())
     lists = pa.ListArray.from_arrays(pa.array(_offsets(rows, len(text))), tokens)
     joined = pc.binary_join(lists, " ")
     with open(tok_path, "w", encoding="utf-8") as f:
         f.write("\n".join(s for s in joined.to_pylist() if s))
         f.write("\n")
-    return shards, tok_path, len(tokens)
+    return len(tokens)
 
 
 def _offsets(rows, n):
@@ -75,24 +81,35 @@ def _offsets(rows, n):
 
 
 def evaluate(vectors: Vectors) -> dict:
+    """Analogy accuracy and WS-353 Spearman; ``analogy_answered`` questions had all four words in
+    the vocabulary. A vocabulary that holds no WS-353 pair gives ``ws353`` NaN (bench/stress.py's
+    tiny-vocabulary corpus), not an error."""
     an = evaluate_analogies(vectors, str(DATA / "questions-words.txt"))
-    ws = evaluate_similarity(vectors, str(DATA / "wordsim353.tsv"))
-    return {"analogy": an["accuracy"], "analogy_oov": an["oov_ratio"], "ws353": ws["spearman"]}
+    try:
+        ws = evaluate_similarity(vectors, str(DATA / "wordsim353.tsv"))
+    except ValueError:  # no usable word pairs
+        ws = {"spearman": float("nan"), "oov_ratio": 1.0}
+    return {"analogy": an["accuracy"], "analogy_oov": an["oov_ratio"],
+            "analogy_answered": an["correct"] + an["incorrect"], "ws353": ws["spearman"], "ws353_oov": ws["oov_ratio"]}
 
 
-def run_gensim(tok_path: str, model: str, a: argparse.Namespace) -> dict:
+def run_gensim(tok_path: str, model: str, a: argparse.Namespace, corpus_file: bool = False) -> dict:
+    """gensim on the tokens file; ``corpus_file`` reads it with gensim's corpus_file mode (each
+    worker thread reads its own part of the file) instead of a LineSentence iterator."""
     from gensim.models import Word2Vec
     from gensim.models.word2vec import LineSentence
 
     t0 = time.perf_counter()
     alpha = a.alpha or (0.025 if model == "sg" else 0.05)  # the same as ours (gensim's default is 0.025 for both)
-    m = Word2Vec(sentences=LineSentence(tok_path), vector_size=a.dim, window=a.window, negative=a.negative,
+    source = {"corpus_file": tok_path} if corpus_file else {"sentences": LineSentence(tok_path)}
+    m = Word2Vec(**source, vector_size=a.dim, window=a.window, negative=a.negative,
                  sample=a.sample, min_count=a.min_count, epochs=a.epochs, sg=int(model == "sg"),
                  workers=a.threads, seed=a.seed, alpha=alpha, min_alpha=1e-4)
     seconds = time.perf_counter() - t0
     words = m.corpus_total_words  # raw words per epoch
     vectors = Vectors(list(m.wv.index_to_key), m.wv.vectors)
-    return {"seconds": seconds, "words_per_s": words * a.epochs / seconds, **evaluate(vectors)}
+    return {"seconds": seconds, "words_per_s": words * a.epochs / seconds, **evaluate(vectors),
+            "train_loop_words_per_s": words * a.epochs / max(m.total_train_time, 1e-9)}  # without the vocabulary pass
 
 
 def run_ours(shards: str, model: str, a: argparse.Namespace, out: str) -> dict:
