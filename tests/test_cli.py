@@ -126,8 +126,9 @@ def test_eval_and_similar(trained, tmp_path):
 
 
 def test_same_command_same_vectors(small_corpus, tmp_path):
-    """--seed makes a run repeatable (the chunk order depends on --workers, so it is part of "same")."""
-    args = [*TRAIN, "--epochs", "1", "--workers", "2"]
+    """--seed makes a run repeatable (the chunk order depends on --workers, so it is part of "same");
+    4 kernel threads on a 2-core machine: the merge order, not the scheduling, decides the bits."""
+    args = [*TRAIN, "--epochs", "1", "--workers", "2", "--threads", "4", "--slice-words", "256"]
     cli("train", str(small_corpus), "--output", str(tmp_path / "a"), *args)
     cli("train", str(small_corpus), "--output", str(tmp_path / "b"), *args)
     np.testing.assert_array_equal(np.load(tmp_path / "a/vectors.npy"), np.load(tmp_path / "b/vectors.npy"))
@@ -175,6 +176,10 @@ def _write(path: Path, table: pa.Table) -> Path:
     ("ok", ["--negative", "-1"], "--negative must be >= 1"),
     ("ok", ["--epochs", "0"], "--epochs must be a positive integer"),
     ("ok", ["--sample", "-1"], "--sample must be >= 0"),
+    ("ok", ["--sample", "nan"], "--sample must be a finite number, got nan"),
+    ("ok", ["--alpha", "inf"], "--alpha must be a finite number, got inf"),
+    ("ok", ["--min-alpha", "nan"], "--min-alpha must be a finite number, got nan"),
+    ("ok", ["--slice-words", "0"], "--slice-words must be a positive integer, got 0"),
 ])
 def test_bad_input_is_one_clear_line_before_training(tmp_path, case, extra, expect):
     corpus = {
@@ -192,3 +197,20 @@ def test_bad_input_is_one_clear_line_before_training(tmp_path, case, extra, expe
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("w2v-dist: error: ") and expect in lines[0], p.stderr
     assert not (out / "summary.json").exists() and not (out / "config.json").exists()
+
+
+def test_divergence_stops_the_run(small_corpus, tmp_path):
+    """Guards: a run whose loss explodes ending "done" with useless vectors. An absurd --alpha
+    diverges; the run stops with one line naming the step and what to change, exit code 3, no
+    vectors, no summary, and no checkpoint of the diverged tables (the one before stays)."""
+    run = tmp_path / "r"
+    p = cli("train", str(small_corpus), "--output", str(run), *TRAIN, "--alpha", "1", "--sample", "0",
+            "--checkpoint-every", "1", "--batch-words", "2000", check=False)
+    assert p.returncode == 3, p.stderr
+    errors = [line for line in p.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(errors) == 1 and errors[0].startswith("w2v-dist: error: training diverged at step "), p.stderr
+    assert "Lower --alpha (now 1)" in errors[0]
+    step = int(errors[0].split("at step ")[1].split()[0])
+    assert not (run / "summary.json").exists() and not (run / "vectors.npy").exists()
+    saved = sorted(int(c.name.split("-")[1]) for c in (run / "checkpoints").iterdir()) if (run / "checkpoints").exists() else []
+    assert all(s < step for s in saved), (saved, step)

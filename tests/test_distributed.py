@@ -58,10 +58,11 @@ def test_two_ranks_train_end_to_end(small_corpus, tmp_path):
     cli("export", str(run), "--format", "word2vec-binary", "--output", str(tmp_path / "v.bin"))
     kv = gensim.models.KeyedVectors.load_word2vec_format(str(tmp_path / "v.bin"), binary=True)
     np.testing.assert_array_equal(kv.vectors, np.load(run / "vectors.npy"))
-    # rank 0 alone wrote the run: one metrics file, checkpoints without DDP's "module." prefix
+    # rank 0 alone wrote the run: the two tables, exactly their size (not the kernel's stores)
     (ckpt,) = (run / "checkpoints").iterdir()
-    import torch
-    assert set(torch.load(ckpt / "model.pt", weights_only=True)) == {"in_embed", "out_embed"}
+    tables = torch.load(ckpt / "model.pt", weights_only=True)
+    assert set(tables) == {"in_embed", "out_embed"}
+    assert all(t.untyped_storage().nbytes() == t.numel() * 4 for t in tables.values())
 
 
 def test_distributed_vocabulary_equals_single_process(small_corpus, tmp_path):
@@ -102,11 +103,11 @@ def test_every_row_read_exactly_once_across_2_ranks_x_2_workers(tmp_path, layout
     for epoch in (0, 1):
         consumed: dict[tuple[int, int], list[str]] = {}
         for rank in (0, 1):
-            stream = CorpusStream(shards, vocab_dir, TokenizerConfig(), model="cbow", window=1, negative=1, seed=5,
-                                  epochs=epoch + 1, batch_words=50, rank=rank, world_size=2, row_tokens=row_tokens)
+            stream = CorpusStream(shards, vocab_dir, TokenizerConfig(), seed=5, epochs=epoch + 1, batch_words=50,
+                                  rank=rank, world_size=2, row_tokens=row_tokens)
             stream.load_state_dict({"start_epoch": epoch})
             for chunk in DataLoader(stream, batch_size=None, num_workers=2, collate_fn=identity):
-                vocab_words = [words[i] for i in chunk.examples.outputs]
+                vocab_words = [words[i] for i in chunk.tokens.ids]
                 consumed.setdefault((rank, chunk.worker), []).extend(w for w in vocab_words if w.startswith("r"))
         every = Counter(w for ws in consumed.values() for w in ws)
         assert every == Counter({w: 1 for w in words if w.startswith("r")}), (layout, epoch)
@@ -123,16 +124,16 @@ def test_plan_balances_tokens_and_covers_every_row():
 
 
 def test_rank_with_far_less_data_does_not_hang(tmp_path):
-    """One row of 30k words and one of 10: a row cannot be split, so rank 1 runs out almost at once
-    and must keep stepping (empty steps) until rank 0 is done."""
+    """One row of 30k words and one of 10: a row is not split between ranks, so rank 1 runs out
+    almost at once and must keep stepping (empty steps) until rank 0 is done with its 30 chunks."""
     d = tmp_path / "c"
     d.mkdir()
     big = " ".join(f"w{i % 300}" for i in range(30_000))
     pq.write_table(pa.table({"text": [big, "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10"]}), d / "part-00000.parquet",
                    row_group_size=1)
     run = tmp_path / "run"
-    p = torchrun("train", str(d), "--output", str(run), *TRAIN, "--batch-words", "200000", "--max-sentence-length",
-                 "100000", "--log-all-ranks", timeout=180)
+    p = torchrun("train", str(d), "--output", str(run), *TRAIN, "--batch-words", "1000", "--log-all-ranks",
+                 timeout=180)
     done = [line for line in p.stderr.splitlines() if "rank done:" in line]
     steps = {int(line.split("steps=")[1].split()[0]) for line in done}
     with_data = sorted(int(line.split("with_data=")[1].split()[0]) for line in done)
@@ -157,59 +158,79 @@ def test_two_torchrun_agents_as_two_nodes(small_corpus, tmp_path):
     assert summary["world_size"] == 2
 
 
-STEP_SCRIPT = """
-import gc, sys, numpy as np, torch
+SYNC_SCRIPT = """
+import sys, numpy as np, torch
 from w2v_dist.distributed import setup
-from w2v_dist.model import Word2Vec
-from w2v_dist.pairs import Examples
-from w2v_dist.train import make_step
-
-def two_steps(dist, model_kind, batch):
-    model = Word2Vec(40, 8, model_kind, seed=5)
-    with torch.no_grad():
-        model.out_embed.weight.copy_(torch.linspace(-0.2, 0.2, 40 * 8).reshape(40, 8))
-    half = slice(dist.rank * 150, (dist.rank + 1) * 150)
-    step = make_step(model, dist)
-    for _ in range(2):
-        step(Examples(batch["inputs"][half], batch["outputs"][half], batch["negatives"][half], 0), 0.05)
-    return {k: v.detach().numpy().copy() for k, v in model.tables().items()}, model.stats["sync_bytes"]
+from w2v_dist.sync import TableSync
 
 with setup() as dist:
-    # DDP (and its gloo work) is gone before the process group is torn down, as in train()
-    tables, sync_bytes = two_steps(dist, sys.argv[1], np.load(sys.argv[2]))
-    gc.collect()
-    dist.barrier()
+    g = torch.Generator().manual_seed(0)
+    table = torch.rand(50, 4, generator=g)  # the same on both ranks, as the seeded init is
+    sync = TableSync({"t": table}, dist, every=1, rows=8, combine=sys.argv[1])
+    # rank r changes rows r, 10..19 (both ranks) and 40 + r
+    table[dist.rank] += 1.0 + dist.rank
+    table[10:20] += 0.5 * (1 + dist.rank)
+    table[40 + dist.rank] -= 2.0
+    sync.after_step(1)  # sync 1: the first 8 rows only
+    first = table.clone()
+    sync.full()
+    out = [torch.zeros_like(table) for _ in range(2)]
+    torch.distributed.all_gather(out, table)
     if dist.rank == 0:
-        np.savez(sys.argv[3], **tables, sync_bytes=sync_bytes)
+        np.savez(sys.argv[2], first=first.numpy(), r0=out[0].numpy(), r1=out[1].numpy(),
+                 start=torch.rand(50, 4, generator=torch.Generator().manual_seed(0)).numpy(), bytes=sync.bytes)
 """
 
 
-@pytest.mark.parametrize("model", ["sg", "cbow"])
-def test_two_rank_step_is_the_one_process_step_on_both_halves(tmp_path, model):
-    """Through real torchrun and gloo: each rank steps on its half of a batch, DDP all-reduces the
-    row-sparse gradients (averaged, with the learning rate times the world size: the sum), and the
-    tables come out as one process's fused step on the whole batch (twice, so the second step
-    starts from the synced first)."""
-    from tests.test_kernels import _batch
-    from w2v_dist.model import Word2Vec
-    from w2v_dist.pairs import Examples
-
-    inputs, outputs, negatives = _batch(model, V=40, B=300)
-    np.savez(tmp_path / "batch.npz", inputs=inputs, outputs=outputs, negatives=negatives)
-    (tmp_path / "step.py").write_text(STEP_SCRIPT)
+@pytest.mark.parametrize("combine", ["rowmean", "sum", "mean"])
+def test_sync_combines_the_ranks_changes(tmp_path, combine):
+    """Through real torchrun and gloo: the prefix sync touches the first rows only, a full sync
+    leaves both ranks with the same table, and each row gets the combined changes: rowmean (a row
+    one rank changed keeps that change; a row both changed gets their mean), sum or mean.
+    Guards: a sync that averages rows one rank trained (halving rare words), sums where it should
+    not, or leaves ranks apart."""
+    (tmp_path / "sync.py").write_text(SYNC_SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(tmp_path / "step.py"), model, str(tmp_path / "batch.npz"), str(tmp_path / "out.npz")]
+           str(tmp_path / "sync.py"), combine, str(tmp_path / "out.npz")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     assert p.returncode == 0, p.stderr[-4000:]
     got = np.load(tmp_path / "out.npz")
+    start = got["start"]
+    np.testing.assert_array_equal(got["r0"], got["r1"])
+    delta = {"rank": {0: np.zeros((50, 4)), 1: np.zeros((50, 4))}}
+    for r in (0, 1):
+        delta["rank"][r][r] += 1.0 + r
+        delta["rank"][r][10:20] += 0.5 * (1 + r)
+        delta["rank"][r][40 + r] -= 2.0
+    d0, d1 = delta["rank"][0], delta["rank"][1]
+    touched = (d0 != 0).any(1).astype(float) + (d1 != 0).any(1).astype(float)
+    want = {"sum": d0 + d1, "mean": (d0 + d1) / 2,
+            "rowmean": (d0 + d1) / np.maximum(touched, 1)[:, None]}[combine]
+    np.testing.assert_allclose(got["r0"], start + want, rtol=1e-6, atol=1e-6)
+    # after the first (prefix) sync rank 0 already had rows 0..7 combined, and only those
+    np.testing.assert_allclose(got["first"][:8], (start + want)[:8], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got["first"][10:20], (start + d0)[10:20], rtol=1e-6, atol=1e-6)
+    assert got["bytes"] > 0
 
-    one = Word2Vec(40, 8, model, seed=5)
-    with torch.no_grad():
-        one.out_embed.weight.copy_(torch.linspace(-0.2, 0.2, 40 * 8).reshape(40, 8))
-    for _ in range(2):
-        one.step(Examples(inputs, outputs, negatives, 0), 0.05)
-    for name, table in one.tables().items():
-        np.testing.assert_allclose(got[name], table.detach().numpy(), rtol=1e-5, atol=1e-6)
-    assert not np.allclose(got["in_embed"], Word2Vec(40, 8, model, seed=5).vectors())
-    assert got["sync_bytes"] > 0
+
+def test_one_process_and_two_ranks_follow_one_schedule(small_corpus, tmp_path):
+    """The learning rate and progress follow the global word count: 1 process and 2 ranks end at
+    the same progress and learning rate. Guards: a schedule over world_size x words (2 ranks
+    would decay half as fast) or a rank's words not counted (progress short of 1)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = [*TRAIN, "--log-every", "0", "--batch-words", "2000"]
+    cli("train", str(small_corpus), "--output", str(one), *args)
+    torchrun("train", str(small_corpus), "--output", str(two), *args)
+    last = {}
+    for name, run in (("one", one), ("two", two)):
+        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        last[name] = records[-1]
+        assert records[-1]["progress"] == pytest.approx(1.0)
+        lrs = [r["lr"] for r in records]
+        assert lrs == sorted(lrs, reverse=True)
+    # the last step starts 2000 words (one process) or 2 x ~2000 words (two ranks) before the end
+    total = json.loads((one / "vocab/vocab.json").read_text())["total_words"]
+    for name, chunk in (("one", 2000), ("two", 4000)):
+        assert last[name]["lr"] <= 0.025 * (chunk + 300) / total + 1e-4, (name, last[name])
+    assert json.loads((two / "summary.json").read_text())["words"] == total

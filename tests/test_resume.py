@@ -11,9 +11,11 @@ import pytest
 from tests.conftest import cli
 from tests.test_distributed import torchrun
 
-# small steps and a checkpoint every 5 of them: many steps per epoch, kills land mid-epoch
+# small steps and a checkpoint every 5 of them: many steps per epoch, kills land mid-epoch; the
+# ranks sync every row every step, so a checkpoint is written at exactly every 5th step
+SYNC_EVERY_STEP = ["--sync-every", "1", "--sync-rows", "8192"]
 TRAIN = ["--epochs", "2", "--dim", "16", "--min-count", "3", "--log-every", "0.2", "--workers", "1",
-         "--threads", "1", "--batch-pairs", "2048", "--checkpoint-every", "5"]
+         "--threads", "1", "--batch-words", "1000", "--checkpoint-every", "5", *SYNC_EVERY_STEP]
 
 
 def _final(run):
@@ -131,3 +133,21 @@ def test_changed_settings_are_refused_unless_forced(small_corpus, tmp_path):
 def test_keep_checkpoints_refuses_one(small_corpus, tmp_path):
     p = cli("train", str(small_corpus), "--output", str(tmp_path / "r"), "--keep-checkpoints", "1", check=False)
     assert p.returncode == 2 and "--keep-checkpoints must be >= 2" in p.stderr
+
+
+def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_path):
+    """With the default sync (a prefix of the rows every 4 steps, all rows every 8th sync here: 6.4k
+    words), a checkpoint asked for at step 5 is written at the next full sync (step 32), so
+    checkpointing does not change what the ranks compute: killed at step 40 and rerun, the run
+    ends in the uninterrupted run's vectors. Guards: a checkpoint that forces its own sync (the
+    result would depend on when checkpoints happen) or one taken while ranks' tables differ."""
+    default_sync = TRAIN[:-len(SYNC_EVERY_STEP)]
+    ref, run = tmp_path / "ref", tmp_path / "b"
+    torchrun("train", str(small_corpus), "--output", str(ref), *default_sync, "--checkpoint-every", "1000")
+    p = torchrun("train", str(small_corpus), "--output", str(run), *default_sync, check=False,
+                 env={"W2V_DIST_FAULT": "kill@step:1:40"})
+    assert p.returncode != 0
+    assert sorted(int(c.name.split("-")[1]) for c in (run / "checkpoints").iterdir()) == [32]
+    p = torchrun("train", str(small_corpus), "--output", str(run), *default_sync)
+    assert "checkpoints/step-32" in p.stderr
+    _same(ref, run)

@@ -26,8 +26,13 @@ _STEP = re.compile(r"step-(\d+)$")
 
 
 def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous().clone() if v.device.type != "cpu" else v.detach().contiguous()
-            for k, v in state.items()}
+    """CPU tensors that own exactly their data: torch.save writes a view's whole storage (the fused
+    kernel's tables are views of stores that also hold the threads' overlay rows)."""
+    out = {}
+    for k, v in state.items():
+        v = v.detach().to("cpu").contiguous()
+        out[k] = v if v.untyped_storage().nbytes() == v.numel() * v.element_size() else v.clone()
+    return out
 
 
 # Settings that do not change the result: they may differ between a run and its resumption.

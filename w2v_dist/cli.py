@@ -35,6 +35,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _diverged() -> type[BaseException]:
+    from w2v_dist.progress import DivergedError
+    return DivergedError
+
+
 def _storage_options(text: str | None) -> dict:
     if not text:
         return {}
@@ -66,14 +71,23 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("negative", int, "negatives per example"), ("sample", float, "subsampling threshold (0: off)"),
         ("min_count", int, "drop words rarer than this"), ("epochs", int, "passes over the corpus"),
         ("min_alpha", float, "final learning rate"),
-        ("batch_words", int, "words per chunk from the reader"), ("seed", int, "random seed"),
+        ("batch_words", int, "words per chunk from the reader: one training step"), ("seed", int, "random seed"),
+        ("slice_words", int, "words a kernel thread trains in word2vec.c's order before the threads' updates merge"),
+        ("batch_pairs", int, "--kernel torch: examples per summed mini-batch update"),
+        ("sync_every", int, "several ranks: steps between syncs of the frequent rows"),
+        ("sync_rows", int, "several ranks: rows in the smallest sync"),
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
         ("threads", int, "kernel threads (0: all cores)"), ("log_every", float, "seconds between log lines"),
     ]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=d[name].default,
                        help=f"{help_} (default: %(default)s)")
-    p.add_argument("--batch-pairs", type=int, default=None,
-                   help="examples per SGD step, across all ranks (default: 4096 for sg, 256 for cbow; see docs/training.md)")
+    p.add_argument("--sync-combine", choices=("rowmean", "sum", "mean"), default="rowmean",
+                   help="several ranks: how the ranks' changes of a row combine (default: rowmean; docs/distributed.md)")
+    p.add_argument("--no-share-negatives", dest="share_negatives", action="store_false",
+                   help="skip-gram: draw negatives for every (context, centre) example as word2vec.c does, "
+                        "not once per centre word (slower; docs/training.md)")
+    p.add_argument("--nondeterministic", action="store_true",
+                   help="threads update the tables in place, racing (gensim's Hogwild): faster, not repeatable")
     p.add_argument("--alpha", type=float, default=None, help="initial learning rate (default: 0.025 sg, 0.05 cbow)")
     p.add_argument("--max-vocab", type=int, default=None, help="keep only the N most frequent words")
     p.add_argument("--max-vocab-size", type=int, default=None,
@@ -103,6 +117,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         corpus=a.corpus, output=a.output, model=a.model, dim=a.dim, window=a.window, negative=a.negative,
         sample=a.sample, min_count=a.min_count, max_vocab=a.max_vocab, max_vocab_size=a.max_vocab_size,
         epochs=a.epochs, alpha=a.alpha, min_alpha=a.min_alpha, batch_words=a.batch_words, batch_pairs=a.batch_pairs,
+        slice_words=a.slice_words, share_negatives=a.share_negatives, nondeterministic=a.nondeterministic,
+        sync_every=a.sync_every, sync_rows=a.sync_rows, sync_combine=a.sync_combine,
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, log_every=a.log_every, storage_options=_storage_options(a.storage_options),
         overwrite=a.overwrite, force_resume=a.force_resume, checkpoint_every=a.checkpoint_every,
@@ -208,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             msg = lines[-1].split(": ", 1)[-1]
         print(f"w2v-dist: error: {msg}", file=sys.stderr)
         return 2
+    except _diverged() as e:  # the run stopped itself: the vectors would be useless
+        print(f"w2v-dist: error: {e}", file=sys.stderr)
+        return 3
     except KeyError as e:  # an unknown word in `similar`
         print(f"w2v-dist: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 
@@ -48,8 +49,14 @@ class TrainConfig:
     epochs: int = 5
     alpha: float | None = None  # None: 0.025 for sg, 0.05 for cbow (word2vec.c defaults)
     min_alpha: float = 1e-4
-    batch_words: int = 10_000  # words per data chunk handed from the stream to the trainer
-    batch_pairs: int | None = None  # examples per SGD step, all ranks together; None: 4096 sg, 256 cbow (docs/training.md)
+    batch_words: int = 10_000  # words per chunk handed from the reader to the trainer (one step)
+    slice_words: int = 1024  # words a kernel thread trains sequentially before the threads' updates merge
+    share_negatives: bool = True  # skip-gram: one draw of negatives per centre word, shared by its examples
+    nondeterministic: bool = False  # threads update the tables in place, racing (gensim's Hogwild): not repeatable
+    batch_pairs: int = 256  # --kernel torch: examples per summed mini-batch update
+    sync_every: int = 4  # several ranks: steps between syncs of the tables' frequent rows (docs/distributed.md)
+    sync_rows: int = 1024  # rows of the smallest sync (the prefix doubles on every other sync, ...)
+    sync_combine: str = "rowmean"  # how ranks' changes of a row combine: rowmean, sum or mean
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -73,11 +80,13 @@ class TrainConfig:
             self.tokenizer = TokenizerConfig(**self.tokenizer)
         if self.model not in ("sg", "cbow"):
             raise ConfigError(f"--model must be 'sg' or 'cbow', got {self.model!r}")
-        if self.batch_pairs is None:
-            # about the same number of input-row updates per step: a CBOW example updates ~2*window rows
-            self.batch_pairs = 4096 if self.model == "sg" else 256
+        for name in ("sample", "alpha", "min_alpha", "log_every", "checkpoint_minutes"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
         positive = dict(dim=self.dim, window=self.window, epochs=self.epochs, min_count=self.min_count,
-                        batch_words=self.batch_words, batch_pairs=self.batch_pairs)
+                        batch_words=self.batch_words, slice_words=self.slice_words, batch_pairs=self.batch_pairs,
+                        sync_every=self.sync_every, sync_rows=self.sync_rows)
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -106,6 +115,8 @@ class TrainConfig:
             raise ConfigError(f"--checkpoint-every must be >= 1 step, got {self.checkpoint_every}")
         if self.checkpoint_minutes is not None and self.checkpoint_minutes <= 0:
             raise ConfigError(f"--checkpoint-minutes must be > 0, got {self.checkpoint_minutes}")
+        if self.sync_combine not in ("rowmean", "sum", "mean"):
+            raise ConfigError(f"--sync-combine must be rowmean, sum or mean, got {self.sync_combine!r}")
         if self.on_bad_shard not in ("error", "skip"):
             raise ConfigError(f"--on-bad-shard must be error or skip, got {self.on_bad_shard!r}")
         if not self.text_column:

@@ -57,6 +57,12 @@ class Dist:
         td.all_reduce(t)
         return t.tolist()
 
+    def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over ranks, in place (a dense collective: gloo and NCCL alike)."""
+        if self.backend is not None:
+            td.all_reduce(tensor)
+        return tensor
+
     def all_gather_object(self, obj) -> list:
         if self.backend is None:
             return [obj]
@@ -65,14 +71,14 @@ class Dist:
         return out
 
 
-def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda: []) -> Iterator[tuple[object, int, list[int]]]:
+def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: []) -> Iterator[tuple[object, int, list[int]]]:
     """Every rank steps together until the last rank runs out of data.
 
     Each step all-reduces (ranks with data, words in this step, *flags): a rank whose stream is
-    done keeps stepping with ``None`` (an empty batch: zero gradient, still in DDP's all-reduce)
+    done keeps stepping with ``None`` (nothing to train, still in every collective of the step)
     until no rank has data, so no rank is left waiting in a collective. The summed words drive
     the learning-rate schedule, so N ranks decay exactly as one process over the same corpus;
-    the summed ``flags()`` (checkpoint now, stop now) reach every rank at the same step.
+    the summed ``flags(batch)`` (checkpoint now, stop now, ...) reach every rank at the same step.
     """
     it = iter(batches)
     while True:
@@ -80,9 +86,10 @@ def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda: []) -> I
         if dist.backend is None:
             if b is None:
                 return
-            yield b, words_of(b), flags()
+            yield b, words_of(b), flags(b)
             continue
-        active, words, *summed = dist.all_reduce_sum([int(b is not None), words_of(b) if b is not None else 0, *flags()])
+        active, words, *summed = dist.all_reduce_sum([int(b is not None), words_of(b) if b is not None else 0,
+                                                      *flags(b)])
         if active == 0:
             return
         yield b, words, summed
@@ -126,5 +133,5 @@ def setup(device: str = "cpu", backend: str | None = None, timeout_s: float = 18
     try:
         yield Dist(rank, world, local_rank, local_world, dev, backend)
     finally:
-        gc.collect()  # DDP's reducer (kept alive by reference cycles) goes before the group it uses
+        gc.collect()  # anything holding the group (kept alive by reference cycles) goes before it
         td.destroy_process_group()

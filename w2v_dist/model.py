@@ -1,107 +1,80 @@
-"""The two embedding tables of word2vec and the negative-sampling step on them.
+"""The two embedding tables of word2vec and the negative-sampling training step on them.
 
 ``in_embed`` (word2vec.c's syn0) starts at U(-0.5/d, 0.5/d) and is what gets exported;
 ``out_embed`` (syn1neg) starts at zero. The loss minimised per example is
 ``-log sigmoid(w_o . h) - sum_n log sigmoid(-w_n . h)``.
 
-Two ways to take a step, with the same result:
+:meth:`Word2Vec.train_chunk` trains on a chunk of token ids, in place:
 
-- :meth:`Word2Vec.step` (one process): a fused kernel computes and applies the summed
-  mini-batch update in place;
-- ``loss = model(inputs, outputs, negatives); loss.backward(); optimizer.step()`` (under
-  DistributedDataParallel): the same kernel computes the gradient, which autograd hands to DDP as
-  row-sparse tensors (``nn.Embedding(sparse=True)``: gloo all-reduces only the touched rows)
-  or dense ones (NCCL, which has no sparse all-reduce), and ``torch.optim.SGD`` applies it.
+- ``--kernel numba`` (CPU, the default there): the fused kernel draws the examples (subsampling,
+  windows, negatives) and applies word2vec.c's sequential updates, ``--threads`` slices at a time
+  (:mod:`w2v_dist.kernels.numba_cpu`); the tables are views of the kernel's stores;
+- ``--kernel torch`` (any device; CUDA): examples drawn with numpy (:mod:`w2v_dist.pairs`) and
+  summed mini-batch updates of ``--batch-pairs`` examples (:mod:`w2v_dist.kernels.reference`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from w2v_dist.kernels import get_kernel
-from w2v_dist.pairs import Examples
-
-
-class _NegativeSampling(torch.autograd.Function):
-    """Loss of a mini-batch; backward returns the kernel's gradient (sparse or dense)."""
-
-    @staticmethod
-    def forward(ctx, w_in, w_out, inputs, outputs, negatives, grads_fn, sparse, stats):
-        loss, dh, dw = grads_fn(w_in.detach(), w_out.detach(), inputs, outputs, negatives)
-        ctx.save_for_backward(inputs, outputs, negatives, dh.to(w_in.device), dw.to(w_in.device))
-        ctx.shape, ctx.sparse, ctx.stats = w_in.shape, sparse, stats
-        return torch.tensor(loss, dtype=torch.float64)
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        inputs, outputs, negatives, dh, dw = ctx.saved_tensors
-        if grad_loss.item() != 1.0:  # loss.backward() passes 1: no copy of the gradient then
-            dh, dw = dh * grad_loss.to(dh.dtype), dw * grad_loss.to(dw.dtype)
-        if inputs.dim() == 2:  # CBOW: every present context word gets the whole dh
-            present = inputs >= 0
-            rows_in = inputs[present]
-            vals_in = dh[:, None, :].expand(*inputs.shape, dh.shape[1])[present]
-        else:
-            rows_in, vals_in = inputs, dh
-        rows_out = torch.cat([outputs[:, None], negatives], dim=1).reshape(-1)
-        vals_out = dw.reshape(-1, dw.shape[-1])
-        grads = (_grad(rows_in, vals_in, ctx.shape, ctx.sparse), _grad(rows_out, vals_out, ctx.shape, ctx.sparse))
-        # what this rank hands to the all-reduce: touched rows (index + row) when sparse, else all
-        ctx.stats["sync_bytes"] += sum(g._nnz() * (8 + 4 * g.shape[1]) if g.is_sparse else g.numel() * 4
-                                       for g in grads)
-        return (*grads, None, None, None, None, None, None)
-
-
-def _grad(rows, values, shape, sparse):
-    rows = rows.long()
-    if sparse:
-        # coalesced here (gloo would coalesce anyway): duplicate rows are summed once, not sent twice
-        return torch.sparse_coo_tensor(rows[None], values, shape, check_invariants=False).coalesce()
-    return torch.zeros(shape, dtype=values.dtype, device=values.device).index_add_(0, rows, values)
+from w2v_dist.kernels import resolve_kernel
+from w2v_dist.pairs import make_examples
 
 
 class Word2Vec(nn.Module):
-    def __init__(self, vocab_size: int, dim: int, model: str = "sg", seed: int = 1,
-                 device: str = "cpu", kernel: str = "auto", sparse: bool = True):
+    """>>> m = Word2Vec(vocab, dim=100, model="sg", threads=2)      # doctest: +SKIP
+    >>> loss, examples = m.train_chunk(tokens, lr0=0.025, lr1=0.0249)  # doctest: +SKIP
+    """
+
+    def __init__(self, vocab, dim: int, model: str = "sg", seed: int = 1, device: str = "cpu",
+                 kernel: str = "auto", *, window: int = 5, negative: int = 5, threads: int = 1,
+                 slice_words: int = 1024, max_sentence: int = 1000, share_negatives: bool = True,
+                 nondeterministic: bool = False, batch_pairs: int = 256):
         super().__init__()
+        V = len(vocab)
         g = torch.Generator().manual_seed(seed)
-        init = (torch.rand(vocab_size, dim, generator=g) - 0.5) / dim
-        self.in_embed = nn.Embedding(vocab_size, dim, sparse=sparse, _weight=init.to(device))
-        self.out_embed = nn.Embedding(vocab_size, dim, sparse=sparse,
-                                      _weight=torch.zeros(vocab_size, dim, device=device))
-        self.model = model
-        self.sparse = sparse
+        init = (torch.rand(V, dim, generator=g) - 0.5) / dim
+        self.model, self.window, self.negative, self.batch_pairs = model, window, negative, batch_pairs
+        self.keep_prob, self.neg_prob, self.neg_alias = vocab.keep_prob, vocab.neg_prob, vocab.neg_alias
+        self.sampler = vocab.sampler
         self.device = torch.device(device)
-        k = get_kernel(kernel, self.device.type)
-        self._step = k.sg_step if model == "sg" else k.cbow_step
-        self._grads = k.sg_grads if model == "sg" else k.cbow_grads
-        self._numpy = k.__name__.endswith("numba_cpu")
-        self.stats = {"sync_bytes": 0}
+        self.kernel = resolve_kernel(kernel, self.device.type)
+        if self.kernel == "numba":
+            from w2v_dist.kernels.numba_cpu import Fused
 
-    def _args(self, ex: Examples):
-        if self._numpy:
-            return ex.inputs, ex.outputs, ex.negatives
-        return tuple(torch.as_tensor(a, device=self.device).long() for a in (ex.inputs, ex.outputs, ex.negatives))
-
-    def batch(self, ex: Examples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The tensors :meth:`forward` takes (zero-copy views of the numpy arrays on CPU)."""
-        return tuple(torch.as_tensor(a) for a in self._args(ex))
-
-    def forward(self, inputs: torch.Tensor, outputs: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """The summed loss of a mini-batch, differentiable w.r.t. both tables."""
-        return _NegativeSampling.apply(self.in_embed.weight, self.out_embed.weight, inputs, outputs,
-                                       negatives, self._grads_fn, self.sparse, self.stats)
-
-    def _grads_fn(self, w_in, w_out, inputs, outputs, negatives):
-        if self._numpy:
-            inputs, outputs, negatives = inputs.numpy(), outputs.numpy(), negatives.numpy()
-        return self._grads(w_in, w_out, inputs, outputs, negatives)
+            self.fused = Fused(V, dim, threads, model, window, negative, slice_words, max_sentence,
+                               share_negatives, nondeterministic)
+            w_in, w_out = torch.from_numpy(self.fused.table_in), torch.from_numpy(self.fused.table_out)
+            w_in.copy_(init)
+            w_out.zero_()
+        else:
+            self.fused = None
+            w_in, w_out = init.to(self.device), torch.zeros(V, dim, device=self.device)
+        self.in_embed = nn.Embedding(V, dim, _weight=w_in).requires_grad_(False)
+        self.out_embed = nn.Embedding(V, dim, _weight=w_out).requires_grad_(False)
 
     @torch.no_grad()
-    def step(self, ex: Examples, lr: float) -> float:
-        """One fused SGD step on a mini-batch, in place; returns the summed loss."""
-        return self._step(self.in_embed.weight.data, self.out_embed.weight.data, *self._args(ex), lr)
+    def train_chunk(self, tokens, lr0: float, lr1: float) -> tuple[float, int]:
+        """Train on a chunk (:class:`~w2v_dist.corpus.dataset.Tokens`), the learning rate going
+        linearly from ``lr0`` to ``lr1`` across it. Returns ``(summed loss, examples)``."""
+        if self.fused is not None:
+            loss, _, examples = self.fused.train(tokens.ids, tokens.starts, tokens.key, lr0, lr1, self.keep_prob,
+                                                 self.neg_prob, self.neg_alias)
+            return loss, examples
+        from w2v_dist.kernels import reference
+
+        ex = make_examples(tokens.tokenized(), self.model, self.window, self.keep_prob, self.sampler, self.negative,
+                           np.random.default_rng(tokens.key))
+        step = reference.sg_step if self.model == "sg" else reference.cbow_step
+        W_in, W_out = self.in_embed.weight.data, self.out_embed.weight.data
+        n, loss = len(ex), 0.0
+        for a in range(0, n, self.batch_pairs):
+            b = min(a + self.batch_pairs, n)
+            arrays = (torch.as_tensor(x[a:b], device=self.device).long() for x in (ex.inputs, ex.outputs, ex.negatives))
+            loss += step(W_in, W_out, *arrays, lr0 + (lr1 - lr0) * a / n)
+        return loss, n
 
     def tables(self) -> dict[str, torch.Tensor]:
         return {"in_embed": self.in_embed.weight, "out_embed": self.out_embed.weight}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 
@@ -76,3 +77,37 @@ class Progress:
         rec["elapsed_s"] = round(elapsed, 3)
         rec["mean_words_per_s"] = round((self.words - self.start_words) / max(elapsed, 1e-9), 1)
         return rec
+
+
+class DivergedError(RuntimeError):
+    """Training diverged: the loss went non-finite or far above where it started."""
+
+
+class Guard:
+    """Watches the loss per example; :meth:`update` returns 1 once it is non-finite or more than
+    ``factor`` times its starting value, ``(1 + negative) * ln 2`` (the loss of every example while
+    the output vectors are still zero), over at least ``every`` examples."""
+
+    def __init__(self, negative: int, alpha: float, factor: float = 3.0, every: int = 10_000):
+        self.start = (1 + negative) * math.log(2)
+        self.alpha, self.limit, self.every = alpha, factor * self.start, every
+        self.loss, self.examples = 0.0, 0
+        self.worst: float | None = None
+
+    def update(self, loss: float, examples: int) -> int:
+        if self.worst is not None:
+            return 1
+        self.loss += loss
+        self.examples += examples
+        if not math.isfinite(self.loss) or (self.examples >= self.every and self.loss / self.examples > self.limit):
+            self.worst = self.loss / max(self.examples, 1)
+            return 1
+        if self.examples >= self.every:
+            self.loss, self.examples = 0.0, 0
+        return 0
+
+    def message(self, step: int, epoch: int, rank_hint: bool = False) -> str:
+        where = "on another rank" if rank_hint else f"loss per example {self.worst:.4g}"
+        return (f"training diverged at step {step} (epoch {epoch}): {where}, against {self.start:.3f} at the start; "
+                f"nothing was written past the last checkpoint. Lower --alpha (now {self.alpha:g}) and run again with "
+                "--overwrite, or --force-resume to go on from the last checkpoint")

@@ -23,13 +23,13 @@ from torch.utils.data import DataLoader
 
 from w2v_dist import checkpoint, storage
 from w2v_dist.config import ConfigError, TrainConfig
-from w2v_dist.corpus.dataset import CorpusStream, identity, token_stream, worker_init
+from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
 from w2v_dist.corpus.shards import Shard, scan_shards
 from w2v_dist.distributed import Dist, setup, synchronized
 from w2v_dist.faults import maybe_fail
 from w2v_dist.model import Word2Vec
-from w2v_dist.pairs import Examples
-from w2v_dist.progress import Progress
+from w2v_dist.progress import DivergedError, Guard, Progress
+from w2v_dist.sync import TableSync
 from w2v_dist.vocab import Counter, Vocab
 
 log = logging.getLogger("w2v_dist.train")
@@ -178,57 +178,52 @@ def _ipc(table: pa.Table) -> bytes:
 
 @dataclass
 class Batch:
-    examples: Examples
-    words: int  # this rank's in-vocabulary words that this mini-batch accounts for
+    tokens: Tokens
+    words: int  # this rank's in-vocabulary words in the chunk (learning-rate progress)
     epoch: int
 
 
 class Feed:
-    """Mini-batches of at most ``batch_pairs`` examples cut from the stream's chunks (each chunk's
-    words shared out among them), and where they came from: :meth:`state_dict` is this rank's
-    data position for a checkpoint (see :meth:`CorpusStream.load_state_dict`)."""
+    """The stream's chunks as steps (one chunk a step), and where they came from: :meth:`state_dict`
+    is this rank's data position for a checkpoint (see :meth:`CorpusStream.load_state_dict`)."""
 
-    def __init__(self, chunks, batch_pairs: int, state: dict | None = None):
-        self.chunks, self.batch_pairs = chunks, batch_pairs
+    def __init__(self, chunks, state: dict | None = None, workers: int = 1):
+        self.chunks, self.workers = chunks, max(workers, 1)
         self.after: dict[str, list[int]] = dict((state or {}).get("after", {}))
-        self.current: list[int] | None = (state or {}).get("current")  # [worker, examples used]
-        self.skip = self.current[1] if self.current else 0
+        self.next: int | None = (state or {}).get("next")  # the worker whose chunk comes next
         self.skipped: dict[str, dict] = dict((state or {}).get("skipped", {}))  # worker -> running counts
 
     def state_dict(self) -> dict:
-        return {"after": dict(self.after), "current": self.current, "skipped": dict(self.skipped)}
+        return {"after": dict(self.after), "next": self.next, "skipped": dict(self.skipped)}
 
     def skipped_total(self) -> dict[str, int]:
         return sum_counts(self.skipped.values())
 
     def resume_for_stream(self) -> dict:
-        return {"after": dict(self.after), "first": self.current[0] if self.current else None}
+        return {"after": dict(self.after), "first": self.next}
 
     def __iter__(self) -> Iterator[Batch]:
         for chunk in self.chunks:
-            ex, n = chunk.examples, len(chunk.examples)
             self.after[str(chunk.worker)] = chunk.position
+            self.next = (chunk.worker + 1) % self.workers
             if chunk.skipped:
                 self.skipped[str(chunk.worker)] = chunk.skipped
-            start, self.skip = self.skip, 0
-            if n == 0 and start == 0:  # nothing to train on, but its words still count
-                self.current = [chunk.worker, 1]
-                yield Batch(ex, ex.words, chunk.epoch)
-            for a in range(start, n, self.batch_pairs):
-                b = min(a + self.batch_pairs, n)
-                self.current = [chunk.worker, b]
-                yield Batch(ex.slice(a, b), ex.words * b // n - ex.words * a // n, chunk.epoch)
+            yield Batch(chunk.tokens, chunk.tokens.words, chunk.epoch)
 
 
 class Control:
     """When to checkpoint and whether to stop: ``--checkpoint-every``, ``--checkpoint-minutes``,
     SIGTERM/SIGINT. Rank 0's clock decides time-based saves; all ranks learn it in the per-step
-    all-reduce, so they checkpoint (and stop) at the same step."""
+    all-reduce, so they checkpoint (and stop) at the same step: the next one where the tables are
+    equal on all ranks (:mod:`w2v_dist.sync`), so that checkpoints never change the result."""
 
     def __init__(self, cfg: TrainConfig, dist: Dist):
         self.every, self.minutes, self.dist = cfg.checkpoint_every, cfg.checkpoint_minutes, dist
         self.last = time.monotonic()
         self.signal: int | None = None
+        self.epoch = 0  # the newest epoch this rank has trained in
+        self.pending = self.stop = False
+        self.diverged = 0  # set by the loop after a step, reported with the next
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
 
@@ -239,15 +234,23 @@ class Control:
         log.warning("%s received: finishing this step, writing a checkpoint, then stopping",
                     signal.Signals(signum).name)
 
-    def flags(self) -> list[int]:
+    def flags(self, batch) -> list[int]:
+        """(checkpoint now, stop now, this step starts a new epoch here, diverged here): summed over
+        ranks at the start of each step."""
         due = self.minutes is not None and time.monotonic() - self.last >= 60 * self.minutes
-        return [int(self.dist.is_main and due), int(self.signal is not None)]
+        new_epoch = int(batch is not None and batch.epoch > self.epoch)
+        return [int(self.dist.is_main and due), int(self.signal is not None), new_epoch, self.diverged]
 
-    def save_now(self, step: int, flags: list[int]) -> bool:
-        return bool(flags[0] or flags[1] or (self.every and step % self.every == 0))
+    def request(self, step: int, flags: list[int]) -> None:
+        """Note a checkpoint (and a stop) asked for at this step; it is written at the next step where
+        the ranks' tables are equal (every step with one process)."""
+        self.pending |= bool(flags[0] or flags[1] or (self.every and step % self.every == 0))
+        self.stop |= bool(flags[1])
 
-    def saved(self) -> None:
-        self.last = time.monotonic()
+    def saved(self) -> bool:
+        """The checkpoint is written; returns whether to stop now."""
+        self.last, self.pending = time.monotonic(), False
+        return self.stop
 
 
 def rng_states() -> dict:
@@ -266,30 +269,6 @@ def set_rng_states(s: dict) -> None:
     torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
 
 
-def make_step(model: Word2Vec, dist: Dist):
-    """``step(examples, lr) -> loss``. One process: the fused in-place kernel. Several: the same
-    kernel's gradient through DistributedDataParallel, which all-reduces it (row-sparse on gloo),
-    then SGD. DDP averages gradients; the learning rate is multiplied by the world size so that the
-    update is the sum over ranks, as one process would apply to the union of their batches."""
-    if not dist.distributed:
-        return model.step
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    ddp = DDP(model, device_ids=[dist.device] if dist.device.startswith("cuda") else None)
-    opt = torch.optim.SGD(model.parameters(), lr=0.0, foreach=False)
-
-    def step(ex: Examples, lr: float) -> float:
-        for group in opt.param_groups:
-            group["lr"] = lr * dist.world_size
-        loss = ddp(*model.batch(ex))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    return step
-
-
 def train(cfg: TrainConfig) -> dict:
     """Run a whole training job as described by ``cfg`` (resuming the one in ``cfg.output`` if it
     has a checkpoint); returns the summary (also in summary.json)."""
@@ -303,11 +282,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     vocab = _load_vocab(start.vocab_uri, cfg, dist)
     log.info("vocabulary: %d words, %d words per epoch, %d shards (%.1fs)", len(vocab), vocab.total_words,
              len(start.shards), time.perf_counter() - t0)
-    if cfg.kernel != "torch" and dist.device == "cpu":
-        import numba
-        numba.set_num_threads(cfg.threads or numba.config.NUMBA_NUM_THREADS)
-    model = Word2Vec(len(vocab), cfg.dim, cfg.model, cfg.seed, dist.device, cfg.kernel,
-                     sparse=not dist.device.startswith("cuda"))
+    threads = cfg.threads or _cores()
+    model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, cfg.kernel, window=cfg.window,
+                     negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
+                     max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
+                     nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs)
+    sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine)
     state = {"step": 0, "words_done": 0, "epoch": 0, "ranks": [{}] * dist.world_size, "metrics": []}
     if start.checkpoint:
         _, tensors, state = start.checkpoint
@@ -316,44 +296,51 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         with torch.no_grad():
             for name, table in model.tables().items():
                 table.copy_(tensors[name])
+        sync.load_state_dict(state.get("sync", {}))
         set_rng_states(state["ranks"][dist.rank]["rng"])
     mine = state["ranks"][dist.rank]
-    step_fn = make_step(model, dist)
-    stream = CorpusStream(start.shards, start.vocab_uri, cfg.tokenizer, model=cfg.model, window=cfg.window,
-                          negative=cfg.negative, seed=cfg.seed, epochs=cfg.epochs, batch_words=cfg.batch_words,
-                          rank=dist.rank, world_size=dist.world_size, storage_options=so, cache_dir=cfg.cache_dir,
-                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard)
-    # --batch-pairs is the step's size across all ranks: each rank takes its share, so the summed
-    # update of a step (and with it the quality) does not change with the number of ranks
-    feed = Feed(None, -(-cfg.batch_pairs // dist.world_size), mine.get("feed"))
+    stream = CorpusStream(start.shards, start.vocab_uri, cfg.tokenizer, seed=cfg.seed, epochs=cfg.epochs,
+                          batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size, storage_options=so,
+                          cache_dir=cfg.cache_dir, row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard)
+    feed = Feed(None, mine.get("feed"), cfg.workers)
     stream.load_state_dict({"resume": feed.resume_for_stream()})
-    feed.chunks = DataLoader(stream, batch_size=None, num_workers=cfg.workers, collate_fn=identity,
-                             worker_init_fn=worker_init, prefetch_factor=4 if cfg.workers else None,
-                             multiprocessing_context="spawn" if cfg.workers else None)
+    feed.chunks = reader(stream, cfg.workers)
     schedule = LinearSchedule(cfg.alpha, cfg.min_alpha, cfg.epochs * vocab.total_words)
     progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl"), cfg.log_every,
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
                         records=state["metrics"])
+    guard = Guard(cfg.negative, cfg.alpha)
     control = Control(cfg, dist)
-    empty = Batch(Examples.empty(cfg.model, cfg.window, cfg.negative), 0, -1)
-    words_done, step, epoch, lr = state["words_done"], state["step"], state["epoch"], cfg.alpha
+    words_done, step, lr = state["words_done"], state["step"], cfg.alpha
+    control.epoch = epoch = mine.get("epoch", 0)
     with_data = mine.get("with_data", 0)
     for batch, words, flags in synchronized(feed, dist, lambda b: b.words, control.flags):
+        if flags[3]:
+            raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged))
+        if flags[2]:  # an epoch ended on some rank: all start the next from the same tables
+            sync.full()
         with_data += batch is not None
-        batch = batch or empty
-        lr = schedule(words_done)
-        loss = step_fn(batch.examples, lr)
-        words_done, step, epoch = words_done + words, step + 1, max(epoch, batch.epoch)
-        progress.update(words, len(batch.examples), loss, lr, step, epoch)
+        lr, lr_next = schedule(words_done), schedule(words_done + words)
+        loss, examples = model.train_chunk(batch.tokens, lr, lr_next) if batch is not None else (0.0, 0)
+        control.diverged = guard.update(loss, examples)
+        words_done, step = words_done + words, step + 1
+        control.epoch = epoch = max(epoch, batch.epoch if batch is not None else epoch)
+        synced = sync.after_step(step)
+        progress.update(words, examples, loss, lr, step, epoch)
         maybe_fail("step", dist.rank, step)
-        if control.save_now(step, flags):
-            save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress)
-            control.saved()
-        if flags[1]:
-            return _interrupted(cfg, dist, control, step)
+        control.request(step, flags)
+        if control.pending and synced:  # several ranks: at a full sync, where the tables are one
+            if dist.all_reduce_sum([control.diverged])[0]:  # never checkpoint a diverged table
+                raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged))
+            save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync)
+            if control.saved():
+                return _interrupted(cfg, dist, control, step)
+    if dist.all_reduce_sum([control.diverged])[0]:
+        raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged))
+    sync.full()
     final = progress.close(lr, step, epoch)
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)
-    save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress)
+    save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync)
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
     while_training = sum_counts(dist.all_gather_object(feed.skipped_total()))
@@ -362,9 +349,9 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                     while_training)
     summary = {"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
                "skipped": start.skipped, "skipped_while_training": while_training,
-               "world_size": dist.world_size, "sync_bytes_per_step": model.stats["sync_bytes"] / max(step, 1),
-               "dim": cfg.dim, "model": cfg.model, "final_loss": final["loss"],
-               "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
+               "world_size": dist.world_size, "threads": threads,
+               "sync_bytes_per_word": sync.bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
+               "final_loss": final["loss"], "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
     if dist.is_main:
         buf = io.BytesIO()
         np.save(buf, model.vectors())
@@ -376,13 +363,72 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     return summary
 
 
-def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress) -> None:
-    """Every rank's position goes to rank 0, which writes; everyone waits for the commit."""
-    ranks = dist.all_gather_object({"feed": feed.state_dict(), "with_data": with_data, "rng": rng_states()})
+def _cores() -> int:
+    """The cores this process may run on (a container's or a scheduler's limit, not the host's)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def reader(stream: CorpusStream, workers: int):
+    """The chunks of ``stream``: read by ``workers`` DataLoader processes, or with ``--workers 0`` by
+    one thread of this process, a few chunks ahead (pyarrow and the kernel release the GIL, so
+    reading and training overlap without another process)."""
+    if workers == 0:
+        return prefetch(iter(stream), depth=4)
+    return DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=identity,
+                      worker_init_fn=worker_init, prefetch_factor=4, multiprocessing_context="spawn")
+
+
+def prefetch(it: Iterator, depth: int) -> Iterator:
+    """Iterate ``it`` in a background thread, at most ``depth`` items ahead; its exceptions are
+    raised here."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def run():
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # handed to the consumer
+            q.put(e)
+            return
+        q.put(done)
+
+    thread = threading.Thread(target=run, name="w2v_dist-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync) -> None:
+    """Every rank's position goes to rank 0, which writes; everyone waits for the commit. The
+    tables are equal on all ranks (a full sync ran just before)."""
+    ranks = dist.all_gather_object({"feed": feed.state_dict(), "with_data": with_data, "epoch": epoch,
+                                    "rng": rng_states()})
     if dist.is_main:
         state = {"step": step, "words_done": words_done, "epoch": epoch, "world_size": dist.world_size,
                  "workers": cfg.workers, "ranks": ranks, "config": cfg.to_dict(),
-                 "vocab_fingerprint": vocab.meta["fingerprint"],
+                 "vocab_fingerprint": vocab.meta["fingerprint"], "sync": sync.state_dict(),
                  "metrics": progress.records}
         checkpoint.save(cfg.output, step, model.tables(), state, keep=cfg.keep_checkpoints,
                         storage_options=cfg.storage_options)

@@ -1,10 +1,11 @@
-"""The streaming dataset: shards -> row groups -> token ids -> training examples.
+"""The streaming dataset: shards -> row groups -> token ids, in chunks the kernel trains on.
 
 The unit of work is a row group or a row range of one (:mod:`w2v_dist.corpus.plan`), dealt to
 every (rank, DataLoader worker) so that each row is read exactly once per epoch across all of
 them. Within a unit, tokens are cut into pieces of about ``batch_words`` words at sentence
-boundaries; every random draw of a piece (subsampling, windows, negatives) comes from a
-generator keyed by ``(seed, epoch, shard, row group, first row, piece)``, so the examples of a
+boundaries. A chunk carries the token ids, where each sentence starts, and a 64-bit key derived
+from ``(seed, epoch, shard, row group, first row, piece)``: every random draw of the chunk
+(subsampling, windows, negatives: drawn inside the kernel) comes from it, so the examples of a
 unit do not depend on which rank or worker reads it.
 
 Filesystems are opened inside the process that reads (fsspec instances are not fork-safe).
@@ -30,7 +31,6 @@ from w2v_dist.config import TokenizerConfig
 from w2v_dist.corpus.plan import Unit, assign, make_units
 from w2v_dist.corpus.shards import CorpusError, Shard, open_parquet, read_row_group
 from w2v_dist.corpus.tokenize import Tokenized, encode, is_text_type, tokenize
-from w2v_dist.pairs import Examples, make_examples
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,42 @@ def split_pieces(tok: Tokenized, batch_words: int) -> list[Tokenized]:
     return [Tokenized(tok.ids[a:b], tok.sentence[a:b], int(b - a)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
+def chunk_key(*parts: int) -> int:
+    """A 64-bit key from integers (numpy's SeedSequence hash): the chunk's random stream."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0])
+
+
+@dataclass
+class Tokens:
+    """A chunk of corpus as the kernel takes it: token ids, sentence starts (then the end), key."""
+
+    ids: np.ndarray  # int32 vocabulary ids, out-of-vocabulary tokens dropped
+    starts: np.ndarray  # int64, len = sentences + 1
+    key: int
+
+    @property
+    def words(self) -> int:
+        """In-vocabulary words: the unit of learning-rate progress."""
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, tok: Tokenized, key: int) -> "Tokens":
+        starts = np.flatnonzero(np.r_[True, tok.sentence[1:] != tok.sentence[:-1]]) if len(tok) else np.zeros(0, np.int64)
+        return cls(tok.ids, np.r_[starts, len(tok)].astype(np.int64), key)
+
+    @classmethod
+    def empty(cls) -> "Tokens":
+        return cls(np.zeros(0, np.int32), np.zeros(1, np.int64), 0)
+
+    def tokenized(self) -> Tokenized:
+        return Tokenized(self.ids, np.repeat(np.arange(len(self.starts) - 1), np.diff(self.starts)), len(self.ids))
+
+
 @dataclass
 class Chunk:
-    """Training examples with where they came from."""
+    """Tokens to train on, with where they came from."""
 
-    examples: Examples
+    tokens: Tokens
     epoch: int
     unit: Unit
     index: int  # position of the unit in this (rank, worker)'s list for the epoch
@@ -69,20 +100,18 @@ class Chunk:
 class CorpusStream(IterableDataset):
     """Yields :class:`Chunk` s for epochs ``[start_epoch, epochs)``.
 
-    >>> stream = CorpusStream(shards, vocab_dir, TokenizerConfig(), model="sg", window=5,
-    ...                       negative=5, seed=1, epochs=5)                 # doctest: +SKIP
+    >>> stream = CorpusStream(shards, vocab_dir, TokenizerConfig(), seed=1, epochs=5)  # doctest: +SKIP
     >>> loader = DataLoader(stream, batch_size=None, num_workers=1)        # doctest: +SKIP
     """
 
-    def __init__(self, shards: list[Shard], vocab_uri: str, tokenizer: TokenizerConfig, *, model: str,
-                 window: int, negative: int, seed: int, epochs: int, batch_words: int = 10_000,
+    def __init__(self, shards: list[Shard], vocab_uri: str, tokenizer: TokenizerConfig, *, seed: int, epochs: int,
+                 batch_words: int = 10_000,
                  rank: int = 0, world_size: int = 1, storage_options: dict | None = None,
                  cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None,
                  on_bad: str = "error"):
         self.shards = shards
         self.vocab_uri = vocab_uri
         self.tokenizer = tokenizer
-        self.model, self.window, self.negative = model, window, negative
         self.seed, self.epochs, self.batch_words = seed, epochs, batch_words
         self.rank, self.world_size = rank, world_size
         self.storage_options = storage_options
@@ -113,12 +142,10 @@ class CorpusStream(IterableDataset):
         from w2v_dist.vocab import Vocab  # loaded here, in the worker: the files are mapped, not pickled
 
         vocab = Vocab.load(self.vocab_uri, self.storage_options, self.cache_dir)
-        sampler = vocab.sampler
         dl_worker, workers = self._worker()
         first = self.resume.get("first")
         worker = (dl_worker + (int(first) if first is not None else 0)) % workers
         after = self.resume.get("after", {}).get(str(worker))
-        inclusive = first is not None and int(first) == worker
         slots = self.world_size * workers
         units = make_units(self.row_tokens, slots)
         reader = _RowGroupReader(self.shards, self.storage_options, self.on_bad)
@@ -128,16 +155,15 @@ class CorpusStream(IterableDataset):
                     continue
                 column = reader.read(unit)
                 if column is None:  # skipped as unreadable (counted); its slot still moves on
-                    yield Chunk(Examples.empty(self.model, self.window, self.negative), epoch, unit, i, 0,
-                                self.rank, worker, dict(reader.skipped))
+                    if after is None or [epoch, i, 0] > after:
+                        yield Chunk(Tokens.empty(), epoch, unit, i, 0, self.rank, worker, dict(reader.skipped))
                     continue
                 tok = encode(column, vocab.words, self.tokenizer)
                 for p, piece in enumerate(split_pieces(tok, self.batch_words)):
-                    if after is not None and ([epoch, i, p] < after or ([epoch, i, p] == after and not inclusive)):
+                    if after is not None and [epoch, i, p] <= after:
                         continue
-                    rng = np.random.default_rng([self.seed, epoch, unit.shard, unit.row_group, unit.start, p])
-                    ex = make_examples(piece, self.model, self.window, vocab.keep_prob, sampler, self.negative, rng)
-                    yield Chunk(ex, epoch, unit, i, p, self.rank, worker, dict(reader.skipped))
+                    key = chunk_key(self.seed, epoch, unit.shard, unit.row_group, unit.start, p)
+                    yield Chunk(Tokens.of(piece, key), epoch, unit, i, p, self.rank, worker, dict(reader.skipped))
 
 
 class BadData(CorpusError):

@@ -1,177 +1,432 @@
-"""Fused CPU kernels (numba, multi-threaded): one pass computes every gradient of the step into
-per-example buffers, a second applies them with each thread owning the rows ``r % threads``.
-No atomics, no races, and the same result whatever the thread count.
+"""The fused CPU kernel (numba): word2vec.c's training loop over token ids, examples drawn inside.
+
+A chunk of token ids (sentences marked by their start offsets) is cut at sentence starts into
+*slices* of about ``slice_words`` words. A slice is trained the way word2vec.c trains a sentence:
+subsample, draw each word's window, and for every (context, centre) pair score the target and
+``negative`` negatives and update the rows in place, one pair after another, so that every
+update sees the ones before it (a row that recurs is self-correcting: its sigmoid saturates).
+
+Slices run ``threads`` at a time (a *step*), each on its own thread, without races and without
+atomics, so that a run gives the same bits every time for a given ``threads``:
+
+1. *mark*: each thread walks its slice drawing the same random numbers it will train with, and
+   marks every row it will touch;
+2. *train*: a row only this thread touches in this step is updated in the table in place; a row
+   that other threads touch too is read and written in the thread's private overlay (its value at
+   the step's start, copied at first touch, plus this thread's own updates);
+3. *merge*: the overlay rows' changes are added to the tables, thread 0's first.
+
+Sequential inside a slice, one step of staleness across threads for shared rows only. With one
+thread there is no mark, no overlay and no merge: word2vec.c's order exactly.
+
+Every random draw of a slice comes from a splitmix64 stream keyed by (chunk key, slice), so the
+examples (subsampling, windows, negatives) do not depend on the thread count.
+
+The sigmoid is word2vec.c's table (``EXP_TABLE_SIZE`` entries over [-MAX_EXP, MAX_EXP]; beyond
+it the gradient is ``label - 0/1``); so is the loss ``-log sigmoid``, continued linearly beyond the
+table so that a diverging run shows a growing loss.
 """
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
-import torch
 from numba import njit, prange
 
-_buffers: dict = {}
+EXP_TABLE_SIZE = 1000
+MAX_EXP = 6.0
+# fast-math without "no NaNs / no infs": a NaN must stay a NaN so that the divergence guard sees it
+FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+
+_x = (np.arange(EXP_TABLE_SIZE, dtype=np.float64) / EXP_TABLE_SIZE * 2 - 1) * MAX_EXP
+SIGMOID = (1.0 / (1.0 + np.exp(-_x))).astype(np.float32)  # word2vec.c's expTable
+# -log sigmoid at the cells' midpoints: symmetric, so cell 999 - i holds -log sigmoid(-x)
+NEG_LOG_SIGMOID = np.log1p(np.exp(-(_x + MAX_EXP / EXP_TABLE_SIZE))).astype(np.float32)
 
 
-def _buf(name: str, shape) -> np.ndarray:
-    b = _buffers.get(name)
-    if b is None or b.shape[0] < shape[0] or b.shape[1:] != tuple(shape[1:]):
-        b = np.empty(shape, dtype=np.float32)
-        _buffers[name] = b
-    return b
+
+def _prange_only() -> dict:
+    """Parallel loops only where ``prange`` says: numba's automatic parallelisation would turn
+    array statements into loops of their own and could fuse them with a prange of the same length
+    (``count[:] = 0`` after the merge loop over threads ran inside it)."""
+    return {"comprehension": False, "reduction": False, "inplace_binop": False, "setitem": False,
+            "numpy": False, "stencil": False, "fusion": False, "prange": True}
 
 
-@njit(fastmath=True, inline="always")
-def _logsig(x):
-    # -log(sigmoid(x)) = log1p(exp(-x)), computed stably
-    if x > 0:
-        return math.log1p(math.exp(-x))
-    return -x + math.log1p(math.exp(x))
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_LOW32 = np.uint64(0xFFFFFFFF)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _grads(W_out, h_all, outputs, negatives, lr, dh, dw):
-    B, d = h_all.shape
-    K = negatives.shape[1]
-    losses = np.zeros(B, dtype=np.float64)
-    for b in prange(B):
-        h = h_all[b]
-        for j in range(d):
-            dh[b, j] = 0.0
-        loss = 0.0
-        pos = outputs[b]
-        for k in range(K + 1):
-            t = pos if k == 0 else negatives[b, k - 1]
-            if k > 0 and t == pos:
-                for j in range(d):
-                    dw[b, k, j] = 0.0
-                continue
-            w = W_out[t]
-            s = 0.0
-            for j in range(d):
-                s += w[j] * h[j]
-            if k == 0:
-                g = lr * (1.0 - 1.0 / (1.0 + math.exp(-s)))
-                loss += _logsig(s)
-            else:
-                g = -lr / (1.0 + math.exp(-s))
-                loss += _logsig(-s)
-            for j in range(d):
-                dh[b, j] += g * w[j]
-                dw[b, k, j] = g * h[j]
-        losses[b] = loss
-    return losses.sum()
+@njit(inline="always")
+def _next(state):
+    """splitmix64: ``(new state, 64 random bits)``."""
+    state = state + _GOLDEN
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return state, z ^ (z >> np.uint64(31))
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _apply_out(W_out, outputs, negatives, dw, nthreads):
-    B, K1, d = dw.shape[0], negatives.shape[1] + 1, W_out.shape[1]
-    for t in prange(nthreads):
-        for b in range(B):
-            for k in range(K1):
-                r = outputs[b] if k == 0 else negatives[b, k - 1]
-                if r % nthreads == t:
-                    for j in range(d):
-                        W_out[r, j] += dw[b, k, j]
+@njit(inline="always")
+def _uniform(z):
+    """A float32 in [0, 1) from the top 24 bits."""
+    return np.float32(z >> np.uint64(40)) * np.float32(1.0 / 16777216.0)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _gather_sg(W_in, inputs, h):
-    for b in prange(inputs.shape[0]):
-        h[b, :] = W_in[inputs[b]]
+@njit(inline="always")
+def _below(z, n):
+    """An integer in [0, n) from the low 32 bits (multiply-shift, n < 2**32)."""
+    return np.int64(((z & _LOW32) * np.uint64(n)) >> np.uint64(32))
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _apply_in_sg(W_in, inputs, dh, nthreads):
-    d = W_in.shape[1]
-    for t in prange(nthreads):
-        for b in range(inputs.shape[0]):
-            r = inputs[b]
-            if r % nthreads == t:
-                for j in range(d):
-                    W_in[r, j] += dh[b, j]
+@njit(inline="always")
+def _negative(z, neg_prob, neg_alias):
+    """One draw from the unigram^0.75 alias table: index from the low bits, coin from the high."""
+    i = _below(z, neg_prob.shape[0])
+    return i if _uniform(z) < neg_prob[i] else np.int64(neg_alias[i])
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _gather_cbow(W_in, contexts, h):
-    B, C = contexts.shape
-    d = W_in.shape[1]
-    for b in prange(B):
-        n = 0
-        for j in range(d):
-            h[b, j] = 0.0
-        for c in range(C):
-            r = contexts[b, c]
-            if r >= 0:
-                n += 1
-                for j in range(d):
-                    h[b, j] += W_in[r, j]
-        if n > 0:
-            inv = 1.0 / n
-            for j in range(d):
-                h[b, j] *= inv
+@njit(inline="always")
+def sentence_seed(key, s):
+    """The random stream of sentence ``s`` of the chunk keyed ``key``: the examples do not depend
+    on how the chunk is cut into slices (nor, then, on the thread count)."""
+    _, z = _next(np.uint64(key) ^ (np.uint64(s + 1) * _M2))
+    return z
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _apply_in_cbow(W_in, contexts, dh, nthreads):
-    B, C = contexts.shape
-    d = W_in.shape[1]
-    for t in prange(nthreads):
-        for b in range(B):
-            for c in range(C):
-                r = contexts[b, c]
-                if r >= 0 and r % nthreads == t:
-                    for j in range(d):
-                        W_in[r, j] += dh[b, j]
+@njit(inline="always")
+def _score(f, label, lr, sig, nls):
+    """word2vec.c's ``g`` for dot product ``f``, and the example's loss term."""
+    if f > MAX_EXP:
+        return (label - 1.0) * lr, (f if label == 0.0 else 0.0)
+    if f > -MAX_EXP:
+        i = int((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2))
+        if label == 0.0:  # -log sigmoid(-f)
+            return -sig[i] * lr, nls[EXP_TABLE_SIZE - 1 - i]
+        return (1.0 - sig[i]) * lr, nls[i]
+    # below the table, or NaN (which must stay visible in the loss)
+    return label * lr, ((-f if label == 1.0 else 0.0) if f == f else f)
 
 
-def _np(x):
-    return x.numpy() if isinstance(x, torch.Tensor) else x
+# --- rows: in the table, or in the thread's overlay --------------------------------------------
+# Each table lives in a *store*: its V rows, then ``rows_per_thread`` overlay rows per thread
+# (``Scratch.store``), so that a row is always one index into one array: no branch between two
+# arrays in the inner loops (which cost 40% when it was there).
 
 
-def _step(W_in, W_out, inputs, outputs, negatives, lr, gather, apply_in):
-    W_in, W_out = _np(W_in), _np(W_out)
-    inputs, outputs, negatives = _np(inputs), _np(outputs), _np(negatives)
-    B, d = len(outputs), W_in.shape[1]
-    h = _buf("h", (B, d))[:B]
-    dh = _buf("dh", (B, d))[:B]
-    dw = _buf("dw", (B, negatives.shape[1] + 1, d))[:B]
-    gather(W_in, inputs, h)
-    loss = _grads(W_out, h, outputs, negatives, np.float32(lr), dh, dw)
-    nthreads = numba.get_num_threads()
-    apply_in(W_in, inputs, dh, nthreads)
-    _apply_out(W_out, outputs, negatives, dw, nthreads)
-    return float(loss)
+@njit(inline="always")
+def _locate(S, V, R, r, t, threads, marks, tag, where, rows, count, overlay):
+    """The store row where thread ``t`` reads and writes table row ``r`` in this step: the table's
+    own (one thread, or a row no other thread touches in this step), or the thread's overlay copy,
+    made at first touch."""
+    if not overlay:
+        return np.int64(r)
+    for u in range(threads):
+        if u != t and marks[u, r] == tag:
+            i = where[t, r]
+            if i < 0:
+                i = count[t, 0]
+                count[t, 0] = i + 1
+                where[t, r] = i
+                rows[t, i] = r
+                S[V + t * R + i] = S[r]
+            return np.int64(V + t * R + i)
+    return np.int64(r)
 
 
-def sg_step(W_in, W_out, inputs, outputs, negatives, lr: float) -> float:
-    return _step(W_in, W_out, inputs, outputs, negatives, lr, _gather_sg, _apply_in_sg)
+@njit(fastmath=FASTMATH)
+def _subsample(ids, a, b, keep, state, buf):
+    n = 0
+    for p in range(a, b):
+        w = ids[p]
+        state, z = _next(state)
+        if _uniform(z) < keep[w]:
+            buf[n] = w
+            n += 1
+    return n, state
 
 
-def cbow_step(W_in, W_out, contexts, outputs, negatives, lr: float) -> float:
-    return _step(W_in, W_out, contexts, outputs, negatives, lr, _gather_cbow, _apply_in_cbow)
+def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool = False):
+    """The slice walk for one combination of flags, compiled with them as constants (a runtime
+    flag's dead branches slowed the direct path by 40%)."""
+
+    @njit(fastmath=FASTMATH, cache=True)
+    def walk(S_in, S_out, V, ids, starts, s0, s1, keep, neg_prob, neg_alias, window, negative, lr, key, buf, neu1,
+             neu1e, sig, nls, t, threads, marks_in, marks_out, tag, ov_in, ov_out, out):
+        """Walk sentences ``s0..s1`` of the chunk. ``train=False``: only mark the rows the walk
+        touches. ``train=True``: train, adding (loss, loss terms, examples) into ``out``."""
+        where_i, rows_i, count_i, R_in = ov_in
+        where_o, rows_o, count_o, R_out = ov_out
+        d = S_in.shape[1]
+        negs = np.empty(negative, np.int64)
+        loss, terms, examples = 0.0, 0, 0
+        for s in range(s0, s1):
+            n, state = _subsample(ids, starts[s], starts[s + 1], keep, sentence_seed(key, s), buf)
+            for i in range(n):
+                state, z = _next(state)
+                reach = 1 + _below(z, window)
+                centre = buf[i]
+                lo, hi = max(0, i - reach), min(n, i + reach + 1)
+                if share:  # one draw of negatives for all of this centre word's examples
+                    for k in range(negative):
+                        state, z = _next(state)
+                        negs[k] = _negative(z, neg_prob, neg_alias)
+                if cbow:
+                    if hi - lo < 2:
+                        continue
+                    if train:
+                        for x in range(d):
+                            neu1[x] = 0.0
+                        for j in range(lo, hi):
+                            if j != i:
+                                a = _locate(S_in, V, R_in, buf[j], t, threads, marks_in, tag, where_i, rows_i, count_i, overlay)
+                                for x in range(d):
+                                    neu1[x] += S_in[a, x]
+                        inv = np.float32(1.0 / (hi - lo - 1))
+                        for x in range(d):
+                            neu1[x] *= inv
+                    else:
+                        for j in range(lo, hi):
+                            marks_in[t, buf[j]] = tag
+                    first, last = i, i + 1  # one example per centre word
+                else:
+                    first, last = lo, hi  # one example per context word
+                for j in range(first, last):
+                    if j == i and not cbow:
+                        continue
+                    a = np.int64(0)
+                    if not cbow:  # h is the context word's row
+                        if train:
+                            a = _locate(S_in, V, R_in, buf[j], t, threads, marks_in, tag, where_i, rows_i, count_i,
+                                        overlay)
+                            for x in range(d):
+                                neu1[x] = S_in[a, x]
+                        else:
+                            marks_in[t, buf[j]] = tag
+                    if train:
+                        for x in range(d):
+                            neu1e[x] = 0.0
+                    for k in range(negative + 1):
+                        if k == 0:
+                            target, label = np.int64(centre), 1.0
+                        else:
+                            if share:
+                                target = negs[k - 1]
+                            else:
+                                state, z = _next(state)
+                                target = _negative(z, neg_prob, neg_alias)
+                            label = 0.0
+                            if target == centre:
+                                continue
+                        if not train:
+                            marks_out[t, target] = tag
+                            continue
+                        b = _locate(S_out, V, R_out, target, t, threads, marks_out, tag, where_o, rows_o, count_o,
+                                    overlay)
+                        f = 0.0
+                        for x in range(d):
+                            f += neu1[x] * S_out[b, x]
+                        g, term = _score(f, label, lr, sig, nls)
+                        loss += term
+                        terms += 1
+                        g = np.float32(g)
+                        for x in range(d):  # word2vec.c: neu1e += g * w; w += g * h
+                            neu1e[x] += g * S_out[b, x]
+                            S_out[b, x] += g * neu1[x]
+                    if not train:
+                        continue
+                    examples += 1
+                    if cbow:
+                        for c in range(lo, hi):
+                            if c != i:
+                                a = _locate(S_in, V, R_in, buf[c], t, threads, marks_in, tag, where_i, rows_i,
+                                            count_i, overlay)
+                                for x in range(d):
+                                    S_in[a, x] += neu1e[x]
+                    else:
+                        for x in range(d):
+                            S_in[a, x] += neu1e[x]
+        out[0] += loss
+        out[1] += terms
+        out[2] += examples
+
+    return walk
 
 
-def _grads_only(W_in, W_out, inputs, outputs, negatives, gather):
-    W_in, W_out = _np(W_in), _np(W_out)
-    inputs, outputs, negatives = _np(inputs), _np(outputs), _np(negatives)
-    B, d = len(outputs), W_in.shape[1]
-    h = _buf("h", (B, d))[:B]
-    dh = np.empty((B, d), np.float32)
-    dw = np.empty((B, negatives.shape[1] + 1, d), np.float32)
-    gather(W_in, inputs, h)
-    loss = _grads(W_out, h, outputs, negatives, np.float32(-1.0), dh, dw)  # an update at lr -1 is the gradient
-    return float(loss), torch.from_numpy(dh), torch.from_numpy(dw)
+@njit(fastmath=FASTMATH)
+def _to_delta(S, V, ov, t):
+    """The thread's overlay rows become its changes (no thread writes a shared row of the table)."""
+    _, rows, count, R = ov
+    for i in range(count[t, 0]):
+        S[V + t * R + i] -= S[rows[t, i]]
 
 
-def sg_grads(W_in, W_out, inputs, outputs, negatives):
-    """``(loss, dh, dw)``: the gradient of the summed loss, not applied. ``dh`` (B, d) belongs to
-    each example's input row(s) (every CBOW context row gets the whole ``dh``), ``dw`` (B, K+1, d)
-    to its target rows."""
-    return _grads_only(W_in, W_out, inputs, outputs, negatives, _gather_sg)
+@njit(fastmath=FASTMATH)
+def _merge(S, V, ov, threads, m):
+    """Add the overlays' changes of the rows that thread ``m`` owns (row % threads) to the table,
+    thread 0's first, and take those rows out of the overlays."""
+    where, rows, count, R = ov
+    for t in range(threads):
+        for i in range(count[t, 0]):
+            r = rows[t, i]
+            if r % threads == m:
+                S[r] += S[V + t * R + i]
+                where[t, r] = -1
 
 
-def cbow_grads(W_in, W_out, contexts, outputs, negatives):
-    return _grads_only(W_in, W_out, contexts, outputs, negatives, _gather_cbow)
+def _make_chunk(cbow: bool, share: bool = False):
+    """The chunk driver of one model (skip-gram or CBOW), with its three walks."""
+    mark, direct = _make_walk(False, cbow, True, share), _make_walk(True, cbow, False, share)
+    shared = _make_walk(True, cbow, True, share)
+
+    @njit(parallel=_prange_only(), fastmath=FASTMATH, cache=True, nogil=True)
+    def train_chunk(S_in, S_out, V, ids, starts, slices, key, lr0, lr1, keep, neg_prob, neg_alias, window, negative,
+                    threads, hogwild, bufs, neu1s, neu1es, sig, nls, marks_in, marks_out, tag0, ov_in, ov_out, out):
+        nslices = len(slices) - 1
+        n = max(starts[len(starts) - 1], 1)
+        if threads == 1:  # word2vec.c's order, in place
+            for s in range(nslices):
+                lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
+                direct(S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias, window,
+                       negative, lr, key, bufs[0], neu1s[0], neu1es[0], sig, nls, 0, 1, marks_in[0],
+                       marks_out[0], tag0, ov_in, ov_out, out[0])
+            return tag0
+        if hogwild:  # --nondeterministic: every thread in place, racing on shared rows (gensim's way)
+            for t in prange(threads):
+                for s in range(t, nslices, threads):
+                    lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
+                    direct(S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias, window,
+                           negative, lr, key, bufs[t], neu1s[t], neu1es[t], sig, nls, t, threads,
+                           marks_in[0], marks_out[0], tag0, ov_in, ov_out, out[t])
+            return tag0
+        steps = (nslices + threads - 1) // threads
+        # each step: train (then mark the next step's rows, in the other set of marks), merge;
+        # two parallel regions per step, each ending in a wait for the slowest thread
+        for t in prange(threads):
+            if t < nslices:
+                mark(S_in, S_out, V, ids, starts, slices[t], slices[t + 1], keep, neg_prob, neg_alias, window,
+                     negative, np.float32(0.0), key, bufs[t], neu1s[t], neu1es[t], sig, nls, t, threads,
+                     marks_in[tag0 % 2], marks_out[tag0 % 2], tag0, ov_in, ov_out, out[t])
+        for step in range(steps):
+            tag = tag0 + step
+            for t in prange(threads):
+                s = step * threads + t
+                if s < nslices:
+                    lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
+                    shared(S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias, window,
+                           negative, lr, key, bufs[t], neu1s[t], neu1es[t], sig, nls, t, threads,
+                           marks_in[tag % 2], marks_out[tag % 2], tag, ov_in, ov_out, out[t])
+                    _to_delta(S_in, V, ov_in, t)
+                    _to_delta(S_out, V, ov_out, t)
+                s += threads
+                if s < nslices:
+                    mark(S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias, window,
+                         negative, np.float32(0.0), key, bufs[t], neu1s[t], neu1es[t], sig, nls, t, threads,
+                         marks_in[(tag + 1) % 2], marks_out[(tag + 1) % 2], tag + 1, ov_in, ov_out, out[t])
+            for m in prange(threads):
+                _merge(S_in, V, ov_in, threads, m)
+                _merge(S_out, V, ov_out, threads, m)
+            for t in range(threads):
+                ov_in[2][t, 0] = 0
+                ov_out[2][t, 0] = 0
+        return tag0 + steps
+
+    return train_chunk
+
+
+# (cbow, negatives shared by a centre word's examples) -> chunk driver; CBOW has one example per
+# centre word, so sharing changes nothing there
+_CHUNK = {(False, False): _make_chunk(False, False), (False, True): _make_chunk(False, True),
+          (True, False): _make_chunk(True, False), (True, True): _make_chunk(True, False)}
+
+
+def slice_bounds(ids: np.ndarray, starts: np.ndarray, keep: np.ndarray, slice_words: int, threads: int) -> np.ndarray:
+    """Sentence indices where slices begin (and the end). The chunk is cut at sentence starts into
+    a multiple of ``threads`` slices of about ``slice_words`` words, balanced by expected kept words
+    (a step waits for its slowest slice)."""
+    n, nsent = int(starts[-1]), len(starts) - 1
+    count = threads * max(1, round(n / (threads * slice_words)))
+    work = np.r_[0.0, np.cumsum(keep[ids], dtype=np.float64)][starts]  # expected kept words before each sentence
+    cuts = np.searchsorted(work[:-1], work[-1] * np.arange(count) / count, side="left")
+    return np.unique(np.r_[cuts, nsent]).astype(np.int64)
+
+
+LINE = 128  # bytes: two 64-byte cache lines (adjacent-line prefetch pairs them)
+
+
+def _lines(threads: int, n: int, dtype) -> np.ndarray:
+    """Zeros, ``threads`` rows of at least ``n`` items, each row padded to a multiple of LINE bytes
+    and one LINE more (the padding is never touched)."""
+    per = LINE // np.dtype(dtype).itemsize
+    return np.zeros((threads, -(-n // per) * per + per), dtype)
+
+
+class Fused:
+    """The fused kernel of one run: the tables' stores (the V rows of each table, then each
+    thread's overlay rows), per-thread buffers and marks. ``table_in`` / ``table_out`` are the
+    tables themselves (views of the stores; the model wraps them as its parameters).
+
+    A slice holds at most ``slice_words + max_sentence - 1`` words, so it touches at most that many
+    input rows and ``(1 + negative) * examples per word`` times that many output rows.
+
+    >>> k = Fused(vocab_size=1000, dim=100, threads=2, model="sg", window=5, negative=5)
+    >>> k.table_in[:] = init; k.table_out[:] = 0                                # doctest: +SKIP
+    >>> loss, terms, examples = k.train(ids, starts, key, 0.025, 0.0249, keep, prob, alias)  # doctest: +SKIP
+    """
+
+    def __init__(self, vocab_size: int, dim: int, threads: int, model: str, window: int, negative: int,
+                 slice_words: int = 1024, max_sentence: int = 1000, share_negatives: bool = True,
+                 nondeterministic: bool = False):
+        self.V, self.d, self.threads = vocab_size, dim, threads
+        self.window, self.negative, self.slice_words = window, negative, slice_words
+        self.hogwild = bool(nondeterministic)
+        self.driver = _CHUNK[(model == "cbow", bool(share_negatives))]
+        T, V = threads, vocab_size
+        words = slice_words + max_sentence - 1
+        per_word = (1 + negative) * (1 if model == "cbow" else 2 * window)
+        overlays = T > 1 and not self.hogwild
+        r_in, r_out = (min(V, words), min(V, words * per_word)) if overlays else (0, 0)
+        # np.empty: overlay pages become resident only where a step writes
+        self.store_in = np.empty((V + T * r_in, dim), np.float32)
+        self.store_out = np.empty((V + T * r_out, dim), np.float32)
+        self.table_in, self.table_out = self.store_in[:V], self.store_out[:V]
+        cols = V if overlays else 1
+        # two sets of marks: threads mark the next step's rows while others still read this step's
+        self.marks_in = np.full((2, T, cols), -1, np.int32)
+        self.marks_out = np.full((2, T, cols), -1, np.int32)
+        # every thread's row of the small arrays on cache lines of its own: threads writing one
+        # line take it from each other on every write (false sharing)
+        self.ov_in = (np.full((T, cols), -1, np.int32), np.zeros((T, max(r_in, 1)), np.int32), _lines(T, 1, np.int64),
+                      r_in)
+        self.ov_out = (np.full((T, cols), -1, np.int32), np.zeros((T, max(r_out, 1)), np.int32),
+                       _lines(T, 1, np.int64), r_out)
+        self.buf = _lines(T, max_sentence, np.int32)
+        self.neu1 = _lines(T, dim, np.float32)
+        self.neu1e = _lines(T, dim, np.float32)
+        self.out = _lines(T, 3, np.float64)
+        self.tag = 0
+
+    def train(self, ids: np.ndarray, starts: np.ndarray, key: int, lr0: float, lr1: float, keep: np.ndarray,
+              neg_prob: np.ndarray, neg_alias: np.ndarray) -> tuple[float, int, int]:
+        """Train one chunk (token ids; the start of every sentence, then the end) in place; the
+        learning rate goes linearly from ``lr0`` to ``lr1`` across it. Returns ``(summed loss, loss
+        terms, examples)``. Releases the GIL while it runs."""
+        if len(ids) == 0:
+            return 0.0, 0, 0
+        if int(np.diff(starts).max()) > self.buf.shape[1]:
+            raise ValueError(f"a sentence is longer than max_sentence={self.buf.shape[1]}")
+        if self.tag > 2**31 - 2**24:  # the marks are step tags: start again before they wrap
+            self.marks_in[:] = -1
+            self.marks_out[:] = -1
+            self.tag = 0
+        slices = slice_bounds(ids, starts, keep, self.slice_words, 1 if self.hogwild else self.threads)
+        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+        self.out[:] = 0.0
+        self.tag = self.driver(
+            self.store_in, self.store_out, self.V, ids, starts, slices, np.uint64(key), lr0, lr1, keep, neg_prob,
+            neg_alias, self.window, self.negative, self.threads, self.hogwild, self.buf, self.neu1, self.neu1e,
+            SIGMOID, NEG_LOG_SIGMOID, self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out, self.out)
+        loss, terms, examples = self.out[:, :3].sum(axis=0)
+        return float(loss), int(terms), int(examples)

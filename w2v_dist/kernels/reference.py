@@ -1,4 +1,12 @@
-"""Reference kernels in plain torch ops. Any device; the semantics every fast path must match."""
+"""Reference kernels in plain torch ops, on mini-batches of examples; any device.
+
+A mini-batch's updates are all computed from the weights as they were before it and then added
+(``W += lr * sum of the examples' gradients``), with word2vec.c's gradient: for each example, ``h``
+is the input vector (SG: the context word's row; CBOW: the mean of the context rows); for the
+positive target (label 1) and each negative (label 0; skipped when it equals the target) with
+output row ``w``: ``g = lr * (label - sigmoid(w.h))``, ``dW_out[w] += g * h``, ``dh += g * w``;
+then the input row(s) += dh (each CBOW context row gets the whole dh, as in word2vec.c).
+"""
 
 from __future__ import annotations
 
@@ -30,22 +38,6 @@ def _cbow_h(W_in, contexts):
     present = contexts >= 0
     rows = W_in[contexts.clamp(min=0)] * present[:, :, None]  # (B, C, d)
     return rows.sum(1) / present.sum(1, keepdim=True).clamp(min=1), present, rows
-
-
-@torch.no_grad()
-def sg_grads(W_in, W_out, inputs, outputs, negatives):
-    """``(loss, dh, dw)``: the gradient of the summed loss (the update at learning rate -1), not applied."""
-    targets, labels, valid = _targets(outputs, negatives)
-    loss, dh, dw = _score(W_out, W_in[inputs], targets, labels, valid, -1.0)
-    return float(loss), dh, dw
-
-
-@torch.no_grad()
-def cbow_grads(W_in, W_out, contexts, outputs, negatives):
-    targets, labels, valid = _targets(outputs, negatives)
-    h, _, _ = _cbow_h(W_in, contexts)
-    loss, dh, dw = _score(W_out, h, targets, labels, valid, -1.0)
-    return float(loss), dh, dw
 
 
 @torch.no_grad()
