@@ -1,9 +1,15 @@
 """w2v_dist against gensim on the same corpus, the same tokens, the same hyper-parameters, in
-the same run. Prints one markdown table (train seconds, words/s, their ratio, analogy accuracy
-and WS-353 Spearman for each) and writes the numbers as JSON.
+the same run. Prints one markdown table (seconds, words/s, their ratio, analogy accuracy and
+WS-353 Spearman for each) and writes the numbers as JSON.
 
     python bench/vs_gensim.py                       # ../shared/data/gcide_en.txt.gz, sg and cbow, seeds 1 2 3
     python bench/vs_gensim.py --models sg --epochs 1 --lines 100000 --seeds 1   # a quick look
+    python bench/vs_gensim.py --extra-args='--workers 1'                          # our flags on top
+
+Both are timed as whole commands, each in a fresh process: ``w2v-dist train`` on the Parquet
+shards (imports, vocabulary pass, training, writing the run), and a Python process that imports
+gensim and runs ``Word2Vec(corpus_file=...)`` (vocabulary pass and training) on the same tokens,
+one line per row. Words/s = raw tokens x epochs / seconds for both.
 
 One run's analogy accuracy moves by about half a point with the seed (for gensim as for us: ~7,800
 answerable questions), so each system is trained with every seed and the table shows the means,
@@ -21,7 +27,9 @@ import json
 import logging
 import os
 import platform
+import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,11 +42,10 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from w2v_dist.config import TokenizerConfig, TrainConfig  # noqa: E402
+from w2v_dist.config import TokenizerConfig  # noqa: E402
 from w2v_dist.corpus.tokenize import tokenize  # noqa: E402
 from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity  # noqa: E402
 from w2v_dist.prepare import read_text  # noqa: E402
-from w2v_dist.train import train  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -112,14 +119,46 @@ def run_gensim(tok_path: str, model: str, a: argparse.Namespace, corpus_file: bo
             "train_loop_words_per_s": words * a.epochs / max(m.total_train_time, 1e-9)}  # without the vocabulary pass
 
 
+GENSIM_PROCESS = """
+import json, sys, time
+t0 = time.perf_counter()
+from gensim.models import Word2Vec
+a = json.loads(sys.argv[1])
+m = Word2Vec(corpus_file=a["tokens"], vector_size=a["dim"], window=a["window"], negative=a["negative"],
+             sample=a["sample"], min_count=a["min_count"], epochs=a["epochs"], sg=a["sg"], workers=a["threads"],
+             seed=a["seed"], alpha=a["alpha"], min_alpha=1e-4)
+seconds = time.perf_counter() - t0
+m.wv.save_word2vec_format(a["out"], binary=True)
+print(json.dumps({"seconds": seconds, "train_loop_seconds": m.total_train_time, "words": m.corpus_total_words}))
+"""
+
+
+def run_gensim_process(tok_path: str, model: str, a: argparse.Namespace, out: str) -> dict:
+    """gensim's whole ``Word2Vec(corpus_file=...)`` (import, vocabulary, training) in a fresh process."""
+    args = {"tokens": tok_path, "dim": a.dim, "window": a.window, "negative": a.negative, "sample": a.sample,
+            "min_count": a.min_count, "epochs": a.epochs, "sg": int(model == "sg"), "threads": a.threads,
+            "seed": a.seed, "alpha": a.alpha or (0.025 if model == "sg" else 0.05), "out": out}
+    p = subprocess.run([sys.executable, "-c", GENSIM_PROCESS, json.dumps(args)], capture_output=True, text=True,
+                       check=True)
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return {"seconds": r["seconds"], "words_per_s": r["words"] * a.epochs / r["seconds"],
+            "train_loop_words_per_s": r["words"] * a.epochs / max(r["train_loop_seconds"], 1e-9),
+            **evaluate(Vectors.load(out))}
+
+
 def run_ours(shards: str, model: str, a: argparse.Namespace, out: str) -> dict:
-    cfg = TrainConfig(corpus=shards, output=out, model=model, dim=a.dim, window=a.window, negative=a.negative,
-                      sample=a.sample, min_count=a.min_count, epochs=a.epochs, seed=a.seed, overwrite=True, alpha=a.alpha,
-                      workers=a.workers, threads=a.threads, log_every=30, batch_pairs=a.batch_pairs)
+    """The whole ``w2v-dist train`` command in a fresh process."""
+    cmd = [sys.executable, "-m", "w2v_dist", "-q", "train", shards, "--output", out, "--overwrite", "--model", model,
+           "--dim", str(a.dim), "--window", str(a.window), "--negative", str(a.negative), "--sample", str(a.sample),
+           "--min-count", str(a.min_count), "--epochs", str(a.epochs), "--seed", str(a.seed),
+           "--threads", str(a.threads), "--workers", str(a.workers), *shlex.split(a.extra_args)]
+    if a.alpha:
+        cmd += ["--alpha", str(a.alpha)]
     t0 = time.perf_counter()
-    summary = train(cfg)
+    subprocess.run(cmd, check=True, cwd=ROOT)
     seconds = time.perf_counter() - t0
     raw = json.loads(Path(out, "vocab", "vocab.json").read_text())["raw_tokens"]
+    summary = json.loads(Path(out, "summary.json").read_text())
     return {"seconds": seconds, "words_per_s": raw * a.epochs / seconds, **evaluate(Vectors.load(out)),
             "train_loop_words_per_s": summary["words_per_s"]}
 
@@ -137,9 +176,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--alpha", type=float, default=None, help="default: 0.025 sg, 0.05 cbow (word2vec.c's), for both")
-    p.add_argument("--batch-pairs", type=int, default=None, help="our examples per SGD step (default: ours)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="gensim workers = our kernel threads")
-    p.add_argument("--workers", type=int, default=1, help="our DataLoader reader processes")
+    p.add_argument("--workers", type=int, default=0, help="our reader processes (0: a reader thread)")
+    p.add_argument("--extra-args", default="", help="more flags for our train command, e.g. '--slice-words 2048'")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "vs_gensim.json"))
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -151,7 +190,7 @@ def main() -> None:
         runs = []
         for seed in a.seeds:
             a.seed = seed
-            g = run_gensim(tok_path, model, a)
+            g = run_gensim_process(tok_path, model, a, os.path.join(work, f"gensim-{model}.bin"))
             o = run_ours(shards, model, a, os.path.join(work, f"run-{model}"))
             runs.append({"seed": seed, "gensim": g, "w2v_dist": o})
             print(f"{model} seed {seed}: gensim {g}\n{model} seed {seed}: w2v_dist {o}", file=sys.stderr)
