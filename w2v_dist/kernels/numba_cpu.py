@@ -148,9 +148,10 @@ def _subsample(ids, a, b, keep, state, buf):
     return n, state
 
 
-def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool = False):
-    """The slice walk for one combination of flags, compiled with them as constants (a runtime
-    flag's dead branches slowed the direct path by 40%)."""
+def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
+    """The slice walk for one combination of flags, compiled with them as constants: a runtime
+    flag's dead branches slowed the one-thread path by 40%. (The walks are closures over bools,
+    which numba's on-disk cache keys by value; a closure over functions would never hit it.)"""
 
     @njit(fastmath=FASTMATH, cache=True)
     def walk(S_in, S_out, V, ids, starts, s0, s1, keep, neg_prob, neg_alias, window, negative, lr, key, buf, neu1,
@@ -181,7 +182,8 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool = False):
                             neu1[x] = 0.0
                         for j in range(lo, hi):
                             if j != i:
-                                a = _locate(S_in, V, R_in, buf[j], t, threads, marks_in, tag, where_i, rows_i, count_i, overlay)
+                                a = _locate(S_in, V, R_in, buf[j], t, threads, marks_in, tag, where_i, rows_i,
+                                            count_i, overlay)
                                 for x in range(d):
                                     neu1[x] += S_in[a, x]
                         inv = np.float32(1.0 / (hi - lo - 1))
@@ -276,70 +278,94 @@ def _merge(S, V, ov, threads, m):
                 where[t, r] = -1
 
 
-def _make_chunk(cbow: bool, share: bool = False):
-    """The chunk driver of one model (skip-gram or CBOW), with its three walks."""
-    mark, direct = _make_walk(False, cbow, True, share), _make_walk(True, cbow, False, share)
-    shared = _make_walk(True, cbow, True, share)
+MARK, DIRECT, SHARED = 0, 1, 2  # the walk's phases
+SG, SG_SHARED, CBOW = 0, 1, 2  # the kinds of model: negatives per example or per centre word; CBOW
+# (a CBOW example is a centre word: its negatives are drawn once either way)
+_WALKS = tuple(_make_walk(phase != MARK, kind == CBOW, phase != DIRECT, kind == SG_SHARED)
+               for kind in (SG, SG_SHARED, CBOW) for phase in (MARK, DIRECT, SHARED))
+_w0, _w1, _w2, _w3, _w4, _w5, _w6, _w7, _w8 = _WALKS
 
-    @njit(parallel=_prange_only(), fastmath=FASTMATH, cache=True, nogil=True)
-    def train_chunk(S_in, S_out, V, ids, starts, slices, key, lr0, lr1, keep, neg_prob, neg_alias, window, negative,
-                    threads, hogwild, bufs, neu1s, neu1es, sig, nls, marks_in, marks_out, tag0, ov_in, ov_out, out):
-        nslices = len(slices) - 1
-        n = max(starts[len(starts) - 1], 1)
-        if threads == 1:  # word2vec.c's order, in place
-            for s in range(nslices):
-                lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
-                direct(S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias, window,
-                       negative, lr, key, bufs[0], neu1s[0], neu1es[0], sig, nls, 0, 1, marks_in[0],
-                       marks_out[0], tag0, ov_in, ov_out, out[0])
-            return tag0
-        if hogwild:  # --nondeterministic: every thread in place, racing on shared rows (gensim's way)
-            for t in prange(threads):
-                for s in range(t, nslices, threads):
-                    lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
-                    direct(S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias, window,
-                           negative, lr, key, bufs[t], neu1s[t], neu1es[t], sig, nls, t, threads,
-                           marks_in[0], marks_out[0], tag0, ov_in, ov_out, out[t])
-            return tag0
-        steps = (nslices + threads - 1) // threads
-        # each step: train (then mark the next step's rows, in the other set of marks), merge;
-        # two parallel regions per step, each ending in a wait for the slowest thread
+
+@njit(cache=True)
+def _walk(kind, phase, args):
+    """The walk of ``kind`` and ``phase`` (one branch per slice; the walks' own branches are
+    compiled out: see _make_walk)."""
+    w = kind * 3 + phase
+    if w == 0:
+        _w0(*args)
+    elif w == 1:
+        _w1(*args)
+    elif w == 2:
+        _w2(*args)
+    elif w == 3:
+        _w3(*args)
+    elif w == 4:
+        _w4(*args)
+    elif w == 5:
+        _w5(*args)
+    elif w == 6:
+        _w6(*args)
+    elif w == 7:
+        _w7(*args)
+    else:
+        _w8(*args)
+
+
+@njit(parallel=_prange_only(), fastmath=FASTMATH, cache=True, nogil=True)
+def _train_chunk(kind, S_in, S_out, V, ids, starts, slices, key, lr0, lr1, keep, neg_prob, neg_alias, window,
+                 negative, threads, hogwild, bufs, neu1s, neu1es, sig, nls, marks_in, marks_out, tag0, ov_in, ov_out,
+                 out):
+    """Train a chunk: slices one after the other (one thread), racing (``hogwild``), or
+    ``threads`` at a time with marks, overlays and merges. Returns the next step tag."""
+    nslices = len(slices) - 1
+    n = max(starts[len(starts) - 1], 1)
+    if threads == 1:  # word2vec.c's order, in place
+        for s in range(nslices):
+            lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
+            _walk(kind, DIRECT, (S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias,
+                                 window, negative, lr, key, bufs[0], neu1s[0], neu1es[0], sig, nls, 0, 1,
+                                 marks_in[0], marks_out[0], tag0, ov_in, ov_out, out[0]))
+        return tag0
+    if hogwild:  # --nondeterministic: every thread in place, racing on shared rows (gensim's way)
         for t in prange(threads):
-            if t < nslices:
-                mark(S_in, S_out, V, ids, starts, slices[t], slices[t + 1], keep, neg_prob, neg_alias, window,
-                     negative, np.float32(0.0), key, bufs[t], neu1s[t], neu1es[t], sig, nls, t, threads,
-                     marks_in[tag0 % 2], marks_out[tag0 % 2], tag0, ov_in, ov_out, out[t])
-        for step in range(steps):
-            tag = tag0 + step
-            for t in prange(threads):
-                s = step * threads + t
-                if s < nslices:
-                    lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
-                    shared(S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias, window,
-                           negative, lr, key, bufs[t], neu1s[t], neu1es[t], sig, nls, t, threads,
-                           marks_in[tag % 2], marks_out[tag % 2], tag, ov_in, ov_out, out[t])
-                    _to_delta(S_in, V, ov_in, t)
-                    _to_delta(S_out, V, ov_out, t)
-                s += threads
-                if s < nslices:
-                    mark(S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias, window,
-                         negative, np.float32(0.0), key, bufs[t], neu1s[t], neu1es[t], sig, nls, t, threads,
-                         marks_in[(tag + 1) % 2], marks_out[(tag + 1) % 2], tag + 1, ov_in, ov_out, out[t])
-            for m in prange(threads):
-                _merge(S_in, V, ov_in, threads, m)
-                _merge(S_out, V, ov_out, threads, m)
-            for t in range(threads):
-                ov_in[2][t, 0] = 0
-                ov_out[2][t, 0] = 0
-        return tag0 + steps
-
-    return train_chunk
-
-
-# (cbow, negatives shared by a centre word's examples) -> chunk driver; CBOW has one example per
-# centre word, so sharing changes nothing there
-_CHUNK = {(False, False): _make_chunk(False, False), (False, True): _make_chunk(False, True),
-          (True, False): _make_chunk(True, False), (True, True): _make_chunk(True, False)}
+            for s in range(t, nslices, threads):
+                lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
+                _walk(kind, DIRECT, (S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob,
+                                     neg_alias, window, negative, lr, key, bufs[t], neu1s[t], neu1es[t], sig, nls, t,
+                                     threads, marks_in[0], marks_out[0], tag0, ov_in, ov_out, out[t]))
+        return tag0
+    steps = (nslices + threads - 1) // threads
+    # each step: train (then mark the next step's rows, in the other set of marks), merge;
+    # two parallel regions per step, each ending in a wait for the slowest thread
+    for t in prange(threads):
+        if t < nslices:
+            _walk(kind, MARK, (S_in, S_out, V, ids, starts, slices[t], slices[t + 1], keep, neg_prob, neg_alias,
+                               window, negative, np.float32(0.0), key, bufs[t], neu1s[t], neu1es[t], sig, nls, t,
+                               threads, marks_in[tag0 % 2], marks_out[tag0 % 2], tag0, ov_in, ov_out, out[t]))
+    for step in range(steps):
+        tag = tag0 + step
+        for t in prange(threads):
+            s = step * threads + t
+            if s < nslices:
+                lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
+                _walk(kind, SHARED, (S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob,
+                                     neg_alias, window, negative, lr, key, bufs[t], neu1s[t], neu1es[t], sig, nls, t,
+                                     threads, marks_in[tag % 2], marks_out[tag % 2], tag, ov_in, ov_out, out[t]))
+                _to_delta(S_in, V, ov_in, t)
+                _to_delta(S_out, V, ov_out, t)
+            s += threads
+            if s < nslices:
+                _walk(kind, MARK, (S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob,
+                                   neg_alias, window, negative, np.float32(0.0), key, bufs[t], neu1s[t], neu1es[t],
+                                   sig, nls, t, threads, marks_in[(tag + 1) % 2], marks_out[(tag + 1) % 2], tag + 1,
+                                   ov_in, ov_out, out[t]))
+        for m in prange(threads):
+            _merge(S_in, V, ov_in, threads, m)
+            _merge(S_out, V, ov_out, threads, m)
+        for t in range(threads):
+            ov_in[2][t, 0] = 0
+            ov_out[2][t, 0] = 0
+    return tag0 + steps
 
 
 def slice_bounds(ids: np.ndarray, starts: np.ndarray, keep: np.ndarray, slice_words: int, threads: int) -> np.ndarray:
@@ -382,7 +408,7 @@ class Fused:
         self.V, self.d, self.threads = vocab_size, dim, threads
         self.window, self.negative, self.slice_words = window, negative, slice_words
         self.hogwild = bool(nondeterministic)
-        self.driver = _CHUNK[(model == "cbow", bool(share_negatives))]
+        self.kind = CBOW if model == "cbow" else SG_SHARED if share_negatives else SG
         T, V = threads, vocab_size
         words = slice_words + max_sentence - 1
         per_word = (1 + negative) * (1 if model == "cbow" else 2 * window)
@@ -424,9 +450,10 @@ class Fused:
         slices = slice_bounds(ids, starts, keep, self.slice_words, 1 if self.hogwild else self.threads)
         numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         self.out[:] = 0.0
-        self.tag = self.driver(
-            self.store_in, self.store_out, self.V, ids, starts, slices, np.uint64(key), lr0, lr1, keep, neg_prob,
-            neg_alias, self.window, self.negative, self.threads, self.hogwild, self.buf, self.neu1, self.neu1e,
-            SIGMOID, NEG_LOG_SIGMOID, self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out, self.out)
+        self.tag = _train_chunk(
+            self.kind, self.store_in, self.store_out, self.V, ids, starts, slices, np.uint64(key), lr0, lr1, keep,
+            neg_prob, neg_alias, self.window, self.negative, self.threads, self.hogwild, self.buf, self.neu1,
+            self.neu1e, SIGMOID, NEG_LOG_SIGMOID, self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out,
+            self.out)
         loss, terms, examples = self.out[:, :3].sum(axis=0)
         return float(loss), int(terms), int(examples)
