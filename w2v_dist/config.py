@@ -62,7 +62,7 @@ class TrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     kernel: str = "auto"  # "auto", "numba" (fused CPU) or "torch" (reference, any device)
     threads: int = 0  # kernel threads; 0: all cores
-    workers: int = 1  # DataLoader worker processes that read and tokenize
+    workers: int = 0  # DataLoader reader processes; 0: one reader thread in the trainer
     device: str = "cpu"
     backend: str | None = None  # process-group backend; None: nccl on CUDA, gloo on CPU
     cache_dir: str | None = None  # node-local copy of a remote vocabulary; None: under the temp dir

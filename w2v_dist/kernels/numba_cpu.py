@@ -382,6 +382,11 @@ def slice_bounds(ids: np.ndarray, starts: np.ndarray, keep: np.ndarray, slice_wo
 LINE = 128  # bytes: two 64-byte cache lines (adjacent-line prefetch pairs them)
 
 
+def _writable(a: np.ndarray, dtype) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
+
+
 def _lines(threads: int, n: int, dtype) -> np.ndarray:
     """Zeros, ``threads`` rows of at least ``n`` items, each row padded to a multiple of LINE bytes
     and one LINE more (the padding is never touched)."""
@@ -433,6 +438,14 @@ class Fused:
         self.neu1e = _lines(T, dim, np.float32)
         self.out = _lines(T, 3, np.float64)
         self.tag = 0
+        self._sampling_arrays: tuple = ()
+
+    def _sampling(self, keep, neg_prob, neg_alias) -> tuple:
+        """Writable copies of the vocabulary's (memory-mapped, read-only) tables, made once."""
+        if not self._sampling_arrays or self._sampling_arrays[0] is not keep:
+            self._sampling_arrays = (keep, _writable(keep, np.float32), _writable(neg_prob, np.float32),
+                                     _writable(neg_alias, np.int32))
+        return self._sampling_arrays[1:]
 
     def train(self, ids: np.ndarray, starts: np.ndarray, key: int, lr0: float, lr1: float, keep: np.ndarray,
               neg_prob: np.ndarray, neg_alias: np.ndarray) -> tuple[float, int, int]:
@@ -441,6 +454,10 @@ class Fused:
         terms, examples)``. Releases the GIL while it runs."""
         if len(ids) == 0:
             return 0.0, 0, 0
+        # one signature for numba whatever the arrays' origin (Arrow buffers and memory maps are
+        # read-only, unpickled ones writable): every variant would be compiled (a minute) apart
+        ids, starts = _writable(ids, np.int32), _writable(starts, np.int64)
+        keep, neg_prob, neg_alias = self._sampling(keep, neg_prob, neg_alias)
         if int(np.diff(starts).max()) > self.buf.shape[1]:
             raise ValueError(f"a sentence is longer than max_sentence={self.buf.shape[1]}")
         if self.tag > 2**31 - 2**24:  # the marks are step tags: start again before they wrap
