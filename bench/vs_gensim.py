@@ -151,7 +151,9 @@ def run_ours(shards: str, model: str, a: argparse.Namespace, out: str) -> dict:
     cmd = [sys.executable, "-m", "w2v_dist", "-q", "train", shards, "--output", out, "--overwrite", "--model", model,
            "--dim", str(a.dim), "--window", str(a.window), "--negative", str(a.negative), "--sample", str(a.sample),
            "--min-count", str(a.min_count), "--epochs", str(a.epochs), "--seed", str(a.seed),
-           "--threads", str(a.threads), "--workers", str(a.workers), *shlex.split(a.extra_args)]
+           "--threads", str(a.threads), "--workers", str(a.workers),
+           "--cache-dir", tempfile.mkdtemp(prefix="cache-", dir=os.path.dirname(out)),  # each run tokenizes anew
+           *shlex.split(a.extra_args)]
     if a.alpha:
         cmd += ["--alpha", str(a.alpha)]
     t0 = time.perf_counter()

@@ -97,7 +97,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu); under torchrun cuda means cuda:LOCAL_RANK")
     p.add_argument("--backend", default=None, help="process-group backend (default: nccl on cuda, gloo on cpu)")
     p.add_argument("--cache-dir", default=None,
-                   help="node-local directory for a copy of a remote vocabulary (default: under the system temp dir)")
+                   help="node-local directory for a copy of a remote vocabulary and the encoded corpus "
+                        "(default: under the system temp dir)")
+    p.add_argument("--token-cache-gb", type=float, default=4.0,
+                   help="encoded corpus this process may cache in --cache-dir, so later epochs skip reading and "
+                        "tokenizing (0: off; default: %(default)s)")
     p.add_argument("--log-all-ranks", action="store_true", help="log from every rank, not only rank 0")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
@@ -120,7 +124,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         slice_words=a.slice_words, share_negatives=a.share_negatives, nondeterministic=a.nondeterministic,
         sync_every=a.sync_every, sync_rows=a.sync_rows, sync_combine=a.sync_combine,
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
-        device=a.device, backend=a.backend, cache_dir=a.cache_dir, log_every=a.log_every, storage_options=_storage_options(a.storage_options),
+        device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
+        log_every=a.log_every, storage_options=_storage_options(a.storage_options),
         overwrite=a.overwrite, force_resume=a.force_resume, checkpoint_every=a.checkpoint_every,
         checkpoint_minutes=a.checkpoint_minutes, keep_checkpoints=a.keep_checkpoints, on_bad_shard=a.on_bad_shard)
 

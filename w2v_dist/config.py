@@ -65,7 +65,8 @@ class TrainConfig:
     workers: int = 0  # DataLoader reader processes; 0: one reader thread in the trainer
     device: str = "cpu"
     backend: str | None = None  # process-group backend; None: nccl on CUDA, gloo on CPU
-    cache_dir: str | None = None  # node-local copy of a remote vocabulary; None: under the temp dir
+    cache_dir: str | None = None  # node-local: a remote vocabulary's copy, encoded units; None: under the temp dir
+    token_cache_gb: float = 4.0  # encoded units this process may write to cache_dir (0: tokenize every epoch)
     log_every: float = 10.0  # seconds between log lines
     storage_options: dict = field(default_factory=dict)
     overwrite: bool = False
@@ -80,7 +81,7 @@ class TrainConfig:
             self.tokenizer = TokenizerConfig(**self.tokenizer)
         if self.model not in ("sg", "cbow"):
             raise ConfigError(f"--model must be 'sg' or 'cbow', got {self.model!r}")
-        for name in ("sample", "alpha", "min_alpha", "log_every", "checkpoint_minutes"):
+        for name in ("sample", "alpha", "min_alpha", "log_every", "checkpoint_minutes", "token_cache_gb"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
@@ -106,6 +107,8 @@ class TrainConfig:
             raise ConfigError(f"--min-alpha must be in [0, alpha={self.alpha}], got {self.min_alpha}")
         if self.kernel not in ("auto", "numba", "torch"):
             raise ConfigError(f"--kernel must be auto, numba or torch, got {self.kernel!r}")
+        if self.token_cache_gb < 0:
+            raise ConfigError(f"--token-cache-gb must be >= 0 (0 turns the cache off), got {self.token_cache_gb}")
         if self.workers < 0 or self.threads < 0:
             raise ConfigError("--workers and --threads must be >= 0")
         if self.keep_checkpoints < 2:

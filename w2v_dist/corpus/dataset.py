@@ -14,6 +14,7 @@ Filesystems are opened inside the process that reads (fsspec instances are not f
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from w2v_dist.config import TokenizerConfig
+from w2v_dist.corpus.cache import TokenCache
 from w2v_dist.corpus.plan import Unit, assign, make_units
 from w2v_dist.corpus.shards import CorpusError, Shard, open_parquet, read_row_group
 from w2v_dist.corpus.tokenize import Tokenized, encode, is_text_type, tokenize
@@ -108,7 +110,7 @@ class CorpusStream(IterableDataset):
                  batch_words: int = 10_000,
                  rank: int = 0, world_size: int = 1, storage_options: dict | None = None,
                  cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None,
-                 on_bad: str = "error"):
+                 on_bad: str = "error", token_cache_bytes: float = 0):
         self.shards = shards
         self.vocab_uri = vocab_uri
         self.tokenizer = tokenizer
@@ -119,6 +121,7 @@ class CorpusStream(IterableDataset):
         # (rows, tokens) of every row group; without counts, rows stand in for tokens
         self.row_tokens = row_tokens or [[(n, n) for n in s.row_groups] for s in shards]
         self.on_bad = on_bad
+        self.token_cache_bytes = token_cache_bytes  # corpus/cache.py; 0: tokenize every epoch
         self.start_epoch = 0
         self.resume: dict = {}
 
@@ -149,16 +152,23 @@ class CorpusStream(IterableDataset):
         slots = self.world_size * workers
         units = make_units(self.row_tokens, slots)
         reader = _RowGroupReader(self.shards, self.storage_options, self.on_bad)
+        cache = TokenCache(self.cache_dir, vocab.meta["fingerprint"], dataclasses.asdict(self.tokenizer),
+                           self.token_cache_bytes)
         for epoch in range(self.start_epoch, self.epochs):
             for i, unit in enumerate(assign(units, slots, self.seed, epoch)[self.rank * workers + worker]):
                 if after is not None and [epoch, i] < after[:2]:
                     continue
-                column = reader.read(unit)
-                if column is None:  # skipped as unreadable (counted); its slot still moves on
-                    if after is None or [epoch, i, 0] > after:
-                        yield Chunk(Tokens.empty(), epoch, unit, i, 0, self.rank, worker, dict(reader.skipped))
-                    continue
-                tok = encode(column, vocab.words, self.tokenizer)
+                tok = cache.get(self.shards[unit.shard], unit)
+                if tok is None:
+                    skipped = sum(reader.skipped.values())
+                    column = reader.read(unit)
+                    if column is None:  # skipped as unreadable (counted); its slot still moves on
+                        if after is None or [epoch, i, 0] > after:
+                            yield Chunk(Tokens.empty(), epoch, unit, i, 0, self.rank, worker, dict(reader.skipped))
+                        continue
+                    tok = encode(column, vocab.words, self.tokenizer)
+                    if sum(reader.skipped.values()) == skipped:
+                        cache.put(self.shards[unit.shard], unit, tok)
                 for p, piece in enumerate(split_pieces(tok, self.batch_words)):
                     if after is not None and [epoch, i, p] <= after:
                         continue

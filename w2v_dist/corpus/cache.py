@@ -1,0 +1,78 @@
+"""Encoded units on node-local disk: a unit of the corpus is tokenized once per node, not once
+per epoch.
+
+The first time a reader encodes a unit (row group or row range) it writes the token ids and the
+sentence starts to ``<cache dir>/tokens-<key>/`` (an ``.npz`` per unit, written under a temporary
+name and renamed); later epochs, and other ranks and readers of the node, load it instead of
+reading and tokenizing the text again. The key covers the vocabulary's fingerprint and the
+tokenizer settings; a unit's file name covers its shard's URI and size, so a rewritten shard is
+never served stale data. Units in which reading skipped anything (``--on-bad-shard skip``) are
+not cached: reading them again counts again. The cache stops growing at ``limit_bytes`` written
+by this process or when the disk has under 1 GiB free (the regex tokenizer is then used as
+before: correct, slower).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from w2v_dist.corpus.tokenize import Tokenized
+
+log = logging.getLogger(__name__)
+
+MIN_FREE = 1 << 30
+
+
+class TokenCache:
+    def __init__(self, root: str | None, fingerprint: str, tokenizer: dict, limit_bytes: float):
+        self.limit, self.written = limit_bytes, 0
+        self.dir = None
+        if limit_bytes > 0:
+            key = hashlib.sha256(json.dumps([fingerprint, tokenizer], sort_keys=True).encode()).hexdigest()[:20]
+            self.dir = os.path.join(root or os.path.join(tempfile.gettempdir(), "w2v_dist-cache"), f"tokens-{key}")
+
+    def _path(self, shard, unit) -> str:
+        name = f"{shard.uri}|{shard.num_rows}|{shard.row_groups}|{unit.row_group}|{unit.start}|{unit.stop}"
+        return os.path.join(self.dir, hashlib.sha256(name.encode()).hexdigest()[:32] + ".npz")
+
+    def get(self, shard, unit) -> Tokenized | None:
+        if self.dir is None:
+            return None
+        try:
+            with np.load(self._path(shard, unit)) as z:
+                ids, starts = z["ids"], z["starts"]
+        except (OSError, ValueError, KeyError):  # absent, or a half-written file of a process that died
+            return None
+        sentence = np.repeat(np.arange(len(starts) - 1, dtype=np.int64), np.diff(starts))
+        return Tokenized(ids, sentence, len(ids))
+
+    def put(self, shard, unit, tok: Tokenized) -> None:
+        if self.dir is None or self.written >= self.limit:
+            return
+        starts = np.r_[np.flatnonzero(np.r_[True, tok.sentence[1:] != tok.sentence[:-1]]) if len(tok) else [], len(tok)]
+        buf = io.BytesIO()
+        np.savez(buf, ids=tok.ids.astype(np.int32, copy=False), starts=starts.astype(np.int64))
+        data = buf.getvalue()
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            if shutil.disk_usage(self.dir).free < MIN_FREE + len(data):
+                self.written = self.limit  # stop trying
+                log.warning("token cache %s: under 1 GiB free, not caching more", self.dir)
+                return
+            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self._path(shard, unit))
+        except OSError as e:  # a cache is an optimisation: never fail training for it
+            log.warning("token cache %s: %s; not caching more", self.dir, e)
+            self.written = self.limit
+            return
+        self.written += len(data)
