@@ -36,10 +36,14 @@ def ok(p, out):
 
 
 def error_line(p):
+    """What the user sees of a refused input: exit code 2 and one error line, last, with no
+    traceback anywhere above it (log lines may come before)."""
     assert p.returncode == 2, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert lines[-1].startswith("w2v-dist: error: ")
-    return lines[-1]
+    assert "Traceback" not in p.stderr, p.stderr
+    errors = [line for line in p.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0] == p.stderr.strip().splitlines()[-1], p.stderr
+    assert errors[0].startswith("w2v-dist: error: "), p.stderr
+    return errors[0]
 
 
 @pytest.mark.parametrize("how", ["not parquet", "truncated footer"])
