@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,8 +28,8 @@ def corpus(tmp_path):
     return d
 
 
-def train(corpus, out, *extra):
-    return cli("train", str(corpus), "--output", str(out), *TRAIN, *extra, check=False)
+def train(corpus, out, *extra, env=None, timeout=300):
+    return cli("train", str(corpus), "--output", str(out), *TRAIN, *extra, check=False, env=env, timeout=timeout)
 
 
 def ok(p, out):
@@ -94,6 +96,34 @@ def test_non_utf8_rows(corpus, tmp_path):
     line = error_line(train(corpus, tmp_path / "r1"))
     assert f"{bad} row group 0: 1 row(s) are not valid UTF-8" in line
     assert ok(train(corpus, tmp_path / "r2", "--on-bad-shard", "skip"), tmp_path / "r2")["non_utf8_rows"] == 1
+
+
+def test_bad_shard_found_by_a_reader_worker_is_one_line(corpus, tmp_path):
+    """Guards: the CLI's unwrapping of an error raised inside a DataLoader reader process (the
+    user would see "Caught BadData in DataLoader worker process 0." or the worker's traceback),
+    and the trainer's exit after it (it used to wait forever for the reader).
+
+    The reading pass before training finds bad data in the main process; only a file that turns
+    bad later is found by a reader worker. So: a run is killed after its first checkpoint, a
+    shard is rewritten with as many rows but one of them not UTF-8, and the rerun resumes and
+    meets it in a reader."""
+    args = ["--workers", "1", "--epochs", "2", "--checkpoint-every", "2", "--batch-pairs", "1024"]
+    out = tmp_path / "r"
+    p = train(corpus, out, *args, env={"W2V_DIST_FAULT": "kill@step:0:3"})
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    shard = corpus / "part-00001.parquet"
+    rows = pq.read_table(shard).column("text").to_pylist()
+    raw = [row.encode() for row in rows]
+    raw[1234] = b"bad \xff\xfe bytes"  # row group 2 (500 rows each)
+    pq.write_table(pa.table({"text": pa.array(raw, pa.binary()).view(pa.string())}), shard, row_group_size=500)
+    try:
+        p = train(corpus, out, *args, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the trainer printed its error but never exited (a reader process outlived it)")
+    assert "resuming from" in p.stderr
+    line = error_line(p)
+    assert line == (f"w2v-dist: error: {shard} row group 2: 1 row(s) are not valid UTF-8; "
+                    "pass --on-bad-shard skip to leave such data out"), p.stderr
 
 
 def test_null_rows_are_counted(corpus, tmp_path):

@@ -205,19 +205,28 @@ class Feed:
         return {"after": dict(self.after), "first": self.current[0] if self.current else None}
 
     def __iter__(self) -> Iterator[Batch]:
-        for chunk in self.chunks:
-            ex, n = chunk.examples, len(chunk.examples)
-            self.after[str(chunk.worker)] = chunk.position
-            if chunk.skipped:
-                self.skipped[str(chunk.worker)] = chunk.skipped
-            start, self.skip = self.skip, 0
-            if n == 0 and start == 0:  # nothing to train on, but its words still count
-                self.current = [chunk.worker, 1]
-                yield Batch(ex, ex.words, chunk.epoch)
-            for a in range(start, n, self.batch_pairs):
-                b = min(a + self.batch_pairs, n)
-                self.current = [chunk.worker, b]
-                yield Batch(ex.slice(a, b), ex.words * b // n - ex.words * a // n, chunk.epoch)
+        chunks = iter(self.chunks)
+        try:
+            for chunk in chunks:
+                ex, n = chunk.examples, len(chunk.examples)
+                self.after[str(chunk.worker)] = chunk.position
+                if chunk.skipped:
+                    self.skipped[str(chunk.worker)] = chunk.skipped
+                start, self.skip = self.skip, 0
+                if n == 0 and start == 0:  # nothing to train on, but its words still count
+                    self.current = [chunk.worker, 1]
+                    yield Batch(ex, ex.words, chunk.epoch)
+                for a in range(start, n, self.batch_pairs):
+                    b = min(a + self.batch_pairs, n)
+                    self.current = [chunk.worker, b]
+                    yield Batch(ex.slice(a, b), ex.words * b // n - ex.words * a // n, chunk.epoch)
+        finally:
+            # Stop the reader processes now, also when one of them raised (a shard that turned bad
+            # mid-run): the error's traceback keeps the DataLoader's iterator alive past main(),
+            # and at exit Python waits for its readers, which ignore SIGTERM (worker_init), forever.
+            stop = getattr(chunks, "_shutdown_workers", None)  # what the iterator's __del__ calls
+            if stop is not None:
+                stop()
 
 
 class Control:
