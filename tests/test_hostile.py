@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cli, gcide_lines
+from tests.conftest import cli, gcide_lines, plain_lines, run_vocab
 from w2v_dist.config import TokenizerConfig
 from w2v_dist.corpus.dataset import BadData, token_stream
 from w2v_dist.corpus.shards import scan_shards
@@ -96,6 +97,31 @@ def test_non_utf8_rows(corpus, tmp_path):
     line = error_line(train(corpus, tmp_path / "r1"))
     assert f"{bad} row group 0: 1 row(s) are not valid UTF-8" in line
     assert ok(train(corpus, tmp_path / "r2", "--on-bad-shard", "skip"), tmp_path / "r2")["non_utf8_rows"] == 1
+
+
+def test_non_utf8_rows_are_counted_one_by_one(tmp_path):
+    """Guards: the count of bad-UTF-8 rows fixed at 1 (the case above has exactly one bad row).
+
+    Three bad rows in two row groups: the error names the first row group's two, the skip report
+    says 3, and exactly the good rows were trained (their words counted with str.split, not with
+    the reader)."""
+    d = tmp_path / "c"
+    d.mkdir()
+    lines = plain_lines(2000)
+    pq.write_table(pa.table({"text": lines[:1000]}), d / "part-00000.parquet", row_group_size=500)
+    good = [line.encode() for line in lines[1000:]]
+    bad_rows = {10: b"bad \xff word", 400: b"\xfe\xfe", 700: b"more \xc3( words"}  # rows 10, 400: group 0
+    raw = [bad_rows.get(i, row) for i, row in enumerate(good)]
+    bad = d / "part-00001.parquet"
+    pq.write_table(pa.table({"text": pa.array(raw, pa.binary()).view(pa.string())}), bad, row_group_size=500)
+    line = error_line(train(d, tmp_path / "r1"))
+    assert line.startswith(f"w2v-dist: error: {bad} row group 0: 2 row(s) are not valid UTF-8"), line
+    out = tmp_path / "r2"
+    assert ok(train(d, out, "--on-bad-shard", "skip"), out)["non_utf8_rows"] == 3
+    kept = lines[:1000] + [row for i, row in enumerate(lines[1000:]) if i not in bad_rows]
+    counts = Counter(w for row in kept for w in row.split())
+    words, _ = run_vocab(out)
+    assert json.loads((out / "summary.json").read_text())["words"] == sum(counts[w] for w in words)
 
 
 def test_bad_shard_found_by_a_reader_worker_is_one_line(corpus, tmp_path):
