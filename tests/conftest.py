@@ -74,6 +74,25 @@ def run_vocab(run: Path) -> tuple[list[str], np.ndarray]:
     return words, np.load(run / "vocab" / "counts.npy")
 
 
+# The runs that the oracle tests share: two epochs, so a row read in one epoch only shows too.
+PLAIN_EPOCHS = 2
+PLAIN_TRAIN = ["--epochs", str(PLAIN_EPOCHS), "--dim", "16", "--min-count", "3", "--threads", "1", "--log-every", "1"]
+
+
+@pytest.fixture(scope="session")
+def plain_corpus(tmp_path_factory) -> Path:
+    """6000 rows of :func:`plain_lines` (about 40k words) in 3 shards of 700-row row groups."""
+    return write_shards(tmp_path_factory.mktemp("plain"), plain_lines(6000), shards=3, row_group=700)
+
+
+@pytest.fixture(scope="session")
+def plain_run(plain_corpus, tmp_path_factory) -> Path:
+    """A finished run on ``plain_corpus``: one process, two reader workers."""
+    run = tmp_path_factory.mktemp("plain-runs") / "one"
+    cli("train", str(plain_corpus), "--output", str(run), *PLAIN_TRAIN, "--workers", "2")
+    return run
+
+
 def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real entry point: ``python -m w2v_dist ...``."""
     p = subprocess.run([sys.executable, "-m", "w2v_dist", *args], capture_output=True, text=True,
