@@ -45,13 +45,26 @@ def _same(a, b):
 
 @pytest.mark.parametrize("where", ["inside an epoch", "at the epoch boundary"])
 def test_killed_then_rerun_equals_uninterrupted(reference, small_corpus, tmp_path, where):
-    k = 12 if where == "inside an epoch" else _steps_per_epoch(reference)
+    """Guards (at the epoch boundary): a resume from a checkpoint taken just as a chunk was used
+    up, e.g. the trainer counting or training that chunk again.
+
+    The boundary is rank 0's last step k of epoch 0 (the reference logs every step). A fault
+    fires after a step's update and before its checkpoint, so rank 1 is killed in step k + 1,
+    with a checkpoint every step: the rerun resumes from step k itself (killing in step k resumed
+    from step k - 1, inside epoch 0, and no test held the boundary)."""
     run = tmp_path / "b"
-    extra = ["--checkpoint-every", "1"] if where != "inside an epoch" else []
+    if where == "inside an epoch":
+        kill, resumed, extra = 12, 10, []
+    else:
+        resumed = _steps_per_epoch(reference)
+        kill, extra = resumed + 1, ["--checkpoint-every", "1"]
+        epochs = {m["step"]: m["epoch"] for m in _final(reference)[2]}
+        assert (epochs[resumed], epochs[resumed + 1]) == (0, 1)
     p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra, check=False,
-                 env={"W2V_DIST_FAULT": f"kill@step:1:{k}"})
+                 env={"W2V_DIST_FAULT": f"kill@step:1:{kill}"})
     assert p.returncode != 0 and not (run / "summary.json").exists()
-    torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra)
+    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra)
+    assert f"resuming from {run}/checkpoints/step-{resumed} " in p.stderr, p.stderr[-3000:]
     _same(reference, run)
 
 
@@ -131,3 +144,4 @@ def test_changed_settings_are_refused_unless_forced(small_corpus, tmp_path):
 def test_keep_checkpoints_refuses_one(small_corpus, tmp_path):
     p = cli("train", str(small_corpus), "--output", str(tmp_path / "r"), "--keep-checkpoints", "1", check=False)
     assert p.returncode == 2 and "--keep-checkpoints must be >= 2" in p.stderr
+
