@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -44,6 +47,50 @@ def write_shards(directory: Path, lines: list[str], shards: int = 2, row_group: 
 def small_corpus(tmp_path_factory) -> Path:
     """20k lines of real English (about 150k words) in 2 shards of 2k-row row groups."""
     return write_shards(tmp_path_factory.mktemp("corpus"), gcide_lines(20_000))
+
+
+def plain_lines(n: int, start: int = 0) -> list[str]:
+    """GCIDE lines as lowercase ASCII words separated by single spaces: text that ``str.split``
+    tokenizes exactly as the trainer's tokenizer does, so a test can count tokens without it."""
+    return [" ".join(re.findall(r"[a-z]+", line.lower())) for line in gcide_lines(n, start)]
+
+
+def parquet_token_counts(directory: Path, column: str = "text") -> Counter:
+    """Token counts of every row of every Parquet file under ``directory``, read with pyarrow and
+    split with ``str.split``: an oracle that shares no code with the reader or the tokenizer."""
+    counts: Counter = Counter()
+    for f in sorted(directory.glob("*.parquet")):
+        for row in pq.read_table(f, columns=[column]).column(column).to_pylist():
+            counts.update(row.split() if row is not None else ())
+    return counts
+
+
+def run_vocab(run: Path) -> tuple[list[str], np.ndarray]:
+    """The words and counts of ``<run>/vocab/``, read with numpy alone (layout: w2v_dist/vocab.py):
+    word i is ``word_bytes[word_offsets[i]:word_offsets[i + 1]]`` in UTF-8."""
+    offsets = np.load(run / "vocab" / "word_offsets.npy")
+    data = np.load(run / "vocab" / "word_bytes.npy").tobytes()
+    words = [data[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return words, np.load(run / "vocab" / "counts.npy")
+
+
+# The runs that the oracle tests share: two epochs, so a row read in one epoch only shows too.
+PLAIN_EPOCHS = 2
+PLAIN_TRAIN = ["--epochs", str(PLAIN_EPOCHS), "--dim", "16", "--min-count", "3", "--threads", "1", "--log-every", "1"]
+
+
+@pytest.fixture(scope="session")
+def plain_corpus(tmp_path_factory) -> Path:
+    """6000 rows of :func:`plain_lines` (about 40k words) in 3 shards of 700-row row groups."""
+    return write_shards(tmp_path_factory.mktemp("plain"), plain_lines(6000), shards=3, row_group=700)
+
+
+@pytest.fixture(scope="session")
+def plain_run(plain_corpus, tmp_path_factory) -> Path:
+    """A finished run on ``plain_corpus``: one process, two reader workers."""
+    run = tmp_path_factory.mktemp("plain-runs") / "one"
+    cli("train", str(plain_corpus), "--output", str(run), *PLAIN_TRAIN, "--workers", "2")
+    return run
 
 
 def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

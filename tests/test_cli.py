@@ -214,3 +214,17 @@ def test_divergence_stops_the_run(small_corpus, tmp_path):
     assert not (run / "summary.json").exists() and not (run / "vectors.npy").exists()
     saved = sorted(int(c.name.split("-")[1]) for c in (run / "checkpoints").iterdir()) if (run / "checkpoints").exists() else []
     assert all(s < step for s in saved), (saved, step)
+
+
+def test_token_cache_changes_nothing_but_the_reading(small_corpus, tmp_path):
+    """Guards: the node-local cache of encoded units serving other ids than the text would give
+    (a stale or wrong entry), or not being used. Two epochs with the cache (its files appear) and
+    without (--token-cache-gb 0): the same vectors, bit for bit."""
+    args = [*TRAIN, "--workers", "0", "--threads", "2"]
+    cache = tmp_path / "cache"
+    cli("train", str(small_corpus), "--output", str(tmp_path / "a"), *args, "--cache-dir", str(cache))
+    cli("train", str(small_corpus), "--output", str(tmp_path / "b"), *args, "--token-cache-gb", "0",
+        "--cache-dir", str(tmp_path / "nocache"))
+    assert len(list(cache.glob("tokens-*/*.npz"))) >= 2
+    assert not list((tmp_path / "nocache").glob("tokens-*"))
+    np.testing.assert_array_equal(np.load(tmp_path / "a/vectors.npy"), np.load(tmp_path / "b/vectors.npy"))

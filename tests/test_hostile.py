@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cli, gcide_lines
+from tests.conftest import cli, gcide_lines, plain_lines, run_vocab
 from w2v_dist.config import TokenizerConfig
 from w2v_dist.corpus.dataset import BadData, token_stream
 from w2v_dist.corpus.shards import scan_shards
@@ -26,8 +29,8 @@ def corpus(tmp_path):
     return d
 
 
-def train(corpus, out, *extra):
-    return cli("train", str(corpus), "--output", str(out), *TRAIN, *extra, check=False)
+def train(corpus, out, *extra, env=None, timeout=300):
+    return cli("train", str(corpus), "--output", str(out), *TRAIN, *extra, check=False, env=env, timeout=timeout)
 
 
 def ok(p, out):
@@ -36,10 +39,14 @@ def ok(p, out):
 
 
 def error_line(p):
+    """What the user sees of a refused input: exit code 2 and one error line, last, with no
+    traceback anywhere above it (log lines may come before)."""
     assert p.returncode == 2, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert lines[-1].startswith("w2v-dist: error: ")
-    return lines[-1]
+    assert "Traceback" not in p.stderr, p.stderr
+    errors = [line for line in p.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0] == p.stderr.strip().splitlines()[-1], p.stderr
+    assert errors[0].startswith("w2v-dist: error: "), p.stderr
+    return errors[0]
 
 
 @pytest.mark.parametrize("how", ["not parquet", "truncated footer"])
@@ -90,6 +97,59 @@ def test_non_utf8_rows(corpus, tmp_path):
     line = error_line(train(corpus, tmp_path / "r1"))
     assert f"{bad} row group 0: 1 row(s) are not valid UTF-8" in line
     assert ok(train(corpus, tmp_path / "r2", "--on-bad-shard", "skip"), tmp_path / "r2")["non_utf8_rows"] == 1
+
+
+def test_non_utf8_rows_are_counted_one_by_one(tmp_path):
+    """Guards: the count of bad-UTF-8 rows fixed at 1 (the case above has exactly one bad row).
+
+    Three bad rows in two row groups: the error names the first row group's two, the skip report
+    says 3, and exactly the good rows were trained (their words counted with str.split, not with
+    the reader)."""
+    d = tmp_path / "c"
+    d.mkdir()
+    lines = plain_lines(2000)
+    pq.write_table(pa.table({"text": lines[:1000]}), d / "part-00000.parquet", row_group_size=500)
+    good = [line.encode() for line in lines[1000:]]
+    bad_rows = {10: b"bad \xff word", 400: b"\xfe\xfe", 700: b"more \xc3( words"}  # rows 10, 400: group 0
+    raw = [bad_rows.get(i, row) for i, row in enumerate(good)]
+    bad = d / "part-00001.parquet"
+    pq.write_table(pa.table({"text": pa.array(raw, pa.binary()).view(pa.string())}), bad, row_group_size=500)
+    line = error_line(train(d, tmp_path / "r1"))
+    assert line.startswith(f"w2v-dist: error: {bad} row group 0: 2 row(s) are not valid UTF-8"), line
+    out = tmp_path / "r2"
+    assert ok(train(d, out, "--on-bad-shard", "skip"), out)["non_utf8_rows"] == 3
+    kept = lines[:1000] + [row for i, row in enumerate(lines[1000:]) if i not in bad_rows]
+    counts = Counter(w for row in kept for w in row.split())
+    words, _ = run_vocab(out)
+    assert json.loads((out / "summary.json").read_text())["words"] == sum(counts[w] for w in words)
+
+
+def test_bad_shard_found_by_a_reader_worker_is_one_line(corpus, tmp_path):
+    """Guards: the CLI's unwrapping of an error raised inside a DataLoader reader process (the
+    user would see "Caught BadData in DataLoader worker process 0." or the worker's traceback),
+    and the trainer's exit after it (it used to wait forever for the reader).
+
+    The reading pass before training finds bad data in the main process; only a file that turns
+    bad later is found by a reader worker. So: a run is killed after its first checkpoint, a
+    shard is rewritten with as many rows but one of them not UTF-8, and the rerun resumes and
+    meets it in a reader."""
+    args = ["--workers", "1", "--epochs", "2", "--checkpoint-every", "2", "--batch-words", "1000"]
+    out = tmp_path / "r"
+    p = train(corpus, out, *args, env={"W2V_DIST_FAULT": "kill@step:0:3"})
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    shard = corpus / "part-00001.parquet"
+    rows = pq.read_table(shard).column("text").to_pylist()
+    raw = [row.encode() for row in rows]
+    raw[1234] = b"bad \xff\xfe bytes"  # row group 2 (500 rows each)
+    pq.write_table(pa.table({"text": pa.array(raw, pa.binary()).view(pa.string())}), shard, row_group_size=500)
+    try:
+        p = train(corpus, out, *args, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the trainer printed its error but never exited (a reader process outlived it)")
+    assert "resuming from" in p.stderr
+    line = error_line(p)
+    assert line == (f"w2v-dist: error: {shard} row group 2: 1 row(s) are not valid UTF-8; "
+                    "pass --on-bad-shard skip to leave such data out"), p.stderr
 
 
 def test_null_rows_are_counted(corpus, tmp_path):

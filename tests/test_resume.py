@@ -47,13 +47,26 @@ def _same(a, b):
 
 @pytest.mark.parametrize("where", ["inside an epoch", "at the epoch boundary"])
 def test_killed_then_rerun_equals_uninterrupted(reference, small_corpus, tmp_path, where):
-    k = 12 if where == "inside an epoch" else _steps_per_epoch(reference)
+    """Guards (at the epoch boundary): a resume from a checkpoint taken just as a chunk was used
+    up, e.g. the trainer counting or training that chunk again.
+
+    The boundary is rank 0's last step k of epoch 0 (the reference logs every step). A fault
+    fires after a step's update and before its checkpoint, so rank 1 is killed in step k + 1,
+    with a checkpoint every step: the rerun resumes from step k itself (killing in step k resumed
+    from step k - 1, inside epoch 0, and no test held the boundary)."""
     run = tmp_path / "b"
-    extra = ["--checkpoint-every", "1"] if where != "inside an epoch" else []
+    if where == "inside an epoch":
+        kill, resumed, extra = 12, 10, []
+    else:
+        resumed = _steps_per_epoch(reference)
+        kill, extra = resumed + 1, ["--checkpoint-every", "1"]
+        epochs = {m["step"]: m["epoch"] for m in _final(reference)[2]}
+        assert (epochs[resumed], epochs[resumed + 1]) == (0, 1)
     p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra, check=False,
-                 env={"W2V_DIST_FAULT": f"kill@step:1:{k}"})
+                 env={"W2V_DIST_FAULT": f"kill@step:1:{kill}"})
     assert p.returncode != 0 and not (run / "summary.json").exists()
-    torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra)
+    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra)
+    assert f"resuming from {run}/checkpoints/step-{resumed} " in p.stderr, p.stderr[-3000:]
     _same(reference, run)
 
 
@@ -151,3 +164,24 @@ def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_p
     p = torchrun("train", str(small_corpus), "--output", str(run), *default_sync)
     assert "checkpoints/step-32" in p.stderr
     _same(ref, run)
+
+
+def test_checkpoint_minutes_saves_on_the_clock(small_corpus, tmp_path):
+    """Guards: --checkpoint-minutes ignored, or its minutes read in another unit (no test used it).
+
+    0.0005 minutes is 30 ms. With every step's time in metrics.jsonl (--log-every 0) and every
+    checkpoint kept, a run of a second or more has many time-based checkpoints, the first at least
+    30 ms after the start and each next one at least 30 ms after the one before, and not much more
+    (a step takes milliseconds; the first interval also holds the kernel's compilation)."""
+    run, interval = tmp_path / "r", 0.0005 * 60
+    cli("train", str(small_corpus), "--output", str(run), "--epochs", "1", "--dim", "16", "--min-count", "3",
+        "--workers", "1", "--threads", "1", "--batch-words", "1000", "--log-every", "0",
+        "--checkpoint-minutes", "0.0005", "--keep-checkpoints", "100000")
+    _, summary, metrics = _final(run)
+    seconds = {m["step"]: m["time"] for m in metrics}
+    steps = sorted(int(d.name.split("-")[1]) for d in (run / "checkpoints").iterdir() if (d / "manifest.json").exists())
+    assert steps[-1] == summary["steps"]  # the final one
+    timed = [seconds[s] for s in steps if s != summary["steps"]]
+    assert len(timed) >= 5, (steps, seconds[summary["steps"]])
+    gaps = np.diff(timed)
+    assert timed[0] > interval and gaps.min() > interval - 0.002 and gaps.max() < interval + 1.0, (timed, gaps)

@@ -203,12 +203,24 @@ class Feed:
         return {"after": dict(self.after), "first": self.next}
 
     def __iter__(self) -> Iterator[Batch]:
-        for chunk in self.chunks:
-            self.after[str(chunk.worker)] = chunk.position
-            self.next = (chunk.worker + 1) % self.workers
-            if chunk.skipped:
-                self.skipped[str(chunk.worker)] = chunk.skipped
-            yield Batch(chunk.tokens, chunk.tokens.words, chunk.epoch)
+        chunks = iter(self.chunks)
+        try:
+            for chunk in chunks:
+                self.after[str(chunk.worker)] = chunk.position
+                self.next = (chunk.worker + 1) % self.workers
+                if chunk.skipped:
+                    self.skipped[str(chunk.worker)] = chunk.skipped
+                yield Batch(chunk.tokens, chunk.tokens.words, chunk.epoch)
+        finally:
+            # Stop the reader processes now, also when one of them raised (a shard that turned bad
+            # mid-run): the error's traceback keeps the DataLoader's iterator alive past main(),
+            # and at exit Python waits for its readers, which ignore SIGTERM (worker_init), forever.
+            stop = getattr(chunks, "_shutdown_workers", None)  # what the iterator's __del__ calls
+            if stop is not None:
+                stop()
+            close = getattr(chunks, "close", None)  # the reader thread's generator
+            if close is not None:
+                close()
 
 
 class Control:

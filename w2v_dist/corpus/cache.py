@@ -5,8 +5,8 @@ The first time a reader encodes a unit (row group or row range) it writes the to
 sentence starts to ``<cache dir>/tokens-<key>/`` (an ``.npz`` per unit, written under a temporary
 name and renamed); later epochs, and other ranks and readers of the node, load it instead of
 reading and tokenizing the text again. The key covers the vocabulary's fingerprint and the
-tokenizer settings; a unit's file name covers its shard's URI and size, so a rewritten shard is
-never served stale data. Units in which reading skipped anything (``--on-bad-shard skip``) are
+tokenizer settings; a unit's file name covers its shard's URI, row groups and a hash of its
+Parquet footer (sizes and column statistics), so a rewritten shard is not served stale data. Units in which reading skipped anything (``--on-bad-shard skip``) are
 not cached: reading them again counts again. The cache stops growing at ``limit_bytes`` written
 by this process or when the disk has under 1 GiB free (the regex tokenizer is then used as
 before: correct, slower).
@@ -40,7 +40,7 @@ class TokenCache:
             self.dir = os.path.join(root or os.path.join(tempfile.gettempdir(), "w2v_dist-cache"), f"tokens-{key}")
 
     def _path(self, shard, unit) -> str:
-        name = f"{shard.uri}|{shard.num_rows}|{shard.row_groups}|{unit.row_group}|{unit.start}|{unit.stop}"
+        name = f"{shard.uri}|{shard.footer}|{shard.row_groups}|{unit.row_group}|{unit.start}|{unit.stop}"
         return os.path.join(self.dir, hashlib.sha256(name.encode()).hexdigest()[:32] + ".npz")
 
     def get(self, shard, unit) -> Tokenized | None:

@@ -4,6 +4,7 @@ footers once, up front (cheap), so a bad file or column fails before training st
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass
 
@@ -26,6 +27,7 @@ class Shard:
     num_rows: int
     row_groups: tuple[int, ...]  # rows in each row group
     column: str
+    footer: str = ""  # a hash of the footer (sizes, statistics): a rewritten file gets another (corpus/cache.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +91,8 @@ def _check(f: str, column: str, storage_options: dict | None) -> Shard:
     if not (is_text_type(t) or is_token_list_type(t)):
         raise CorpusError(
             f"{f}: column {column!r} has type {t}, expected string or list<string>; pass --text-column NAME")
-    return Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column)
+    footer = hashlib.sha256(repr(md.to_dict()).encode()).hexdigest()[:16]
+    return Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column, footer)
 
 
 def read_row_group(pf: pq.ParquetFile, shard: Shard, index: int) -> pa.ChunkedArray:
