@@ -54,19 +54,20 @@ def test_every_row_once_per_epoch(corpus, workers):
 
 
 def test_examples_of_a_unit_do_not_depend_on_who_reads_it(corpus):
-    """The kernel draws a chunk's examples from its key: same unit, same tokens and key."""
+    """The kernel draws a chunk's examples from its key: the same unit gives the same tokens and
+    key whether two reader processes of one rank or two ranks of one reader read the corpus (both
+    are two slots: the same units)."""
     shards, vocab_dir = corpus
-    def collect(workers):
-        loader = DataLoader(_stream(shards, vocab_dir), batch_size=None, num_workers=workers, collate_fn=identity)
-        return {(c.epoch, c.unit, c.piece): (c.tokens.ids.copy(), (c.tokens.starts.tolist(), c.tokens.key)) for c in loader}
-    # 1 and 2 readers cut the corpus into the same units only when the plan has as many slots:
-    # compare the examples of units both runs share (all, when the units coincide)
-    a, b = collect(0), collect(2)
-    shared = a.keys() & b.keys()
-    assert len(shared) >= 6
-    for k in shared:
-        np.testing.assert_array_equal(a[k][0], b[k][0])
-        assert a[k][1] == b[k][1]
+
+    def collect(chunks):
+        return {(c.epoch, c.unit, c.piece): (c.tokens.ids.copy(), (c.tokens.starts.tolist(), c.tokens.key))
+                for c in chunks}
+    readers = collect(DataLoader(_stream(shards, vocab_dir), batch_size=None, num_workers=2, collate_fn=identity))
+    ranks = collect(c for r in (0, 1) for c in _stream(shards, vocab_dir, rank=r, world_size=2))
+    assert readers.keys() == ranks.keys() and len(readers) >= 6
+    for k in readers:
+        np.testing.assert_array_equal(readers[k][0], ranks[k][0])
+        assert readers[k][1] == ranks[k][1]
 
 
 def test_plan_is_shuffled_per_epoch_and_skips_empty_row_groups(corpus):

@@ -91,8 +91,21 @@ def _check(f: str, column: str, storage_options: dict | None) -> Shard:
     if not (is_text_type(t) or is_token_list_type(t)):
         raise CorpusError(
             f"{f}: column {column!r} has type {t}, expected string or list<string>; pass --text-column NAME")
-    footer = hashlib.sha256(repr(md.to_dict()).encode()).hexdigest()[:16]
-    return Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column, footer)
+    return Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column,
+                 _footer_hash(md))
+
+
+def _footer_hash(md) -> str:
+    """Sizes and offsets of every column chunk: they change when the data does. (Not the min/max
+    statistics: they may not decode, and then the bad rows are found later, by the reader.)"""
+    h = hashlib.sha256()
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        h.update(repr((rg.num_rows, rg.total_byte_size)).encode())
+        for j in range(rg.num_columns):
+            c = rg.column(j)
+            h.update(repr((c.file_offset, c.total_compressed_size, c.total_uncompressed_size, c.num_values)).encode())
+    return h.hexdigest()[:16]
 
 
 def read_row_group(pf: pq.ParquetFile, shard: Shard, index: int) -> pa.ChunkedArray:
