@@ -234,3 +234,55 @@ def test_one_process_and_two_ranks_follow_one_schedule(small_corpus, tmp_path):
     for name, chunk in (("one", 2000), ("two", 4000)):
         assert last[name]["lr"] <= 0.025 * (chunk + 300) / total + 1e-4, (name, last[name])
     assert json.loads((two / "summary.json").read_text())["words"] == total
+
+
+def test_sync_step_is_the_sum_of_the_ranks_steps(small_corpus, tmp_path):
+    """``--sync step`` (the exact mode) on 2 gloo ranks equals an independent replay in one
+    process: at every step each rank's chunk (read with the rank's own CorpusStream) is trained
+    from the step's starting tables, and the tables become start + the sum of the two changes,
+    with the global word count's learning rate. Guards: a step sync that averages or skips rows,
+    a rank that trains from tables it did not share, the lr of a rank's own words; and the local
+    mode with H = 1, every row, summed, is the same code path (bitwise equal)."""
+    from w2v_dist.corpus.shards import Shard
+    from w2v_dist.model import Word2Vec
+    from w2v_dist.train import LinearSchedule
+
+    args = [*TRAIN, "--workers", "0", "--batch-words", "1500", "--log-every", "0"]
+    exact, local = tmp_path / "exact", tmp_path / "local"
+    torchrun("train", str(small_corpus), "--output", str(exact), *args, "--sync", "step")
+    torchrun("train", str(small_corpus), "--output", str(local), *args, "--sync-every", "1", "--sync-rows",
+             "100000000", "--sync-combine", "sum")
+    got = np.load(exact / "vectors.npy")
+    np.testing.assert_array_equal(got, np.load(local / "vectors.npy"))
+
+    plan = json.loads((exact / "plan.json").read_text())
+    shards = [Shard(**{**s, "row_groups": tuple(s["row_groups"])}) for s in plan["shards"]]
+    row_tokens = [[tuple(x) for x in s] for s in plan["row_tokens"]]
+    vocab = Vocab.load(str(exact / "vocab"))
+    model = Word2Vec(vocab, 24, "sg", 1, "cpu", "numba", window=5, negative=5, threads=1)
+    streams = [iter(CorpusStream(shards, str(exact / "vocab"), TokenizerConfig(), seed=1, epochs=1, batch_words=1500,
+                                 rank=r, world_size=2, cache_dir=str(tmp_path / "cache"), row_tokens=row_tokens))
+               for r in (0, 1)]
+    schedule = LinearSchedule(0.025, 1e-4, vocab.total_words)
+    tables, words_done, steps = model.tables(), 0, 0
+    while True:
+        chunks = [next(s, None) for s in streams]
+        if all(c is None for c in chunks):
+            break
+        words = sum(c.tokens.words for c in chunks if c is not None)
+        lr0, lr1 = schedule(words_done), schedule(words_done + words)
+        start = {k: t.clone() for k, t in tables.items()}
+        total = {k: torch.zeros_like(t) for k, t in tables.items()}
+        for c in chunks:
+            if c is None:
+                continue
+            for k, t in tables.items():
+                t.copy_(start[k])
+            model.train_chunk(c.tokens, lr0, lr1)
+            for k, t in tables.items():
+                total[k] += t - start[k]
+        for k, t in tables.items():
+            t.copy_(start[k] + total[k])
+        words_done, steps = words_done + words, steps + 1
+    assert steps == json.loads((exact / "summary.json").read_text())["steps"] > 5
+    np.testing.assert_allclose(got, model.vectors(), rtol=0, atol=2e-5)

@@ -81,8 +81,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     ]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=d[name].default,
                        help=f"{help_} (default: %(default)s)")
-    p.add_argument("--sync-combine", choices=("rowmean", "sum", "mean"), default="rowmean",
-                   help="several ranks: how the ranks' changes of a row combine (default: rowmean; docs/distributed.md)")
+    p.add_argument("--sync", choices=("local", "step"), default="local",
+                   help="several ranks: local (train locally, sync frequent rows every --sync-every steps; default) "
+                        "or step (every step, all rows, changes summed: N ranks act as one process's N threads; "
+                        "docs/distributed.md)")
+    p.add_argument("--sync-combine", choices=("mean", "rowmean", "sum"), default="mean",
+                   help="several ranks: how the ranks' changes of a row combine (default: mean, with the learning rate times the number of ranks; docs/distributed.md)")
     p.add_argument("--no-share-negatives", dest="share_negatives", action="store_false",
                    help="skip-gram: draw negatives for every (context, centre) example as word2vec.c does, "
                         "not once per centre word (slower; docs/training.md)")
@@ -122,7 +126,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         sample=a.sample, min_count=a.min_count, max_vocab=a.max_vocab, max_vocab_size=a.max_vocab_size,
         epochs=a.epochs, alpha=a.alpha, min_alpha=a.min_alpha, batch_words=a.batch_words, batch_pairs=a.batch_pairs,
         slice_words=a.slice_words, share_negatives=a.share_negatives, nondeterministic=a.nondeterministic,
-        sync_every=a.sync_every, sync_rows=a.sync_rows, sync_combine=a.sync_combine,
+        sync=a.sync, sync_every=a.sync_every, sync_rows=a.sync_rows, sync_combine=a.sync_combine,
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
         log_every=a.log_every, storage_options=_storage_options(a.storage_options),

@@ -54,9 +54,10 @@ class TrainConfig:
     share_negatives: bool = True  # skip-gram: one draw of negatives per centre word, shared by its examples
     nondeterministic: bool = False  # threads update the tables in place, racing (gensim's Hogwild): not repeatable
     batch_pairs: int = 256  # --kernel torch: examples per summed mini-batch update
+    sync: str = "local"  # several ranks: "local" (local SGD, rare prefix syncs) or "step" (every step, exact)
     sync_every: int = 4  # several ranks: steps between syncs of the tables' frequent rows (docs/distributed.md)
     sync_rows: int = 1024  # rows of the smallest sync (the prefix doubles on every other sync, ...)
-    sync_combine: str = "rowmean"  # how ranks' changes of a row combine: rowmean, sum or mean
+    sync_combine: str = "mean"  # how ranks' changes of a row combine: mean (lr x world size), rowmean or sum
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -118,8 +119,10 @@ class TrainConfig:
             raise ConfigError(f"--checkpoint-every must be >= 1 step, got {self.checkpoint_every}")
         if self.checkpoint_minutes is not None and self.checkpoint_minutes <= 0:
             raise ConfigError(f"--checkpoint-minutes must be > 0, got {self.checkpoint_minutes}")
-        if self.sync_combine not in ("rowmean", "sum", "mean"):
-            raise ConfigError(f"--sync-combine must be rowmean, sum or mean, got {self.sync_combine!r}")
+        if self.sync not in ("local", "step"):
+            raise ConfigError(f"--sync must be local or step, got {self.sync!r}")
+        if self.sync_combine not in ("mean", "rowmean", "sum"):
+            raise ConfigError(f"--sync-combine must be mean, rowmean or sum, got {self.sync_combine!r}")
         if self.on_bad_shard not in ("error", "skip"):
             raise ConfigError(f"--on-bad-shard must be error or skip, got {self.on_bad_shard!r}")
         if not self.text_column:

@@ -13,10 +13,22 @@ the settings, never by the clock: checkpoints wait for the next full sync (table
 ranks, one copy to save), so checkpointing, by steps, minutes or on a signal, never changes what
 a run computes.
 
-Combining (``--sync-combine``): ``rowmean`` (default) adds, for each row, the mean of the deltas of
-the ranks that changed it (a rare row trained on one rank keeps its whole update; a hot row every
-rank trained gets the average, as in model averaging, not N stale updates at once); ``sum`` adds
-every rank's delta (what N threads of one process would do); ``mean`` averages over all ranks.
+``--sync step`` (the exact mode) syncs every row after every step and sums the ranks' changes:
+N ranks then compute what one process computes with N kernel threads whose slices are the ranks'
+chunks (each rank's updates sequential within its chunk, the ranks' added at the end of the step,
+as the threads' are). It sends the whole tables every step: for a few ranks on a fast link, or to
+check the local mode against.
+
+Combining (``--sync-combine``): ``mean`` (default) averages the ranks' changes (model averaging,
+as pWord2Vec does) and every rank trains with the learning rate times the number of ranks (the
+linear scaling rule of large-batch SGD): where a row's updates are small and add up, the mean of N
+ranks' changes at N times the rate is their sum at the rate; where a frequent row's updates
+saturate (its sigmoid does), each rank's change is bounded and so is their mean. ``sum`` adds the
+ranks' changes at the plain rate (what N threads of one process do; it overshoots the frequent
+rows by N and diverged at 4 ranks on gcide); ``rowmean`` averages each row over the ranks that
+changed it (Spark MLlib's rule; every row a rank trains in a sync interval is "changed", so it
+works out as 1/N of the progress: analogy 0.07 against 0.12 at 2 ranks). docs/distributed.md has
+the measurements.
 
 The collectives run in the same order on every rank (they are called from the synchronized
 training loop), so a run is repeatable for a fixed world size. NCCL and gloo both do dense
@@ -32,6 +44,17 @@ from w2v_dist.distributed import Dist
 FULL_EVERY = 64  # syncs: the whole table at least this often (a checkpoint waits for one)
 
 
+def rows_at(k: int, V: int, rows: int) -> int:
+    """The prefix sync ``k`` (1, 2, ...) covers: ``rows << trailing_zeros(k)``, the whole table
+    every FULL_EVERY syncs or once the prefix reaches it."""
+    return V if k % FULL_EVERY == 0 else min(V, rows << ((k & -k).bit_length() - 1))
+
+
+def bytes_per_sync(rows: int, dim: int, combine: str, tables: int = 2, itemsize: int = 4) -> int:
+    """What a rank hands to all_reduce for a sync of ``rows`` rows of each table."""
+    return tables * rows * itemsize * (dim + (combine == "rowmean"))
+
+
 class TableSync:
     """>>> sync = TableSync(model.tables(), dist, every=4, rows=1024)   # doctest: +SKIP
     >>> sync.after_step(step)      # a prefix every `every` steps        # doctest: +SKIP
@@ -39,12 +62,17 @@ class TableSync:
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], dist: Dist, every: int = 4, rows: int = 1024,
-                 combine: str = "rowmean"):
+                 combine: str = "mean", exact: bool = False):
+        if exact:  # --sync step: every step, every row, changes summed
+            every, rows, combine = 1, 1 << 62, "sum"
         self.tables, self.dist, self.every, self.rows, self.combine = tables, dist, every, rows, combine
         self.active = dist.world_size > 1
         self.syncs = 0
         self.bytes = 0  # sent by this rank
         self.snapshot = {k: t.detach().clone() for k, t in tables.items()} if self.active else {}
+        # model averaging moves a row 1/N as far as the sum of the ranks' updates would, where the
+        # updates are small and add up: the linear scaling rule (Goyal et al. 2017) gives it back
+        self.lr_scale = dist.world_size if self.active and combine == "mean" else 1
 
     def state_dict(self) -> dict:
         return {"syncs": self.syncs, "bytes": self.bytes}
@@ -65,7 +93,7 @@ class TableSync:
         self.syncs += 1
         k = self.syncs
         V = len(next(iter(self.tables.values())))
-        rows = V if k % FULL_EVERY == 0 else min(V, self.rows << ((k & -k).bit_length() - 1))
+        rows = rows_at(k, V, self.rows)
         self.sync(rows)
         return rows == V
 

@@ -299,7 +299,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
                      max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
                      nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs)
-    sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine)
+    sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine, exact=cfg.sync == "step")
     state = {"step": 0, "words_done": 0, "epoch": 0, "ranks": [{}] * dist.world_size, "metrics": []}
     if start.checkpoint:
         _, tensors, state = start.checkpoint
@@ -334,7 +334,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
             sync.full()
         with_data += batch is not None
         lr, lr_next = schedule(words_done), schedule(words_done + words)
-        loss, examples = model.train_chunk(batch.tokens, lr, lr_next) if batch is not None else (0.0, 0)
+        loss, examples = (model.train_chunk(batch.tokens, lr * sync.lr_scale, lr_next * sync.lr_scale)
+                          if batch is not None else (0.0, 0))
         control.diverged = guard.update(loss, examples)
         words_done, step = words_done + words, step + 1
         control.epoch = epoch = max(epoch, batch.epoch if batch is not None else epoch)

@@ -1,0 +1,199 @@
+"""Scale-out: 1 rank against 2, 4 and 8 ranks (torchrun, gloo, CPU) on the same corpus, the same
+hyper-parameters, in the same run: words/s, their ratio, the bytes a rank sends per word it
+trains, analogy accuracy and WS-353 Spearman, for SG and CBOW.
+
+    python bench/scaling.py                                   # gcide, sg and cbow, 1 2 4 8 ranks, seeds 1 2 3
+    python bench/scaling.py --models sg --ranks 1 2 --seeds 1 --lines 100000 --epochs 1   # a quick look
+    python bench/scaling.py --extra-args='--sync-every 16'    # other sync settings
+
+Every rank runs one kernel thread and reads in a thread of its own process (``--threads 1
+--workers 0``): one rank is one core. On a 2-core machine 2 ranks use the cores one process with
+2 threads (``--threads 2``, the reference for quality and for the "2 ranks vs one 2-thread
+process" ratio) uses; 4 and 8 ranks oversubscribe them, so their speed says nothing and their
+quality is the point. Each run is a whole ``w2v-dist train`` command timed from outside; the
+table's words/s are the training loop's (``summary.json``: the same words, no start-up), the wall
+seconds include start-up and the vocabulary pass.
+
+Bytes: each rank's ``TableSync`` counts what it hands to ``all_reduce`` (deltas, plus a touched
+flag per row for ``rowmean``); the table divides that by the words the rank trained. The row
+"dense every step" is what DDP-style syncing of both whole tables after every step would send.
+The same figures for a vocabulary of 1M words and d=300 are computed with the sync's own schedule
+(:func:`w2v_dist.sync.rows_at`) at the run's words per step, not trained (tables of 2.4 GB per rank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.vs_gensim import DATA, evaluate, make_inputs  # noqa: E402
+from w2v_dist.config import TrainConfig  # noqa: E402
+from w2v_dist.sync import bytes_per_sync, rows_at  # noqa: E402
+from w2v_dist.vectors import Vectors  # noqa: E402
+
+
+def run(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"failed: {shlex.join(cmd)}\n{p.stderr[-4000:]}")
+    return time.perf_counter() - t0
+
+
+CEILING = """
+import sys, time
+from numba import njit
+@njit(cache=False)
+def spin(n):
+    x = 0.0
+    for i in range(n):
+        x += (i % 7) * 0.5
+    return x
+spin(10)
+t = time.perf_counter(); spin(int(sys.argv[1])); print(time.perf_counter() - t)
+"""
+
+
+def cores_ceiling(n: int = 400_000_000) -> float:
+    """What 2 cores give two independent compute-bound processes, as a multiple of what one
+    process alone gets (2.0 for two real cores; hyper-threads or a busy host give less). A
+    rank-scaling ratio is read against this."""
+    def batch(k: int) -> float:
+        procs = [subprocess.Popen([sys.executable, "-c", CEILING, str(n)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(k)]
+        return max(float(p.communicate()[0]) for p in procs)
+    one = min(batch(1) for _ in range(2))
+    two = min(batch(2) for _ in range(2))
+    return 2 * one / two
+
+
+def projected_bytes_per_word(V: int, dim: int, words_per_step: float, every: int, rows: int, combine: str,
+                             syncs: int = 1 << 14) -> float:
+    """Bytes a rank hands to all_reduce per word it trains, for the sync schedule over ``syncs``
+    syncs (a long run: the schedule repeats every 2**ceil(log2(V / rows)) or FULL_EVERY syncs)."""
+    sent = sum(bytes_per_sync(rows_at(k, V, rows), dim, combine) for k in range(1, syncs + 1))
+    return sent / (syncs * every * words_per_step)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", default=str(DATA / "gcide_en.txt.gz"))
+    p.add_argument("--lines", type=int, default=None)
+    p.add_argument("--models", nargs="+", default=["sg", "cbow"])
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--dim", type=int, default=100)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--no-reference", action="store_true", help="skip the 1-process, 2-thread runs")
+    p.add_argument("--extra-args", default="", help="more flags for every train command")
+    p.add_argument("--json", default=str(ROOT / "bench" / "out" / "scaling.json"))
+    a = p.parse_args()
+    work = tempfile.mkdtemp(prefix="w2v-bench-scaling-")
+    shards, _, n_tokens = make_inputs(a.corpus, work, a.lines)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cfg = TrainConfig(corpus=shards, output=work)
+    setups = {} if a.no_reference else {"1 process, 2 threads": (1, 2)}
+    setups.update({f"{n} rank{'s' * (n > 1)} x 1 thread": (n, 1) for n in a.ranks})
+    ceiling = cores_ceiling()
+    print(f"2 compute-bound processes on this machine: {ceiling:.2f}x one alone", file=sys.stderr, flush=True)
+    results: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in setups} for m in a.models}
+    def command(model: str, seed: int, ranks: int, threads: int, out: str) -> list[str]:
+        launch = ([sys.executable, "-m", "w2v_dist"] if ranks == 1 else
+                  [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
+                   "-m", "w2v_dist"])
+        return [*launch, "-q", "train", shards, "--output", out, "--model", model, "--dim", str(a.dim),
+                "--window", "5", "--negative", "5", "--sample", "1e-3", "--min-count", "5",
+                "--epochs", str(a.epochs), "--seed", str(seed), "--threads", str(threads), "--workers", "0",
+                "--cache-dir", out + "-cache", *shlex.split(a.extra_args)]
+
+    # the machine's ceiling for this very workload: two single-thread trainings of the whole corpus
+    # at the same time, not talking to each other (what 2 ranks could reach with a free sync)
+    independent = {}
+    for model in a.models:
+        outs = [os.path.join(work, f"{model}-independent-{i}") for i in range(2)]
+        procs = [subprocess.Popen(command(model, a.seeds[0], 1, 1, o), cwd=ROOT, env=env, stderr=subprocess.PIPE)
+                 for o in outs]
+        for q in procs:
+            if q.wait() != 0:
+                raise SystemExit(f"independent run failed: {q.stderr.read().decode()[-2000:]}")
+        independent[model] = sum(json.loads(Path(o, "summary.json").read_text())["words_per_s"] for o in outs)
+        print(model, "2 independent processes, words/s summed:", independent[model], file=sys.stderr, flush=True)
+
+    results: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in setups} for m in a.models}
+    for model in a.models:
+        for seed in a.seeds:
+            for label, (ranks, threads) in setups.items():
+                out = os.path.join(work, f"{model}-{ranks}x{threads}-{seed}")
+                seconds = run(command(model, seed, ranks, threads, out), env)
+                summary = json.loads(Path(out, "summary.json").read_text())
+                r = {"seed": seed, "seconds": seconds, "words_per_s": summary["words_per_s"],
+                     "vocab_size": summary["vocab_size"], "steps": summary["steps"],
+                     # bytes this rank sent / words this rank trained (words are counted over all ranks)
+                     "bytes_per_word": summary["sync_bytes_per_word"] * ranks,
+                     "dense_bytes_per_word": (2 * summary["vocab_size"] * a.dim * 4 * summary["steps"]
+                                              / (summary["words"] / ranks)) if ranks > 1 else 0.0,
+                     **evaluate(Vectors.load(out))}
+                results[model][label].append(r)
+                print(model, label, r, file=sys.stderr, flush=True)
+
+    print(f"\ncorpus: {a.corpus} ({n_tokens:,} tokens); d={a.dim} window=5 negative=5 sample=1e-3 min_count=5 "
+          f"epochs={a.epochs}; --batch-words {cfg.batch_words}, sync every {cfg.sync_every} steps, "
+          f"{cfg.sync_rows} rows doubling, {cfg.sync_combine} {a.extra_args}; seeds {' '.join(map(str, a.seeds))} "
+          f"(means); {os.cpu_count()} cores; two compute-bound processes get {ceiling:.2f}x what one alone gets "
+          f"(the ceiling for 2 ranks vs 1)\n")
+    table = {}
+    for model in a.models:
+        rows = {label: {k: statistics.mean(x[k] for x in runs) for k in runs[0] if k != "seed"}
+                for label, runs in results[model].items()}
+        table[model] = rows
+        one = next((r for label, r in rows.items() if label.startswith("1 rank")), None)
+        ref = rows.get("1 process, 2 threads")
+        print(f"**{model}**\n")
+        print("| setup | wall s | train words/s | vs 1 rank | vs 1 process, 2 threads | analogy | Δ | WS-353 | Δ | "
+              "sync bytes/word/rank | dense every step |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for label, r in rows.items():
+            base = ref or one
+            print(f"| {label} | {r['seconds']:.1f} | {r['words_per_s']:,.0f} | "
+                  f"{r['words_per_s'] / one['words_per_s']:.2f}x | "
+                  f"{(r['words_per_s'] / ref['words_per_s']) if ref else float('nan'):.2f}x | "
+                  f"{r['analogy']:.4f} | {r['analogy'] - base['analogy']:+.4f} | {r['ws353']:.4f} | "
+                  f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f} | {r['dense_bytes_per_word']:,.0f} |")
+        two = rows.get("2 ranks x 1 thread")
+        print(f"\n2 independent single-thread {model} trainings at once (no sync, seed {a.seeds[0]}): "
+              f"{independent[model]:,.0f} words/s together = {independent[model] / one['words_per_s']:.2f}x one alone"
+              + (f"; 2 ranks reach {two['words_per_s'] / independent[model]:.2f} of that" if two and one else "") + "\n")
+        for label, runs in results[model].items():
+            print(f"{model} {label} per seed (analogy / WS-353 / words/s): " + "; ".join(
+                f"seed {x['seed']}: {x['analogy']:.4f} / {x['ws353']:.4f} / {x['words_per_s']:,.0f}" for x in runs))
+        print()
+
+    print("Sync bytes per rank per trained word at |V| = 1M, d = 300, from the sync's schedule "
+          "(computed, not trained):\n")
+    wps = cfg.batch_words  # a rank's step is one chunk
+    got = projected_bytes_per_word(1_000_000, 300, wps, cfg.sync_every, cfg.sync_rows, cfg.sync_combine)
+    dense = 2 * 1_000_000 * 300 * 4 / wps
+    projected = {"words_per_step": wps, "bytes_per_word": got, "dense_bytes_per_word": dense}
+    print("| words/step/rank | sync bytes/word/rank | dense every step | ratio |")
+    print("|---|---|---|---|")
+    print(f"| {wps:,} | {got:,.0f} | {dense:,.0f} | {dense / got:.0f}x fewer |")
+    os.makedirs(os.path.dirname(a.json), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump({"args": vars(a), "tokens": n_tokens, "cores_ceiling": ceiling,
+                   "independent": independent, "runs": results, "means": table, "projected": projected},
+                  f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
