@@ -186,6 +186,18 @@ MUTATIONS = [
         "if control.pending:",
         ("tests/test_resume.py::test_checkpoints_wait_for_a_full_sync_and_resume_exactly",)),
     Mutation(
+        "sync: the learning rate not scaled by the world size under mean (1/N of the progress)",
+        "w2v_dist/sync.py",
+        "self.lr_scale = dist.world_size if self.active and combine == \"mean\" else 1",
+        "self.lr_scale = 1",
+        ("tests/test_distributed.py::test_mean_combine_trains_every_rank_at_n_times_the_rate",)),
+    Mutation(
+        "sync: --sync step syncs only a prefix of the rows",
+        "w2v_dist/sync.py",
+        "every, rows, combine = 1, 1 << 62, \"sum\"",
+        "every, rows, combine = 1, 8, \"sum\"",
+        ("tests/test_distributed.py::test_sync_step_is_the_sum_of_the_ranks_steps",)),
+    Mutation(
         "token cache: a rewritten shard served from the cache",
         "w2v_dist/corpus/cache.py",
         'name = f"{shard.uri}|{shard.footer}',

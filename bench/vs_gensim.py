@@ -151,7 +151,7 @@ def run_ours(shards: str, model: str, a: argparse.Namespace, out: str) -> dict:
     cmd = [sys.executable, "-m", "w2v_dist", "-q", "train", shards, "--output", out, "--overwrite", "--model", model,
            "--dim", str(a.dim), "--window", str(a.window), "--negative", str(a.negative), "--sample", str(a.sample),
            "--min-count", str(a.min_count), "--epochs", str(a.epochs), "--seed", str(a.seed),
-           "--threads", str(a.threads), "--workers", str(a.workers),
+           "--threads", str(a.our_threads), "--workers", str(a.workers),
            "--cache-dir", tempfile.mkdtemp(prefix="cache-", dir=os.path.dirname(out)),  # each run tokenizes anew
            *shlex.split(a.extra_args)]
     if a.alpha:
@@ -178,7 +178,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--alpha", type=float, default=None, help="default: 0.025 sg, 0.05 cbow (word2vec.c's), for both")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="gensim workers = our kernel threads")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="gensim's workers (default: the cores)")
+    p.add_argument("--our-threads", type=int, default=0,
+                   help="our --threads (default 0: our default, the cores less one for the reader thread)")
     p.add_argument("--workers", type=int, default=0, help="our reader processes (0: a reader thread)")
     p.add_argument("--extra-args", default="", help="more flags for our train command, e.g. '--slice-words 2048'")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "vs_gensim.json"))
@@ -201,7 +203,7 @@ def main() -> None:
 
     print(f"\ncorpus: {a.corpus} ({n_tokens:,} tokens{'' if a.lines is None else f', first {a.lines} lines'}); "
           f"d={a.dim} window={a.window} negative={a.negative} sample={a.sample} min_count={a.min_count} "
-          f"epochs={a.epochs}; seeds {' '.join(map(str, a.seeds))} (means); {a.threads} threads; "
+          f"epochs={a.epochs}; seeds {' '.join(map(str, a.seeds))} (means); gensim workers={a.threads}, our --threads {a.our_threads or 'default'}; "
           f"{platform.processor() or platform.machine()}\n")
     print("| model | gensim s | w2v_dist s | gensim words/s | w2v_dist words/s | speed ratio (ours/gensim) "
           "| gensim analogy | w2v_dist analogy | Δ analogy | gensim WS-353 | w2v_dist WS-353 | Δ WS-353 |")

@@ -125,7 +125,8 @@ def test_plan_balances_tokens_and_covers_every_row():
 
 def test_rank_with_far_less_data_does_not_hang(tmp_path):
     """One row of 30k words and one of 10: a row is not split between ranks, so rank 1 runs out
-    almost at once and must keep stepping (empty steps) until rank 0 is done with its 30 chunks."""
+    almost at once and must keep stepping (empty steps) until rank 0 is done with its 30 chunks;
+    the ranks learn that everyone is done at the next exchange (every --sync-every steps, 4)."""
     d = tmp_path / "c"
     d.mkdir()
     big = " ".join(f"w{i % 300}" for i in range(30_000))
@@ -138,7 +139,8 @@ def test_rank_with_far_less_data_does_not_hang(tmp_path):
     steps = {int(line.split("steps=")[1].split()[0]) for line in done}
     with_data = sorted(int(line.split("with_data=")[1].split()[0]) for line in done)
     assert len(done) == 2 and len(steps) == 1, p.stderr[-3000:]
-    assert with_data[0] < with_data[1] == steps.pop()  # the short rank ran empty steps to keep up
+    steps = steps.pop()
+    assert with_data[0] < with_data[1] == 30 <= steps < 30 + 4  # the short rank ran empty steps to keep up
 
 
 def test_two_torchrun_agents_as_two_nodes(small_corpus, tmp_path):
@@ -229,38 +231,29 @@ def test_one_process_and_two_ranks_follow_one_schedule(small_corpus, tmp_path):
         assert records[-1]["progress"] == pytest.approx(1.0)
         lrs = [r["lr"] for r in records]
         assert lrs == sorted(lrs, reverse=True)
-    # the last step starts 2000 words (one process) or 2 x ~2000 words (two ranks) before the end
+    # the last step starts 2000 words (one process) before the end; two ranks learn each other's
+    # words every --sync-every (4) steps, so their lr holds for up to 4 steps of 2 x ~2000 words
     total = json.loads((one / "vocab/vocab.json").read_text())["total_words"]
-    for name, chunk in (("one", 2000), ("two", 4000)):
+    for name, chunk in (("one", 2000), ("two", 4 * 4000)):
         assert last[name]["lr"] <= 0.025 * (chunk + 300) / total + 1e-4, (name, last[name])
     assert json.loads((two / "summary.json").read_text())["words"] == total
 
 
-def test_sync_step_is_the_sum_of_the_ranks_steps(small_corpus, tmp_path):
-    """``--sync step`` (the exact mode) on 2 gloo ranks equals an independent replay in one
-    process: at every step each rank's chunk (read with the rank's own CorpusStream) is trained
-    from the step's starting tables, and the tables become start + the sum of the two changes,
-    with the global word count's learning rate. Guards: a step sync that averages or skips rows,
-    a rank that trains from tables it did not share, the lr of a rank's own words; and the local
-    mode with H = 1, every row, summed, is the same code path (bitwise equal)."""
+def _replay_two_ranks(run, tmp_path, lr_scale: float, divide: float) -> np.ndarray:
+    """One process replaying a 2-rank run that synced every row after every step: each rank's
+    chunk (read with the rank's own CorpusStream) trained from the step's starting tables at the
+    global word count's learning rate x ``lr_scale``; the tables become start + (sum of the two
+    changes) / ``divide``. Returns the vectors and checks the number of steps."""
     from w2v_dist.corpus.shards import Shard
     from w2v_dist.model import Word2Vec
     from w2v_dist.train import LinearSchedule
 
-    args = [*TRAIN, "--workers", "0", "--batch-words", "1500", "--log-every", "0"]
-    exact, local = tmp_path / "exact", tmp_path / "local"
-    torchrun("train", str(small_corpus), "--output", str(exact), *args, "--sync", "step")
-    torchrun("train", str(small_corpus), "--output", str(local), *args, "--sync-every", "1", "--sync-rows",
-             "100000000", "--sync-combine", "sum")
-    got = np.load(exact / "vectors.npy")
-    np.testing.assert_array_equal(got, np.load(local / "vectors.npy"))
-
-    plan = json.loads((exact / "plan.json").read_text())
+    plan = json.loads((run / "plan.json").read_text())
     shards = [Shard(**{**s, "row_groups": tuple(s["row_groups"])}) for s in plan["shards"]]
     row_tokens = [[tuple(x) for x in s] for s in plan["row_tokens"]]
-    vocab = Vocab.load(str(exact / "vocab"))
+    vocab = Vocab.load(str(run / "vocab"))
     model = Word2Vec(vocab, 24, "sg", 1, "cpu", "numba", window=5, negative=5, threads=1)
-    streams = [iter(CorpusStream(shards, str(exact / "vocab"), TokenizerConfig(), seed=1, epochs=1, batch_words=1500,
+    streams = [iter(CorpusStream(shards, str(run / "vocab"), TokenizerConfig(), seed=1, epochs=1, batch_words=1500,
                                  rank=r, world_size=2, cache_dir=str(tmp_path / "cache"), row_tokens=row_tokens))
                for r in (0, 1)]
     schedule = LinearSchedule(0.025, 1e-4, vocab.total_words)
@@ -270,7 +263,7 @@ def test_sync_step_is_the_sum_of_the_ranks_steps(small_corpus, tmp_path):
         if all(c is None for c in chunks):
             break
         words = sum(c.tokens.words for c in chunks if c is not None)
-        lr0, lr1 = schedule(words_done), schedule(words_done + words)
+        lr0, lr1 = schedule(words_done) * lr_scale, schedule(words_done + words) * lr_scale
         start = {k: t.clone() for k, t in tables.items()}
         total = {k: torch.zeros_like(t) for k, t in tables.items()}
         for c in chunks:
@@ -282,7 +275,36 @@ def test_sync_step_is_the_sum_of_the_ranks_steps(small_corpus, tmp_path):
             for k, t in tables.items():
                 total[k] += t - start[k]
         for k, t in tables.items():
-            t.copy_(start[k] + total[k])
+            t.copy_(start[k] + total[k] / divide)
         words_done, steps = words_done + words, steps + 1
-    assert steps == json.loads((exact / "summary.json").read_text())["steps"] > 5
-    np.testing.assert_allclose(got, model.vectors(), rtol=0, atol=2e-5)
+    assert steps == json.loads((run / "summary.json").read_text())["steps"] > 5
+    return model.vectors()
+
+
+def test_sync_step_is_the_sum_of_the_ranks_steps(small_corpus, tmp_path):
+    """``--sync step`` (the exact mode) on 2 gloo ranks equals an independent replay in one
+    process: each step, each rank's chunk trained from the step's starting tables, the tables
+    become start + the sum of the two changes, at the global word count's learning rate.
+    Guards: a step sync that averages or skips rows, a rank that trains from tables it did not
+    share, the lr of a rank's own words; and the local mode with H = 1, every row, summed, is
+    the same code path (bitwise equal)."""
+    args = [*TRAIN, "--workers", "0", "--batch-words", "1500", "--log-every", "0"]
+    exact, local = tmp_path / "exact", tmp_path / "local"
+    torchrun("train", str(small_corpus), "--output", str(exact), *args, "--sync", "step")
+    torchrun("train", str(small_corpus), "--output", str(local), *args, "--sync-every", "1", "--sync-rows",
+             "100000000", "--sync-combine", "sum")
+    got = np.load(exact / "vectors.npy")
+    np.testing.assert_array_equal(got, np.load(local / "vectors.npy"))
+    np.testing.assert_allclose(got, _replay_two_ranks(exact, tmp_path, 1.0, 1.0), rtol=0, atol=2e-5)
+
+
+def test_mean_combine_trains_every_rank_at_n_times_the_rate(small_corpus, tmp_path):
+    """The default combine, ``mean``, with every row synced every step, equals the replay where
+    each rank trains at 2 x the schedule's rate and the tables get the mean of the changes.
+    Guards: the learning rate not scaled by the world size (rows move 1/N as far as one
+    process moves them: analogy 0.07 against 0.12 at 2 ranks on gcide), a sum in place of the mean."""
+    run = tmp_path / "mean"
+    torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, "--workers", "0", "--batch-words", "1500",
+             "--log-every", "0", "--sync-every", "1", "--sync-rows", "100000000")
+    np.testing.assert_allclose(np.load(run / "vectors.npy"), _replay_two_ranks(run, tmp_path, 2.0, 2.0),
+                               rtol=0, atol=2e-5)

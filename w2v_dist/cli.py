@@ -77,7 +77,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("sync_every", int, "several ranks: steps between syncs of the frequent rows"),
         ("sync_rows", int, "several ranks: rows in the smallest sync"),
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
-        ("threads", int, "kernel threads (0: all cores)"), ("log_every", float, "seconds between log lines"),
+        ("threads", int, "kernel threads (0: the rank's share of the cores, less one for its reader)"), ("log_every", float, "seconds between log lines"),
     ]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=d[name].default,
                        help=f"{help_} (default: %(default)s)")

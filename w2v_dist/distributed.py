@@ -71,15 +71,36 @@ class Dist:
         return out
 
 
-def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: []) -> Iterator[tuple[object, int, list[int]]]:
+class Lockstep:
+    """What a rank has not yet told the others: words trained and flags raised since the last
+    exchange (part of a checkpoint, so a resumed run exchanges the same sums)."""
+
+    def __init__(self, every: int = 1):
+        self.every = every
+        self.words = 0
+        self.flags: list[int] = []
+
+    def state_dict(self) -> dict:
+        return {"words": self.words, "flags": list(self.flags)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.words, self.flags = int(state.get("words", 0)), list(state.get("flags", []))
+
+
+def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: [], lock: Lockstep | None = None,
+                 step: int = 0) -> Iterator[tuple[object, int, list[int]]]:
     """Every rank steps together until the last rank runs out of data.
 
-    Each step all-reduces (ranks with data, words in this step, *flags): a rank whose stream is
-    done keeps stepping with ``None`` (nothing to train, still in every collective of the step)
-    until no rank has data, so no rank is left waiting in a collective. The summed words drive
-    the learning-rate schedule, so N ranks decay exactly as one process over the same corpus;
-    the summed ``flags(batch)`` (checkpoint now, stop now, ...) reach every rank at the same step.
+    Every ``lock.every`` steps (from ``step``, the run's step count) the ranks all-reduce
+    (ranks with data, words trained since the last exchange, *flags raised since then*): a rank
+    whose stream is done keeps stepping with ``None`` (nothing to train, still in every collective)
+    until no rank has data, so no rank is left waiting in a collective. Steps between exchanges
+    yield 0 words and no flags: the learning rate holds until the next exchange adds the interval's
+    summed words, so N ranks decay exactly as one process over the same corpus at every exchange,
+    and the summed ``flags(batch)`` (checkpoint now, stop now, ...) reach every rank at the same
+    step. One process yields every batch's own words and flags, every step.
     """
+    lock = lock or Lockstep()
     it = iter(batches)
     while True:
         b = next(it, None)
@@ -88,11 +109,21 @@ def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: []) ->
                 return
             yield b, words_of(b), flags(b)
             continue
-        active, words, *summed = dist.all_reduce_sum([int(b is not None), words_of(b) if b is not None else 0,
-                                                      *flags(b)])
+        raised = flags(b)
+        lock.flags = [max(x, y) for x, y in zip(lock.flags, raised)] if lock.flags else list(raised)
+        lock.words += words_of(b) if b is not None else 0
+        if step % lock.every:
+            step += 1
+            yield b, 0, [0] * len(raised)
+            continue
+        active, words, *summed = dist.all_reduce_sum([int(b is not None), lock.words, *lock.flags])
+        lock.words, lock.flags = 0, []
+        if active == 0 and words == 0:
+            return
+        step += 1
+        yield b, words, summed  # with active == 0: the last interval's words, no batch
         if active == 0:
             return
-        yield b, words, summed
 
 
 def _device_for(requested: str, local_rank: int) -> str:

@@ -88,9 +88,9 @@ class Guard:
     ``factor`` times its starting value, ``(1 + negative) * ln 2`` (the loss of every example while
     the output vectors are still zero), over at least ``every`` examples."""
 
-    def __init__(self, negative: int, alpha: float, factor: float = 3.0, every: int = 10_000):
+    def __init__(self, negative: int, alpha: float, factor: float = 3.0, every: int = 10_000, lr_scale: int = 1):
         self.start = (1 + negative) * math.log(2)
-        self.alpha, self.limit, self.every = alpha, factor * self.start, every
+        self.alpha, self.limit, self.every, self.lr_scale = alpha, factor * self.start, every, lr_scale
         self.loss, self.examples = 0.0, 0
         self.worst: float | None = None
 
@@ -108,6 +108,8 @@ class Guard:
 
     def message(self, step: int, epoch: int, rank_hint: bool = False) -> str:
         where = "on another rank" if rank_hint else f"loss per example {self.worst:.4g}"
+        scaled = (f"; each rank trains at {self.lr_scale} x --alpha with --sync-combine mean" if self.lr_scale > 1
+                  else "")
         return (f"training diverged at step {step} (epoch {epoch}): {where}, against {self.start:.3f} at the start; "
-                f"nothing was written past the last checkpoint. Lower --alpha (now {self.alpha:g}) and run again with "
-                "--overwrite, or --force-resume to go on from the last checkpoint")
+                f"nothing was written past the last checkpoint. Lower --alpha (now {self.alpha:g}{scaled}) and run "
+                "again with --overwrite, or --force-resume to go on from the last checkpoint")

@@ -103,19 +103,23 @@ class TableSync:
 
     @torch.no_grad()
     def sync(self, rows: int) -> None:
-        for name, table in self.tables.items():
-            t, snap = table[:rows], self.snapshot[name][:rows]
-            delta = t - snap
+        """One all_reduce for both tables' prefixes (and, for rowmean, their touched-row flags):
+        on loaded cores a collective's cost is its round trips more than its bytes."""
+        names = list(self.tables)
+        deltas = [self.tables[k][:rows] - self.snapshot[k][:rows] for k in names]
+        parts = deltas + ([(d != 0).any(dim=1, keepdim=True).to(d.dtype) for d in deltas]
+                          if self.combine == "rowmean" else [])
+        flat = torch.cat([p.reshape(-1) for p in parts])
+        self.dist.all_reduce_(flat)
+        self.bytes += flat.numel() * flat.element_size()
+        sizes = [p.numel() for p in parts]
+        summed = [x.view_as(p) for x, p in zip(torch.split(flat, sizes), parts)]
+        for i, k in enumerate(names):
+            delta = summed[i]
             if self.combine == "rowmean":
-                touched = (delta != 0).any(dim=1).to(delta.dtype)
-                self.dist.all_reduce_(touched)
-                self.dist.all_reduce_(delta)
-                delta /= touched.clamp(min=1)[:, None]
-                self.bytes += touched.numel() * touched.element_size()
-            else:
-                self.dist.all_reduce_(delta)
-                if self.combine == "mean":
-                    delta /= self.dist.world_size
-            self.bytes += delta.numel() * delta.element_size()
+                delta /= summed[len(names) + i].clamp(min=1)
+            elif self.combine == "mean":
+                delta /= self.dist.world_size
+            snap = self.snapshot[k][:rows]
             snap += delta
-            t.copy_(snap)
+            self.tables[k][:rows].copy_(snap)

@@ -25,7 +25,7 @@ from w2v_dist import checkpoint, storage
 from w2v_dist.config import ConfigError, TrainConfig
 from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
 from w2v_dist.corpus.shards import Shard, scan_shards
-from w2v_dist.distributed import Dist, setup, synchronized
+from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
 from w2v_dist.faults import maybe_fail
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
@@ -294,7 +294,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     vocab = _load_vocab(start.vocab_uri, cfg, dist)
     log.info("vocabulary: %d words, %d words per epoch, %d shards (%.1fs)", len(vocab), vocab.total_words,
              len(start.shards), time.perf_counter() - t0)
-    threads = cfg.threads or _cores()
+    threads = cfg.threads or default_threads(dist.local_world_size)
     model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, cfg.kernel, window=cfg.window,
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
                      max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
@@ -322,12 +322,14 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl"), cfg.log_every,
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
                         records=state["metrics"])
-    guard = Guard(cfg.negative, cfg.alpha)
+    guard = Guard(cfg.negative, cfg.alpha, lr_scale=sync.lr_scale)
     control = Control(cfg, dist)
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
     control.epoch = epoch = mine.get("epoch", 0)
     with_data = mine.get("with_data", 0)
-    for batch, words, flags in synchronized(feed, dist, lambda b: b.words, control.flags):
+    lock = Lockstep(sync.every)
+    lock.load_state_dict(mine.get("lockstep", {}))
+    for batch, words, flags in synchronized(feed, dist, lambda b: b.words, control.flags, lock, step):
         if flags[3]:
             raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged))
         if flags[2]:  # an epoch ended on some rank: all start the next from the same tables
@@ -346,7 +348,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         if control.pending and synced:  # several ranks: at a full sync, where the tables are one
             if dist.all_reduce_sum([control.diverged])[0]:  # never checkpoint a diverged table
                 raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged))
-            save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync)
+            save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock)
             if control.saved():
                 return _interrupted(cfg, dist, control, step)
     if dist.all_reduce_sum([control.diverged])[0]:
@@ -354,7 +356,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     sync.full()
     final = progress.close(lr, step, epoch)
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)
-    save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync)
+    save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock)
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
     while_training = sum_counts(dist.all_gather_object(feed.skipped_total()))
@@ -375,6 +377,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                  final["mean_words_per_s"], storage.join(cfg.output, "vectors.npy"))
     dist.barrier()
     return summary
+
+
+def default_threads(ranks_on_node: int) -> int:
+    """Kernel threads when --threads is 0: this rank's share of the node's cores, less one for its
+    reader and Python. On 2 cores one thread trained faster than two (the second thread's marks
+    and merges cost more than it gains when the reader needs the core too: docs/benchmarks.md)."""
+    return max(1, _cores() // max(ranks_on_node, 1) - 1)
 
 
 def _cores() -> int:
@@ -434,11 +443,12 @@ def prefetch(it: Iterator, depth: int) -> Iterator:
         stop.set()
 
 
-def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync) -> None:
+def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync,
+                    lock: Lockstep) -> None:
     """Every rank's position goes to rank 0, which writes; everyone waits for the commit. The
     tables are equal on all ranks (a full sync ran just before)."""
     ranks = dist.all_gather_object({"feed": feed.state_dict(), "with_data": with_data, "epoch": epoch,
-                                    "rng": rng_states()})
+                                    "rng": rng_states(), "lockstep": lock.state_dict()})
     if dist.is_main:
         state = {"step": step, "words_done": words_done, "epoch": epoch, "world_size": dist.world_size,
                  "workers": cfg.workers, "ranks": ranks, "config": cfg.to_dict(),
