@@ -183,3 +183,19 @@ def test_shard_that_disappears_after_listing(corpus):
     got = list(token_stream(shards, TokenizerConfig(), on_bad="skip", skipped=skipped))
     assert [t is None for _, _, t in got] == [False] * 3 + [True] * 3
     assert skipped == {"vanished_row_groups": 3}
+
+
+def test_a_rewritten_shard_is_not_served_from_the_token_cache(corpus, tmp_path):
+    """Guards: the token cache keyed without the shard's footer hash (a shard rewritten in place,
+    same name and row counts, would be trained from the ids cached for the old file). The rows of
+    one shard are shuffled (same words, so the same vocabulary and cache directory): a run with the
+    old cache must equal a run with an empty one, bit for bit."""
+    cache = tmp_path / "cache"
+    ok(train(corpus, tmp_path / "a", "--cache-dir", str(cache)), tmp_path / "a")
+    shard = corpus / "part-00001.parquet"
+    rows = pq.read_table(shard).column("text").to_pylist()
+    pq.write_table(pa.table({"text": rows[::-1]}), shard, row_group_size=500)
+    ok(train(corpus, tmp_path / "b", "--cache-dir", str(cache)), tmp_path / "b")
+    ok(train(corpus, tmp_path / "c", "--cache-dir", str(tmp_path / "fresh")), tmp_path / "c")
+    assert (tmp_path / "b" / "vectors.npy").read_bytes() == (tmp_path / "c" / "vectors.npy").read_bytes()
+    assert (tmp_path / "a" / "vectors.npy").read_bytes() != (tmp_path / "b" / "vectors.npy").read_bytes()
