@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.conftest import ROOT, cli
-from w2v_dist.config import TokenizerConfig
+from w2v_dist.config import TokenizerConfig, TrainConfig
 from w2v_dist.corpus.dataset import CorpusStream, identity
 from w2v_dist.corpus.plan import assign, make_units
 from w2v_dist.corpus.shards import scan_shards
@@ -126,7 +126,7 @@ def test_plan_balances_tokens_and_covers_every_row():
 def test_rank_with_far_less_data_does_not_hang(tmp_path):
     """One row of 30k words and one of 10: a row is not split between ranks, so rank 1 runs out
     almost at once and must keep stepping (empty steps) until rank 0 is done with its 30 chunks;
-    the ranks learn that everyone is done at the next exchange (every --sync-every steps, 4)."""
+    the ranks learn that everyone is done at the next exchange (every --sync-every steps, H)."""
     d = tmp_path / "c"
     d.mkdir()
     big = " ".join(f"w{i % 300}" for i in range(30_000))
@@ -140,7 +140,8 @@ def test_rank_with_far_less_data_does_not_hang(tmp_path):
     with_data = sorted(int(line.split("with_data=")[1].split()[0]) for line in done)
     assert len(done) == 2 and len(steps) == 1, p.stderr[-3000:]
     steps = steps.pop()
-    assert with_data[0] < with_data[1] == 30 <= steps < 30 + 4  # the short rank ran empty steps to keep up
+    H = TrainConfig.sync_every  # the default
+    assert with_data[0] < with_data[1] == 30 <= steps < 30 + H  # the short rank ran empty steps to keep up
 
 
 def test_two_torchrun_agents_as_two_nodes(small_corpus, tmp_path):
@@ -221,7 +222,8 @@ def test_one_process_and_two_ranks_follow_one_schedule(small_corpus, tmp_path):
     the same progress and learning rate. Guards: a schedule over world_size x words (2 ranks
     would decay half as fast) or a rank's words not counted (progress short of 1)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    args = [*TRAIN, "--log-every", "0", "--batch-words", "2000"]
+    H = 4  # exchanges every 4 steps (not the default 16) keep the bound below tight on a small corpus
+    args = [*TRAIN, "--log-every", "0", "--batch-words", "2000", "--sync-every", str(H)]
     cli("train", str(small_corpus), "--output", str(one), *args)
     torchrun("train", str(small_corpus), "--output", str(two), *args)
     last = {}
@@ -232,9 +234,9 @@ def test_one_process_and_two_ranks_follow_one_schedule(small_corpus, tmp_path):
         lrs = [r["lr"] for r in records]
         assert lrs == sorted(lrs, reverse=True)
     # the last step starts 2000 words (one process) before the end; two ranks learn each other's
-    # words every --sync-every (4) steps, so their lr holds for up to 4 steps of 2 x ~2000 words
+    # words every --sync-every (H) steps, so their lr holds for up to H steps of 2 x ~2000 words
     total = json.loads((one / "vocab/vocab.json").read_text())["total_words"]
-    for name, chunk in (("one", 2000), ("two", 4 * 4000)):
+    for name, chunk in (("one", 2000), ("two", H * 4000)):
         assert last[name]["lr"] <= 0.025 * (chunk + 300) / total + 1e-4, (name, last[name])
     assert json.loads((two / "summary.json").read_text())["words"] == total
 

@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from tests.conftest import cli
+from tests.conftest import cli, gcide_lines, write_shards
 from tests.test_distributed import torchrun
 
 # small steps and a checkpoint every 5 of them: many steps per epoch, kills land mid-epoch; the
@@ -30,10 +30,18 @@ def _steps_per_epoch(run) -> int:
 
 
 @pytest.fixture(scope="module")
-def reference(small_corpus, tmp_path_factory):
+def corpus(tmp_path_factory):
+    """8k lines of gcide (about 60k words, 2 shards): 2 ranks take about 30 steps of 2 x 1,000
+    words an epoch, room for the kills below, and the runs stay short (every one is 2 epochs with
+    a checkpoint every 5 steps)."""
+    return write_shards(tmp_path_factory.mktemp("resume-corpus"), gcide_lines(8_000))
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
     """Run A: 2 ranks, uninterrupted."""
     run = tmp_path_factory.mktemp("ref") / "a"
-    torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, "--log-every", "0")
+    torchrun("train", str(corpus), "--output", str(run), *TRAIN, "--log-every", "0")
     return run
 
 
@@ -46,7 +54,7 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("where", ["inside an epoch", "at the epoch boundary"])
-def test_killed_then_rerun_equals_uninterrupted(reference, small_corpus, tmp_path, where):
+def test_killed_then_rerun_equals_uninterrupted(reference, corpus, tmp_path, where):
     """Guards (at the epoch boundary): a resume from a checkpoint taken just as a chunk was used
     up, e.g. the trainer counting or training that chunk again.
 
@@ -62,99 +70,99 @@ def test_killed_then_rerun_equals_uninterrupted(reference, small_corpus, tmp_pat
         kill, extra = resumed + 1, ["--checkpoint-every", "1"]
         epochs = {m["step"]: m["epoch"] for m in _final(reference)[2]}
         assert (epochs[resumed], epochs[resumed + 1]) == (0, 1)
-    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra, check=False,
+    p = torchrun("train", str(corpus), "--output", str(run), *TRAIN, *extra, check=False,
                  env={"W2V_DIST_FAULT": f"kill@step:1:{kill}"})
     assert p.returncode != 0 and not (run / "summary.json").exists()
-    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, *extra)
+    p = torchrun("train", str(corpus), "--output", str(run), *TRAIN, *extra)
     assert f"resuming from {run}/checkpoints/step-{resumed} " in p.stderr, p.stderr[-3000:]
     _same(reference, run)
 
 
-def test_rank_killed_under_max_restarts_recovers(reference, small_corpus, tmp_path):
+def test_rank_killed_under_max_restarts_recovers(reference, corpus, tmp_path):
     run = tmp_path / "b"
-    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, extra=("--max-restarts", "1"),
+    p = torchrun("train", str(corpus), "--output", str(run), *TRAIN, extra=("--max-restarts", "1"),
                  env={"W2V_DIST_FAULT": "kill@step:1:13"})
     assert "resuming from" in p.stderr and "step-10" in p.stderr
     _same(reference, run)
 
 
-def test_kill_between_payload_and_manifest_is_ignored(reference, small_corpus, tmp_path):
+def test_kill_between_payload_and_manifest_is_ignored(reference, corpus, tmp_path):
     run = tmp_path / "b"
-    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, extra=("--max-restarts", "1"),
+    p = torchrun("train", str(corpus), "--output", str(run), *TRAIN, extra=("--max-restarts", "1"),
                  env={"W2V_DIST_FAULT": "kill@save:0:10"})
     assert "resuming from" in p.stderr and "step-5 " in p.stderr + " "
     _same(reference, run)
 
 
-def test_corrupt_newest_checkpoint_falls_back(reference, small_corpus, tmp_path):
+def test_corrupt_newest_checkpoint_falls_back(reference, corpus, tmp_path):
     run = tmp_path / "b"
-    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, check=False,
+    p = torchrun("train", str(corpus), "--output", str(run), *TRAIN, check=False,
                  env={"W2V_DIST_FAULT": "kill@step:0:17"})
     assert p.returncode != 0
     steps = sorted(int(d.name.split("-")[1]) for d in (run / "checkpoints").iterdir())
     assert steps == [10, 15]
     payload = run / "checkpoints" / "step-15" / "model.pt"
     payload.write_bytes(payload.read_bytes()[:-100])  # truncated
-    p = torchrun("train", str(small_corpus), "--output", str(run), *TRAIN)
+    p = torchrun("train", str(corpus), "--output", str(run), *TRAIN)
     assert "checkpoint step-15 is not usable" in p.stderr and "resuming from" in p.stderr
     assert "step-10" in p.stderr
     _same(reference, run)
 
 
-def test_exhausted_restarts_fail_with_the_rank_traceback(small_corpus, tmp_path):
-    p = torchrun("train", str(small_corpus), "--output", str(tmp_path / "b"), *TRAIN, extra=("--max-restarts", "0"),
+def test_exhausted_restarts_fail_with_the_rank_traceback(corpus, tmp_path):
+    p = torchrun("train", str(corpus), "--output", str(tmp_path / "b"), *TRAIN, extra=("--max-restarts", "0"),
                  env={"W2V_DIST_FAULT": "raise@step:1:3"}, check=False)
     assert p.returncode != 0
     assert "RuntimeError: injected fault at step 3 on rank 1" in p.stderr
     assert "Traceback" in p.stderr
 
 
-def test_single_process_resume_is_exact(small_corpus, tmp_path):
+def test_single_process_resume_is_exact(corpus, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     args = [*TRAIN, "--workers", "2"]
-    cli("train", str(small_corpus), "--output", str(a), *args)
-    p = cli("train", str(small_corpus), "--output", str(b), *args, check=False, env={"W2V_DIST_FAULT": "kill@step:0:23"})
+    cli("train", str(corpus), "--output", str(a), *args)
+    p = cli("train", str(corpus), "--output", str(b), *args, check=False, env={"W2V_DIST_FAULT": "kill@step:0:23"})
     assert p.returncode == -signal.SIGKILL
-    p = cli("train", str(small_corpus), "--output", str(b), *args)
+    p = cli("train", str(corpus), "--output", str(b), *args)
     assert "resuming from" in p.stderr
     _same(a, b)
 
 
-def test_sigterm_checkpoints_and_says_how_to_resume(small_corpus, tmp_path):
+def test_sigterm_checkpoints_and_says_how_to_resume(corpus, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    cli("train", str(small_corpus), "--output", str(a), *TRAIN)
-    p = cli("train", str(small_corpus), "--output", str(b), *TRAIN, check=False, env={"W2V_DIST_FAULT": "term@step:0:7"})
+    cli("train", str(corpus), "--output", str(a), *TRAIN)
+    p = cli("train", str(corpus), "--output", str(b), *TRAIN, check=False, env={"W2V_DIST_FAULT": "term@step:0:7"})
     assert p.returncode == 128 + signal.SIGTERM, p.stderr
     assert "Run the same command to resume" in p.stderr
     stopped = int(p.stderr.split("stopped at step ")[1].split(";")[0])
     assert stopped in (7, 8)  # the signal lands during step 7; the next step boundary is where all ranks agree
     assert (b / "checkpoints" / f"step-{stopped}" / "manifest.json").exists()
-    cli("train", str(small_corpus), "--output", str(b), *TRAIN)
+    cli("train", str(corpus), "--output", str(b), *TRAIN)
     _same(a, b)
 
 
-def test_changed_settings_are_refused_unless_forced(small_corpus, tmp_path):
+def test_changed_settings_are_refused_unless_forced(corpus, tmp_path):
     run = tmp_path / "b"
-    cli("train", str(small_corpus), "--output", str(run), *TRAIN, check=False, env={"W2V_DIST_FAULT": "kill@step:0:8"})
-    p = cli("train", str(small_corpus), "--output", str(run), *TRAIN, "--dim", "20", check=False)
+    cli("train", str(corpus), "--output", str(run), *TRAIN, check=False, env={"W2V_DIST_FAULT": "kill@step:0:8"})
+    p = cli("train", str(corpus), "--output", str(run), *TRAIN, "--dim", "20", check=False)
     assert p.returncode == 2 and "was started with other settings (dim: 16 -> 20)" in p.stderr
-    p = cli("train", str(small_corpus), "--output", str(run), *TRAIN, "--window", "3", "--force-resume")
+    p = cli("train", str(corpus), "--output", str(run), *TRAIN, "--window", "3", "--force-resume")
     assert "resuming with changed settings (--force-resume): window: 5 -> 3" in p.stderr
     assert (run / "summary.json").exists()
 
 
-def test_keep_checkpoints_refuses_one(small_corpus, tmp_path):
-    p = cli("train", str(small_corpus), "--output", str(tmp_path / "r"), "--keep-checkpoints", "1", check=False)
+def test_keep_checkpoints_refuses_one(corpus, tmp_path):
+    p = cli("train", str(corpus), "--output", str(tmp_path / "r"), "--keep-checkpoints", "1", check=False)
     assert p.returncode == 2 and "--keep-checkpoints must be >= 2" in p.stderr
 
 
 def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_path):
-    """With the default sync (a prefix of the rows every 4 steps, all rows every 8th sync here: 6.4k
+    """With the local sync every 4 steps (a prefix of the rows, all rows every 8th sync here: 6.4k
     words), a checkpoint asked for at step 5 is written at the next full sync (step 32), so
     checkpointing does not change what the ranks compute: killed at step 40 and rerun, the run
     ends in the uninterrupted run's vectors. Guards: a checkpoint that forces its own sync (the
     result would depend on when checkpoints happen) or one taken while ranks' tables differ."""
-    default_sync = TRAIN[:-len(SYNC_EVERY_STEP)]
+    default_sync = [*TRAIN[:-len(SYNC_EVERY_STEP)], "--sync-every", "4"]
     ref, run = tmp_path / "ref", tmp_path / "b"
     torchrun("train", str(small_corpus), "--output", str(ref), *default_sync, "--checkpoint-every", "1000")
     p = torchrun("train", str(small_corpus), "--output", str(run), *default_sync, check=False,

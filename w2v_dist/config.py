@@ -55,7 +55,7 @@ class TrainConfig:
     nondeterministic: bool = False  # threads update the tables in place, racing (gensim's Hogwild): not repeatable
     batch_pairs: int = 256  # --kernel torch: examples per summed mini-batch update
     sync: str = "local"  # several ranks: "local" (local SGD, rare prefix syncs) or "step" (every step, exact)
-    sync_every: int = 4  # several ranks: steps between syncs of the tables' frequent rows (docs/distributed.md)
+    sync_every: int = 16  # several ranks: steps between syncs of the tables' frequent rows (docs/distributed.md)
     sync_rows: int = 1024  # rows of the smallest sync (the prefix doubles on every other sync, ...)
     sync_combine: str = "mean"  # how ranks' changes of a row combine: mean (lr x world size), rowmean or sum
     seed: int = 1
