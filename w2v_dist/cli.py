@@ -18,7 +18,7 @@ import sys
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from w2v_dist.config import DEFAULT_SPLIT_PATTERN, ConfigError, TokenizerConfig, TrainConfig
+from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError, TokenizerConfig, TrainConfig
 
 # Errors a user can fix: one line, no traceback, exit code 2.
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -56,7 +56,11 @@ def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tokenizer")
     g.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case")
     g.add_argument("--split-pattern", default=DEFAULT_SPLIT_PATTERN,
-                   help="RE2 regex of separators (default: %(default)s, i.e. non-word characters)")
+                   help="RE2 regex of separators (default: %(default)s, i.e. anything but letters, combining "
+                        "marks, digits, _ and zero-width joiners)")
+    g.add_argument("--normalize", choices=NORMALIZE_FORMS, default="NFC",
+                   help="Unicode normalization before lowercasing and splitting (default: %(default)s; "
+                        "NFKC also folds compatibility forms such as full-width letters and ligatures)")
     g.add_argument("--max-sentence-length", type=int, default=1000,
                    help="cut longer rows into pieces of this many words (default: %(default)s, as word2vec.c)")
 
@@ -120,7 +124,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    tok = TokenizerConfig(lowercase=a.lowercase, split_pattern=a.split_pattern, max_sentence_length=a.max_sentence_length)
+    tok = TokenizerConfig(lowercase=a.lowercase, split_pattern=a.split_pattern, max_sentence_length=a.max_sentence_length,
+                          normalize=a.normalize)
     return TrainConfig(
         corpus=a.corpus, output=a.output, model=a.model, dim=a.dim, window=a.window, negative=a.negative,
         sample=a.sample, min_count=a.min_count, max_vocab=a.max_vocab, max_vocab_size=a.max_vocab_size,
