@@ -120,6 +120,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (>= 2; default: 2)")
     p.add_argument("--on-bad-shard", choices=("error", "skip"), default="error",
                    help="unreadable files, row groups or rows: stop with an error (default) or skip and count them")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="train on a directory whose `w2v-dist prepare` did not finish (no _SUCCESS), on the shards it wrote")
     _add_tokenizer_args(p)
 
 
@@ -136,7 +138,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
         log_every=a.log_every, storage_options=_storage_options(a.storage_options),
         overwrite=a.overwrite, force_resume=a.force_resume, checkpoint_every=a.checkpoint_every,
-        checkpoint_minutes=a.checkpoint_minutes, keep_checkpoints=a.keep_checkpoints, on_bad_shard=a.on_bad_shard)
+        checkpoint_minutes=a.checkpoint_minutes, keep_checkpoints=a.keep_checkpoints, on_bad_shard=a.on_bad_shard,
+        allow_incomplete=a.allow_incomplete)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-field", default="text", help="JSONL field / Parquet column to take (default: text)")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--on-bad-input", choices=("error", "skip"), default="error",
+                   help="a truncated or corrupt compressed file: stop with an error naming it (default) or keep the "
+                        "lines before the damage, skip the rest and count it")
+    p.add_argument("--max-invalid-utf8", type=float, default=0.1,
+                   help="fraction of a file's bytes that may be invalid UTF-8 (replaced with U+FFFD) before it is "
+                        "refused as not text (default: %(default)s)")
 
     _add_train_args(sub.add_parser("train", help="train word vectors on Parquet shards"))
 
@@ -194,13 +203,20 @@ def run(argv: list[str] | None = None) -> int:
         demo(output=args.output, tokens=args.tokens, model=args.model, epochs=args.epochs, seed=args.seed)
     elif args.command == "prepare":
         from w2v_dist.prepare import prepare
-        summary = prepare(args.inputs, args.output, rows_per_shard=args.rows_per_shard,
-                          rows_per_row_group=args.rows_per_row_group, text_field=args.text_field,
-                          storage_options=_storage_options(args.storage_options), overwrite=args.overwrite)
+        try:
+            summary = prepare(args.inputs, args.output, rows_per_shard=args.rows_per_shard,
+                              rows_per_row_group=args.rows_per_row_group, text_field=args.text_field,
+                              storage_options=_storage_options(args.storage_options), overwrite=args.overwrite,
+                              on_bad_input=args.on_bad_input, max_invalid_utf8=args.max_invalid_utf8)
+        except KeyboardInterrupt:
+            print(f"w2v-dist: prepare interrupted; {args.output} is unfinished (no _SUCCESS: train refuses it). "
+                  "Run the same command with --overwrite to start again.", file=sys.stderr)
+            return 130
         print(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
     elif args.command == "train":
+        cfg = config_from_args(args)  # bad flags fail here, before torch is loaded
         from w2v_dist.train import train
-        summary = train(config_from_args(args))
+        summary = train(cfg)
         if summary.get("interrupted"):
             print(f"w2v-dist: stopped at step {summary['steps']}; a checkpoint is in {args.output}. "
                   "Run the same command to resume.", file=sys.stderr)

@@ -99,6 +99,7 @@ class TrainConfig:
     checkpoint_minutes: float | None = None  # minutes between checkpoints
     keep_checkpoints: int = 2
     on_bad_shard: str = "error"  # "error" or "skip" for unreadable files, row groups and rows
+    allow_incomplete: bool = False  # train on a directory whose `w2v-dist prepare` did not finish
 
     def __post_init__(self):
         if isinstance(self.tokenizer, dict):

@@ -74,7 +74,7 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
     report: dict = {}
-    shards = scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report)
+    shards = scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report, cfg.allow_incomplete)
     vocab_uri = storage.join(out, "vocab")
     if started and not cfg.overwrite:
         return _resume(cfg, dist, shards, vocab_uri)
