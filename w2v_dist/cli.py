@@ -16,28 +16,28 @@ import logging
 import os
 import sys
 
-from torch.distributed.elastic.multiprocessing.errors import record
-
 from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError, TokenizerConfig, TrainConfig
 
-# Errors a user can fix: one line, no traceback, exit code 2.
+# Errors a user can fix: one line, no traceback, exit code 2. Only the modules already loaded can
+# have raised theirs, so none is imported here (importing w2v_dist.train would load torch: seconds).
+_USER_ERRORS = [("w2v_dist.corpus.shards", "CorpusError"), ("w2v_dist.storage", "StorageError"),
+                ("w2v_dist.train", "RunExistsError"), ("w2v_dist.vocab", "VocabError"),
+                ("w2v_dist.prepare", "PrepareError"), ("w2v_dist.vectors", "VectorsFormatError"),
+                ("w2v_dist.evaluate", "EvaluationError")]
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from w2v_dist.corpus.shards import CorpusError
-    from w2v_dist.storage import StorageError
-    from w2v_dist.train import RunExistsError
-    from w2v_dist.vocab import VocabError
-    errors = [ConfigError, CorpusError, VocabError, RunExistsError, StorageError, FileNotFoundError]
-    try:
-        from w2v_dist.prepare import PrepareError
-        errors.append(PrepareError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    loaded = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules]
+    return (ConfigError, FileNotFoundError, *loaded)
+
+
+class _NotRaised(Exception):
+    """Stands in for an error class whose module is not loaded (so it cannot have been raised)."""
 
 
 def _diverged() -> type[BaseException]:
-    from w2v_dist.progress import DivergedError
-    return DivergedError
+    progress = sys.modules.get("w2v_dist.progress")
+    return progress.DivergedError if progress else _NotRaised
 
 
 def _storage_options(text: str | None) -> dict:
@@ -243,8 +243,16 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-@record
 def main(argv: list[str] | None = None) -> int:
+    # Under torchrun, torch's @record writes a rank's uncaught exception into the agent's error file.
+    # Imported only there: torch costs ~2 s of start-up that prepare/export/similar never need.
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from torch.distributed.elastic.multiprocessing.errors import record
+        return record(_main)(argv)
+    return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         return run(argv)
     except _user_errors() as e:

@@ -233,11 +233,13 @@ def _read(uri: str, storage_options: dict | None, what: str = "vectors file") ->
 
 def _parse_word2vec(uri: str, data: bytes) -> tuple[list[str], np.ndarray]:
     end = data.find(b"\n")
+    first = data[:end] if end >= 0 else data
     try:
-        n, d = (int(x) for x in data[:end].split())
+        n, d = (int(x) for x in first.split())
     except ValueError:
         raise VectorsFormatError(
-            f"{uri}: not a word2vec file (first line {data[:min(end, 80)]!r} should be '<words> <dim>')") from None
+            f"{uri}: not a word2vec file (first line {first[:60]!r}{'...' if len(first) > 60 else ''} should be "
+            "'<words> <dim>'); pass a run directory, a word2vec .bin/.txt or an .npy with its .vocab.txt") from None
     if _looks_like_text(data[end + 1:end + 1 + 65536], d):
         return _parse_text(uri, memoryview(data)[end + 1:], n, d)
     return _parse_binary(uri, data, end + 1, n, d)
