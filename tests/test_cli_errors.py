@@ -31,6 +31,7 @@ def files(tmp_path_factory):
     (d / "pairs.tsv").write_text("alpha\tbeta\t5.0\n")
     (d / "afile").write_text("not a directory\n")
     (d / "a.txt").write_text("alpha beta\n")
+    (d / "exists.bin").write_bytes(b"precious")
     return d
 
 
@@ -49,13 +50,14 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--log-every", "inf"], "--log-every must be a finite number"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--token-cache-gb", "nan"], "--token-cache-gb must be a finite"),
     (["prepare", "{d}/a.txt", "--output", "{d}/o", "--max-invalid-utf8", "nan"], "--max-invalid-utf8 must be"),
+    (["export", "{d}/vec.txt", "--output", "{d}/exists.bin"], "{d}/exists.bin: exists; pass --overwrite"),
 ]
 
 
 IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eval-no-questions",
        "eval-analogies-as-pairs", "train-output-is-a-file", "train-bad-split-pattern", "train-unknown-scheme",
        "prepare-unknown-scheme", "similar-unknown-scheme", "train-sample-nan", "train-log-every-inf",
-       "train-token-cache-nan", "prepare-max-invalid-utf8-nan"]
+       "train-token-cache-nan", "prepare-max-invalid-utf8-nan", "export-would-overwrite"]
 
 
 @pytest.mark.parametrize("args, expect", CASES, ids=IDS)
@@ -66,3 +68,27 @@ def test_user_error_is_one_line(files, args, expect):
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("w2v-dist: error: "), p.stderr
     assert expect.format(d=files) in p.stderr, p.stderr
     assert not (files / "r").exists() and (files / "afile").read_text() == "not a directory\n"
+    assert (files / "exists.bin").read_bytes() == b"precious"
+
+
+def test_version_help_defaults_and_export_names_what_it_writes(files, tmp_path):
+    """Guards: no --version; --help without the defaults; export replacing a file silently and
+    writing a .vocab.txt beside an .npy without a word."""
+    import w2v_dist
+
+    assert cli("--version").stdout.strip() == f"w2v-dist {w2v_dist.__version__}"
+    train_help = " ".join(cli("train", "--help").stdout.split())  # argparse wraps lines
+    assert "vector size (default: 100)" in train_help and "hot-step implementation (default: auto)" in train_help
+    assert "(default: False)" not in train_help and "(default: None)" not in train_help
+    assert "(default: 1000000)" in " ".join(cli("prepare", "--help").stdout.split())
+
+    out = tmp_path / "v.npy"
+    p = cli("export", str(files / "vec.txt"), "--format", "npy", "--output", str(out))
+    assert p.stdout.split() == [str(out), str(tmp_path / "v.vocab.txt")]
+    (tmp_path / "v.npy").unlink()  # the sidecar alone is enough to refuse
+    p = cli("export", str(files / "vec.txt"), "--format", "npy", "--output", str(out), check=False)
+    assert p.returncode == 2 and p.stderr.strip().endswith(f"{tmp_path / 'v.vocab.txt'}: exists; pass --overwrite "
+                                                           "to replace it or choose another --output")
+    assert not out.exists()
+    cli("export", str(files / "vec.txt"), "--format", "npy", "--output", str(out), "--overwrite")
+    assert out.exists()

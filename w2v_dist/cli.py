@@ -28,7 +28,17 @@ _USER_ERRORS = [("w2v_dist.corpus.shards", "CorpusError"), ("w2v_dist.storage", 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     loaded = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules]
-    return (ConfigError, FileNotFoundError, *loaded)
+    return (ConfigError, FileNotFoundError, FileExistsError, *loaded)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every default, except where the text already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        d = action.default
+        if action.nargs == 0 or d is None or d == [] or "default" in (action.help or ""):  # nargs 0: a switch
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _NotRaised(Exception):
@@ -143,25 +153,30 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="w2v-dist", description="Streaming, distributed word2vec on PyTorch.")
+    from w2v_dist import __version__
+
+    parser = argparse.ArgumentParser(prog="w2v-dist", description="Streaming, distributed word2vec on PyTorch.",
+                                     formatter_class=_Help)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="generate a synthetic corpus, train, evaluate, print results")
+    p = sub.add_parser("demo", formatter_class=_Help, help="generate a synthetic corpus, train, evaluate, print results")
     p.add_argument("--output", default=None, help="where to write everything (default: a new temp directory)")
     p.add_argument("--tokens", type=int, default=2_000_000, help="corpus size (default: %(default)s)")
-    p.add_argument("--model", choices=("sg", "cbow"), default="sg")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--model", choices=("sg", "cbow"), default="sg", help="skip-gram or CBOW")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the corpus")
+    p.add_argument("--seed", type=int, default=1, help="random seed (corpus and training)")
 
-    p = sub.add_parser("prepare", help="text / JSONL / Parquet -> Parquet shards with a `text` column")
+    p = sub.add_parser("prepare", formatter_class=_Help, help="text / JSONL / Parquet -> Parquet shards with a `text` column")
     p.add_argument("inputs", nargs="+", help="files, directories or globs (any fsspec URI; .gz/.bz2/.zst read as such)")
     p.add_argument("--output", required=True, help="directory for part-NNNNN.parquet")
-    p.add_argument("--rows-per-shard", type=int, default=1_000_000)
-    p.add_argument("--rows-per-row-group", type=int, default=100_000)
+    p.add_argument("--rows-per-shard", type=int, default=1_000_000, help="rows (lines, records) per output file")
+    p.add_argument("--rows-per-row-group", type=int, default=100_000,
+                   help="rows per Parquet row group, the unit train's readers are dealt")
     p.add_argument("--text-field", default="text", help="JSONL field / Parquet column to take (default: text)")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the shards of an earlier prepare in --output")
     p.add_argument("--on-bad-input", choices=("error", "skip"), default="error",
                    help="a truncated or corrupt compressed file: stop with an error naming it (default) or keep the "
                         "lines before the damage, skip the rest and count it")
@@ -169,26 +184,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of a file's bytes that may be invalid UTF-8 (replaced with U+FFFD) before it is "
                         "refused as not text (default: %(default)s)")
 
-    _add_train_args(sub.add_parser("train", help="train word vectors on Parquet shards"))
+    _add_train_args(sub.add_parser("train", formatter_class=_Help, help="train word vectors on Parquet shards"))
 
-    p = sub.add_parser("export", help="write a run's vectors as word2vec text/binary or .npy")
+    p = sub.add_parser("export", formatter_class=_Help, help="write a run's vectors as word2vec text/binary or .npy")
     p.add_argument("run", help="run directory")
-    p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy"), default="word2vec-binary")
-    p.add_argument("--output", required=True)
-    p.add_argument("--storage-options", default=None)
+    p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy"), default="word2vec-binary",
+                   help="word2vec.c's text or binary format, or float32 .npy with the words in <name>.vocab.txt")
+    p.add_argument("--output", required=True, help="file to write (any fsspec URI; .gz/.bz2/.xz/.zst compress)")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
-    p = sub.add_parser("eval", help="analogy accuracy and word-similarity correlation")
+    p = sub.add_parser("eval", formatter_class=_Help, help="analogy accuracy and word-similarity correlation")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
     p.add_argument("--analogies", action="append", default=[], help="Google analogy file (repeatable)")
     p.add_argument("--similarity", action="append", default=[], help="word-pair similarity file (repeatable)")
     p.add_argument("--restrict-vocab", type=int, default=300_000, help="only the N most frequent words (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("similar", help="nearest neighbours of a word (or of a+b-c)")
+    p = sub.add_parser("similar", formatter_class=_Help, help="nearest neighbours of a word (or of a+b-c)")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
     p.add_argument("words", nargs="+", help="positive words")
     p.add_argument("--negative", nargs="*", default=[], help="words to subtract")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=int, default=10, help="neighbours to print")
     return parser
 
 
@@ -223,8 +240,9 @@ def run(argv: list[str] | None = None) -> int:
             return 128 + int(summary["signal"])
     elif args.command == "export":
         from w2v_dist.vectors import Vectors
-        Vectors.load(args.run, _storage_options(args.storage_options)).save(args.output, args.format)
-        print(args.output)
+        so = _storage_options(args.storage_options)
+        for uri in Vectors.load(args.run, so).save(args.output, args.format, so, overwrite=args.overwrite):
+            print(uri)  # an .npy's words go to a second file: say so
     elif args.command == "eval":
         from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity, format_report
         from w2v_dist.vectors import Vectors

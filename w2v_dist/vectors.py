@@ -14,7 +14,8 @@ Example:
 ...                np.array([[1, 1], [1, -1], [2, 1.1], [2, -1]], dtype=np.float32))
 >>> vecs.analogy("man", "king", "woman")[0][0]
 'queen'
->>> vecs.save("memory://doc/v.bin", "word2vec-binary")
+>>> vecs.save("memory://doc/v.bin", "word2vec-binary")  # the files written
+['memory://doc/v.bin']
 >>> Vectors.load("memory://doc/v.bin").most_similar("king", topn=1)[0][0]
 'man'
 """
@@ -158,20 +159,28 @@ class Vectors:
 
     # ---- files --------------------------------------------------------------------------------
 
-    def save(self, uri: str, format: str | None = None, storage_options: dict | None = None) -> None:
-        """Write to ``uri`` as ``"word2vec"`` (text), ``"word2vec-binary"`` or ``"npy"``.
+    def save(self, uri: str, format: str | None = None, storage_options: dict | None = None,
+             overwrite: bool = True) -> list[str]:
+        """Write to ``uri`` as ``"word2vec"`` (text), ``"word2vec-binary"`` or ``"npy"``; returns the
+        files written (``npy`` also writes the words to ``<name>.vocab.txt``). With ``overwrite=False``
+        an existing file is a :class:`FileExistsError` and nothing is written.
 
         Without ``format``: ``.npy`` -> npy, ``.bin`` (or ``.bin.gz``...) -> binary, anything else -> text.
         """
         if format is None:
             name = uri.rsplit(".", 1)[0] if fsspec.utils.infer_compression(uri) else uri
             format = "npy" if name.endswith(".npy") else "word2vec-binary" if name.endswith(".bin") else "word2vec"
+        if format not in FORMATS:
+            raise ValueError(f"{uri}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+        files = [uri, export.vocab_sidecar_uri(uri)] if format == "npy" else [uri]
+        for f in files if not overwrite else ():
+            if storage.exists(f, storage_options):
+                raise FileExistsError(f"{f}: exists; pass --overwrite to replace it or choose another --output")
         if format == "npy":
             export.save_npy(uri, self._words, self._vectors, self.counts, storage_options)
-        elif format in ("word2vec", "word2vec-binary"):
-            export.save_word2vec(uri, self._words, self._vectors, format == "word2vec-binary", storage_options)
         else:
-            raise ValueError(f"{uri}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+            export.save_word2vec(uri, self._words, self._vectors, format == "word2vec-binary", storage_options)
+        return files
 
     @classmethod
     def load(cls, uri: str, storage_options: dict | None = None) -> Vectors:
