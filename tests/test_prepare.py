@@ -210,7 +210,11 @@ def test_shard_rollover_and_row_groups(tmp_path):
         assert md.row_group(0).column(0).compression == "ZSTD"
     assert groups == [[4, 4, 2], [4, 4, 2], [4, 1]]
     assert rows(s) == [f"line {i}" for i in range(25)]
-    assert sorted(os.listdir(out)) == [os.path.basename(u) for u in s["shards"]]  # no temp files
+    # no temp files; the commit marker lists the shards
+    assert sorted(os.listdir(out)) == ["_SUCCESS"] + [os.path.basename(u) for u in s["shards"]]
+    manifest = json.loads((out / "_SUCCESS").read_text())
+    assert [(x["name"], x["rows"]) for x in manifest["shards"]] == [
+        ("part-00000.parquet", 10), ("part-00001.parquet", 10), ("part-00002.parquet", 5)]
 
 
 def test_row_group_clamped_to_shard(tmp_path):
@@ -249,7 +253,7 @@ def test_existing_output_needs_overwrite(tmp_path):
     with pytest.raises(PrepareError, match=r"out: already holds 3 \.parquet file\(s\); pass --overwrite"):
         run([tmp_path / "a.txt"], out)
     s = run([tmp_path / "a.txt"], out, overwrite=True)
-    assert sorted(os.listdir(out)) == ["part-00000.parquet"]  # the old part-00001/2 are gone
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000.parquet"]  # the old part-00001/2 are gone
     assert rows(s) == ["0", "1", "2", "3", "4"]
 
 

@@ -16,28 +16,38 @@ import logging
 import os
 import sys
 
-from torch.distributed.elastic.multiprocessing.errors import record
+from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError, TokenizerConfig, TrainConfig
 
-from w2v_dist.config import DEFAULT_SPLIT_PATTERN, ConfigError, TokenizerConfig, TrainConfig
+# Errors a user can fix: one line, no traceback, exit code 2. Only the modules already loaded can
+# have raised theirs, so none is imported here (importing w2v_dist.train would load torch: seconds).
+_USER_ERRORS = [("w2v_dist.corpus.shards", "CorpusError"), ("w2v_dist.storage", "StorageError"),
+                ("w2v_dist.train", "RunExistsError"), ("w2v_dist.vocab", "VocabError"),
+                ("w2v_dist.prepare", "PrepareError"), ("w2v_dist.vectors", "VectorsFormatError"),
+                ("w2v_dist.evaluate", "EvaluationError")]
 
-# Errors a user can fix: one line, no traceback, exit code 2.
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from w2v_dist.corpus.shards import CorpusError
-    from w2v_dist.storage import StorageError
-    from w2v_dist.train import RunExistsError
-    from w2v_dist.vocab import VocabError
-    errors = [ConfigError, CorpusError, VocabError, RunExistsError, StorageError, FileNotFoundError]
-    try:
-        from w2v_dist.prepare import PrepareError
-        errors.append(PrepareError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    loaded = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules]
+    return (ConfigError, FileNotFoundError, FileExistsError, *loaded)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every default, except where the text already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        d = action.default
+        if action.nargs == 0 or d is None or d == [] or "default" in (action.help or ""):  # nargs 0: a switch
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _NotRaised(Exception):
+    """Stands in for an error class whose module is not loaded (so it cannot have been raised)."""
 
 
 def _diverged() -> type[BaseException]:
-    from w2v_dist.progress import DivergedError
-    return DivergedError
+    progress = sys.modules.get("w2v_dist.progress")
+    return progress.DivergedError if progress else _NotRaised
 
 
 def _storage_options(text: str | None) -> dict:
@@ -56,7 +66,11 @@ def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tokenizer")
     g.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case")
     g.add_argument("--split-pattern", default=DEFAULT_SPLIT_PATTERN,
-                   help="RE2 regex of separators (default: %(default)s, i.e. non-word characters)")
+                   help="RE2 regex of separators (default: %(default)s, i.e. anything but letters, combining "
+                        "marks, digits, _ and zero-width joiners)")
+    g.add_argument("--normalize", choices=NORMALIZE_FORMS, default="NFC",
+                   help="Unicode normalization before lowercasing and splitting (default: %(default)s; "
+                        "NFKC also folds compatibility forms such as full-width letters and ligatures)")
     g.add_argument("--max-sentence-length", type=int, default=1000,
                    help="cut longer rows into pieces of this many words (default: %(default)s, as word2vec.c)")
 
@@ -116,11 +130,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (>= 2; default: 2)")
     p.add_argument("--on-bad-shard", choices=("error", "skip"), default="error",
                    help="unreadable files, row groups or rows: stop with an error (default) or skip and count them")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="train on a directory whose `w2v-dist prepare` did not finish (no _SUCCESS), on the shards it wrote")
     _add_tokenizer_args(p)
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    tok = TokenizerConfig(lowercase=a.lowercase, split_pattern=a.split_pattern, max_sentence_length=a.max_sentence_length)
+    tok = TokenizerConfig(lowercase=a.lowercase, split_pattern=a.split_pattern, max_sentence_length=a.max_sentence_length,
+                          normalize=a.normalize)
     return TrainConfig(
         corpus=a.corpus, output=a.output, model=a.model, dim=a.dim, window=a.window, negative=a.negative,
         sample=a.sample, min_count=a.min_count, max_vocab=a.max_vocab, max_vocab_size=a.max_vocab_size,
@@ -131,50 +148,64 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
         log_every=a.log_every, storage_options=_storage_options(a.storage_options),
         overwrite=a.overwrite, force_resume=a.force_resume, checkpoint_every=a.checkpoint_every,
-        checkpoint_minutes=a.checkpoint_minutes, keep_checkpoints=a.keep_checkpoints, on_bad_shard=a.on_bad_shard)
+        checkpoint_minutes=a.checkpoint_minutes, keep_checkpoints=a.keep_checkpoints, on_bad_shard=a.on_bad_shard,
+        allow_incomplete=a.allow_incomplete)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="w2v-dist", description="Streaming, distributed word2vec on PyTorch.")
+    from w2v_dist import __version__
+
+    parser = argparse.ArgumentParser(prog="w2v-dist", description="Streaming, distributed word2vec on PyTorch.",
+                                     formatter_class=_Help)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="generate a synthetic corpus, train, evaluate, print results")
+    p = sub.add_parser("demo", formatter_class=_Help, help="generate a synthetic corpus, train, evaluate, print results")
     p.add_argument("--output", default=None, help="where to write everything (default: a new temp directory)")
     p.add_argument("--tokens", type=int, default=2_000_000, help="corpus size (default: %(default)s)")
-    p.add_argument("--model", choices=("sg", "cbow"), default="sg")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--model", choices=("sg", "cbow"), default="sg", help="skip-gram or CBOW")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the corpus")
+    p.add_argument("--seed", type=int, default=1, help="random seed (corpus and training)")
 
-    p = sub.add_parser("prepare", help="text / JSONL / Parquet -> Parquet shards with a `text` column")
+    p = sub.add_parser("prepare", formatter_class=_Help, help="text / JSONL / Parquet -> Parquet shards with a `text` column")
     p.add_argument("inputs", nargs="+", help="files, directories or globs (any fsspec URI; .gz/.bz2/.zst read as such)")
     p.add_argument("--output", required=True, help="directory for part-NNNNN.parquet")
-    p.add_argument("--rows-per-shard", type=int, default=1_000_000)
-    p.add_argument("--rows-per-row-group", type=int, default=100_000)
+    p.add_argument("--rows-per-shard", type=int, default=1_000_000, help="rows (lines, records) per output file")
+    p.add_argument("--rows-per-row-group", type=int, default=100_000,
+                   help="rows per Parquet row group, the unit train's readers are dealt")
     p.add_argument("--text-field", default="text", help="JSONL field / Parquet column to take (default: text)")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the shards of an earlier prepare in --output")
+    p.add_argument("--on-bad-input", choices=("error", "skip"), default="error",
+                   help="a truncated or corrupt compressed file: stop with an error naming it (default) or keep the "
+                        "lines before the damage, skip the rest and count it")
+    p.add_argument("--max-invalid-utf8", type=float, default=0.1,
+                   help="fraction of a file's bytes that may be invalid UTF-8 (replaced with U+FFFD) before it is "
+                        "refused as not text (default: %(default)s)")
 
-    _add_train_args(sub.add_parser("train", help="train word vectors on Parquet shards"))
+    _add_train_args(sub.add_parser("train", formatter_class=_Help, help="train word vectors on Parquet shards"))
 
-    p = sub.add_parser("export", help="write a run's vectors as word2vec text/binary or .npy")
+    p = sub.add_parser("export", formatter_class=_Help, help="write a run's vectors as word2vec text/binary or .npy")
     p.add_argument("run", help="run directory")
-    p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy"), default="word2vec-binary")
-    p.add_argument("--output", required=True)
-    p.add_argument("--storage-options", default=None)
+    p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy"), default="word2vec-binary",
+                   help="word2vec.c's text or binary format, or float32 .npy with the words in <name>.vocab.txt")
+    p.add_argument("--output", required=True, help="file to write (any fsspec URI; .gz/.bz2/.xz/.zst compress)")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
-    p = sub.add_parser("eval", help="analogy accuracy and word-similarity correlation")
+    p = sub.add_parser("eval", formatter_class=_Help, help="analogy accuracy and word-similarity correlation")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
     p.add_argument("--analogies", action="append", default=[], help="Google analogy file (repeatable)")
     p.add_argument("--similarity", action="append", default=[], help="word-pair similarity file (repeatable)")
     p.add_argument("--restrict-vocab", type=int, default=300_000, help="only the N most frequent words (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("similar", help="nearest neighbours of a word (or of a+b-c)")
+    p = sub.add_parser("similar", formatter_class=_Help, help="nearest neighbours of a word (or of a+b-c)")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
     p.add_argument("words", nargs="+", help="positive words")
     p.add_argument("--negative", nargs="*", default=[], help="words to subtract")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=int, default=10, help="neighbours to print")
     return parser
 
 
@@ -189,21 +220,29 @@ def run(argv: list[str] | None = None) -> int:
         demo(output=args.output, tokens=args.tokens, model=args.model, epochs=args.epochs, seed=args.seed)
     elif args.command == "prepare":
         from w2v_dist.prepare import prepare
-        summary = prepare(args.inputs, args.output, rows_per_shard=args.rows_per_shard,
-                          rows_per_row_group=args.rows_per_row_group, text_field=args.text_field,
-                          storage_options=_storage_options(args.storage_options), overwrite=args.overwrite)
+        try:
+            summary = prepare(args.inputs, args.output, rows_per_shard=args.rows_per_shard,
+                              rows_per_row_group=args.rows_per_row_group, text_field=args.text_field,
+                              storage_options=_storage_options(args.storage_options), overwrite=args.overwrite,
+                              on_bad_input=args.on_bad_input, max_invalid_utf8=args.max_invalid_utf8)
+        except KeyboardInterrupt:
+            print(f"w2v-dist: prepare interrupted; {args.output} is unfinished (no _SUCCESS: train refuses it). "
+                  "Run the same command with --overwrite to start again.", file=sys.stderr)
+            return 130
         print(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
     elif args.command == "train":
+        cfg = config_from_args(args)  # bad flags fail here, before torch is loaded
         from w2v_dist.train import train
-        summary = train(config_from_args(args))
+        summary = train(cfg)
         if summary.get("interrupted"):
             print(f"w2v-dist: stopped at step {summary['steps']}; a checkpoint is in {args.output}. "
                   "Run the same command to resume.", file=sys.stderr)
             return 128 + int(summary["signal"])
     elif args.command == "export":
         from w2v_dist.vectors import Vectors
-        Vectors.load(args.run, _storage_options(args.storage_options)).save(args.output, args.format)
-        print(args.output)
+        so = _storage_options(args.storage_options)
+        for uri in Vectors.load(args.run, so).save(args.output, args.format, so, overwrite=args.overwrite):
+            print(uri)  # an .npy's words go to a second file: say so
     elif args.command == "eval":
         from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity, format_report
         from w2v_dist.vectors import Vectors
@@ -222,8 +261,16 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-@record
 def main(argv: list[str] | None = None) -> int:
+    # Under torchrun, torch's @record writes a rank's uncaught exception into the agent's error file.
+    # Imported only there: torch costs ~2 s of start-up that prepare/export/similar never need.
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from torch.distributed.elastic.multiprocessing.errors import record
+        return record(_main)(argv)
+    return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         return run(argv)
     except _user_errors() as e:

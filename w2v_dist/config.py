@@ -15,8 +15,12 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the flag and the fix."""
 
 
-# Split on anything that is not a letter, a digit or an underscore (Unicode-aware, RE2 syntax).
-DEFAULT_SPLIT_PATTERN = r"[^\p{L}\p{N}_]+"
+# Split on anything that is not a letter, a combining mark, a digit, an underscore or a zero-width
+# (non-)joiner (Unicode-aware, RE2 syntax). Marks (category M) are parts of words: Devanagari vowel
+# signs and viramas, Thai vowels and tones, Arabic harakat, the accents of decomposed Latin; ZWNJ
+# and ZWJ sit inside Persian and Indic words. Splitting on them cut "हिन्दी" into "ह न द".
+DEFAULT_SPLIT_PATTERN = r"[^\p{L}\p{M}\p{N}_\x{200C}\x{200D}]+"
+NORMALIZE_FORMS = ("NFC", "NFKC", "none")
 
 
 @dataclass
@@ -26,12 +30,31 @@ class TokenizerConfig:
     lowercase: bool = True
     split_pattern: str = DEFAULT_SPLIT_PATTERN
     max_sentence_length: int = 1000  # word2vec.c's MAX_SENTENCE_LENGTH: longer rows are cut in pieces
+    # Unicode normalization before anything else: "é" typed as e + U+0301 (NFD, as macOS file
+    # names and some corpora have it) and as U+00E9 become one word. "none" takes the bytes as they are.
+    normalize: str = "NFC"
 
     def __post_init__(self):
         if self.max_sentence_length < 2:
             raise ConfigError(f"--max-sentence-length must be >= 2, got {self.max_sentence_length}")
         if not self.split_pattern:
             raise ConfigError("--split-pattern must not be empty (default: %s)" % DEFAULT_SPLIT_PATTERN)
+        if self.normalize not in NORMALIZE_FORMS:
+            raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZE_FORMS)}, got {self.normalize!r}")
+        _check_pattern(self.split_pattern)
+
+
+def _check_pattern(pattern: str) -> None:
+    """Compile ``pattern`` with the engine that will use it (pyarrow's RE2) now, not hours into a
+    vocabulary pass; RE2 has no look-arounds or back-references."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.split_pattern_regex(pa.array([""]), pattern=pattern)
+    except pa.ArrowInvalid as e:
+        raise ConfigError(f"--split-pattern {pattern!r} is not a valid RE2 regex ({str(e).splitlines()[0]}); "
+                          f"RE2 syntax has no look-arounds or back-references (default: {DEFAULT_SPLIT_PATTERN})") from None
 
 
 @dataclass
@@ -76,6 +99,7 @@ class TrainConfig:
     checkpoint_minutes: float | None = None  # minutes between checkpoints
     keep_checkpoints: int = 2
     on_bad_shard: str = "error"  # "error" or "skip" for unreadable files, row groups and rows
+    allow_incomplete: bool = False  # train on a directory whose `w2v-dist prepare` did not finish
 
     def __post_init__(self):
         if isinstance(self.tokenizer, dict):

@@ -36,13 +36,16 @@ import io
 import warnings
 
 import numpy as np
-import torch
 
 from w2v_dist import storage
 from w2v_dist.vectors import Vectors
 
 TOPN = 5  # gensim looks at the 5 nearest neighbours for an answer that is not a query word
 _BATCH_SCORES = 1 << 25  # question x word scores per batch (128 MB of float32)
+
+
+class EvaluationError(ValueError):
+    """A benchmark file that cannot be used; the message names it and says what was expected."""
 
 
 def evaluate_analogies(vectors: Vectors, questions_uri: str, restrict_vocab: int | None = 300000,
@@ -68,7 +71,7 @@ def evaluate_analogies(vectors: Vectors, questions_uri: str, restrict_vocab: int
         if not words:
             continue
         if not sections:
-            raise ValueError(f"{questions_uri}: line {line_no} comes before the first ': section' header; "
+            raise EvaluationError(f"{questions_uri}: line {line_no} comes before the first ': section' header; "
                              f"is this a Google analogy file (questions-words.txt)?")
         if len(words) != 4:
             continue  # gensim skips malformed lines without counting them
@@ -78,6 +81,9 @@ def evaluate_analogies(vectors: Vectors, questions_uri: str, restrict_vocab: int
             section_oov[-1] += 1
             continue
         asked.append((len(sections) - 1, *rows))
+    if not questions:
+        raise EvaluationError(f"{questions_uri}: no analogy questions (lines 'a b c d' under ': section' headers); "
+                              "is this a Google analogy file (questions-words.txt)?")
 
     table = np.array(asked, np.int64).reshape(-1, 5)
     right = _answer(vectors.unit[:n_rows], canon, table[:, 1:])
@@ -105,6 +111,8 @@ def evaluate_analogies(vectors: Vectors, questions_uri: str, restrict_vocab: int
 
 def _answer(unit: np.ndarray, canon: np.ndarray, abcd: np.ndarray) -> np.ndarray:
     """Whether each question ``(a, b, c, expected)`` (canonical rows) is answered right."""
+    import torch  # here, not at the top: the rest of evaluation (and `w2v-dist eval`'s errors) need none of it
+
     n_rows = len(unit)
     k = min(TOPN, n_rows)
     with warnings.catch_warnings():  # torch warns on read-only arrays; nothing here writes to them
@@ -162,7 +170,7 @@ def evaluate_similarity(vectors: Vectors, pairs_uri: str, restrict_vocab: int | 
         left.append(lookup[a])
         right.append(lookup[b])
     if not gold:
-        raise ValueError(f"{pairs_uri}: no usable word pairs ({oov} out of vocabulary); expected lines "
+        raise EvaluationError(f"{pairs_uri}: no usable word pairs ({oov} out of vocabulary); expected lines "
                          f"'word1<TAB>word2<TAB>score' with words in the first {len(lookup)} of the vocabulary")
     unit = vectors.unit
     model = np.einsum("ij,ij->i", unit[left], unit[right]).astype(np.float64)
@@ -232,6 +240,10 @@ def _read_text(uri: str, storage_options: dict | None, what: str) -> io.TextIOWr
     except FileNotFoundError:
         raise FileNotFoundError(f"{uri}: no such {what} (check the path; cloud URIs need a scheme like s3://)") \
             from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EvaluationError(f"{uri}: not UTF-8 text (byte {e.start}); is this the {what}?") from None
     # split into lines as gensim's text-mode reads do (universal newlines, nothing else)
     return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
 

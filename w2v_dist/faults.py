@@ -3,7 +3,8 @@
 ``W2V_DIST_FAULT=<action>@<point>:<rank>:<step>``, e.g. ``kill@step:1:12`` (rank 1 SIGKILLs
 itself after step 12), ``kill@save:0:10`` (rank 0 dies between a checkpoint's payload and its
 manifest), ``raise@step:1:5`` (an exception, for torchrun's error report), ``term@step:0:7``
-(SIGTERM to itself: a preemption). Fires only on torchrun's first attempt
+(SIGTERM to itself: a preemption), ``int@prepare-shard:0:2`` (Ctrl-C in ``prepare`` once its
+second shard is written). Fires only on torchrun's first attempt
 (``TORCHELASTIC_RESTART_COUNT`` unset or 0), so a restarted run goes through.
 """
 
@@ -25,5 +26,7 @@ def maybe_fail(point: str, rank: int, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "term":
         os.kill(os.getpid(), signal.SIGTERM)
+    elif action == "int":
+        os.kill(os.getpid(), signal.SIGINT)
     elif action == "raise":
         raise RuntimeError(f"injected fault at {point} {step} on rank {rank} (W2V_DIST_FAULT={spec})")

@@ -13,6 +13,19 @@ directory gets ``part-00000.parquet``, ``part-00001.parquet``, ... (zstd, schema
 string``), each written through :func:`w2v_dist.storage.atomic_open`, so a shard is visible only
 once complete.
 
+The output is committed as a whole: ``_PREPARING`` is written before the first shard, and
+``_SUCCESS`` (a JSON manifest: every shard with its rows, and the summary) after the last; then
+``_PREPARING`` goes. A prepare that failed, was interrupted or killed leaves ``_PREPARING`` and no
+``_SUCCESS``, and ``train`` refuses such a directory (:func:`w2v_dist.corpus.shards.check_prepared`)
+rather than train on part of the corpus without a word. (No renames: on object stores a rename is
+a copy of every byte.)
+
+A compressed input that is truncated or corrupt is an error naming the file and the line reached,
+or with ``on_bad_input="skip"`` its lines read before the damage are kept, the rest is left out
+and the file is counted in ``bad_inputs``. A file in which more than ``max_invalid_utf8`` of the
+bytes are not UTF-8 is not text (binary, or another encoding): an error, not a vocabulary of
+U+FFFD fragments.
+
 Example::
 
     >>> import os, tempfile
@@ -23,6 +36,8 @@ Example::
     >>> s = prepare([os.path.join(d, "a.txt")], os.path.join(d, "out"), progress=False)
     >>> s["rows"], s["skipped_rows"], [os.path.basename(u) for u in s["shards"]]
     (2, 1, ['part-00000.parquet'])
+    >>> sorted(os.listdir(os.path.join(d, "out")))
+    ['_SUCCESS', 'part-00000.parquet']
 """
 
 from __future__ import annotations
@@ -30,8 +45,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import lzma
+import os
 import posixpath
+import socket
 import sys
+import time
+import zlib
 from typing import IO, Iterator
 
 import fsspec.compression
@@ -42,6 +62,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from w2v_dist import storage
+from w2v_dist.faults import maybe_fail
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +73,21 @@ PARQUET_SUFFIXES = (".parquet",)
 # from Parquet: large enough for vectorised Arrow work, small enough to keep memory flat.
 BLOCK_BYTES = 8 << 20
 PARQUET_BATCH_ROWS = 65_536
+# The commit protocol's two files (see the module docstring); names starting with "_" are skipped
+# by pyarrow.dataset, Spark and `prepare` itself when they list a directory.
+SUCCESS = "_SUCCESS"
+PREPARING = "_PREPARING"
+ON_BAD_INPUT = ("error", "skip")
+
+
+def _decompress_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged compressed stream raises: gzip's EOFError/BadGzipFile (an OSError), zlib,
+    bz2 (OSError, EOFError), lzma, zstandard."""
+    errors: list[type[BaseException]] = [EOFError, OSError, zlib.error, lzma.LZMAError]
+    with contextlib.suppress(ImportError):
+        import zstandard
+        errors.append(zstandard.ZstdError)
+    return tuple(errors)
 
 
 class PrepareError(ValueError):
@@ -61,12 +97,13 @@ class PrepareError(ValueError):
 def prepare(inputs: list[str], output: str, *, rows_per_shard: int = 1_000_000,
             rows_per_row_group: int = 100_000, text_field: str = "text",
             storage_options: dict | None = None, overwrite: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, on_bad_input: str = "error", max_invalid_utf8: float = 0.1) -> dict:
     """Convert ``inputs`` into Parquet shards under ``output``; return a JSON-able summary.
 
     The summary holds ``output``, ``shards`` (URIs, in order), ``rows``, ``input_files``,
-    ``bytes_in`` (stored, i.e. compressed, size), ``skipped_rows`` (records without text) and
-    ``replaced_utf8`` (lines or records whose invalid UTF-8 was replaced with U+FFFD).
+    ``bytes_in`` (stored, i.e. compressed, size), ``skipped_rows`` (records without text),
+    ``replaced_utf8`` (lines or records whose invalid UTF-8 was replaced with U+FFFD),
+    ``invalid_utf8_bytes`` and ``bad_inputs`` (damaged compressed files, ``on_bad_input="skip"``).
     """
     if rows_per_shard < 1:
         raise PrepareError(f"--rows-per-shard must be >= 1, got {rows_per_shard}")
@@ -74,6 +111,10 @@ def prepare(inputs: list[str], output: str, *, rows_per_shard: int = 1_000_000,
         raise PrepareError(f"--rows-per-row-group must be >= 1, got {rows_per_row_group}")
     if not text_field:
         raise PrepareError("--text-field must not be empty (default: text)")
+    if on_bad_input not in ON_BAD_INPUT:
+        raise PrepareError(f"--on-bad-input must be error or skip, got {on_bad_input!r}")
+    if not 0 <= max_invalid_utf8 <= 1:  # NaN fails this too
+        raise PrepareError(f"--max-invalid-utf8 must be a fraction in [0, 1], got {max_invalid_utf8}")
     if isinstance(inputs, str):  # a lone URI would otherwise be iterated character by character
         inputs = [inputs]
     if not inputs:
@@ -82,27 +123,30 @@ def prepare(inputs: list[str], output: str, *, rows_per_shard: int = 1_000_000,
 
     files = _not_under(output, list_inputs(inputs, storage_options), storage_options)
     sizes = [_size(uri, storage_options) for uri in files]  # fails fast on unreadable inputs
-    _prepare_output(output, overwrite, storage_options)
+    _prepare_output(output, overwrite, storage_options, inputs)
 
-    stats = {"skipped_rows": 0, "replaced_utf8": 0}
+    stats = {"skipped_rows": 0, "replaced_utf8": 0, "invalid_utf8_bytes": 0, "bad_inputs": 0}
     bar = _Progress(progress, total_bytes=sum(sizes), n_files=len(files))
     with _ShardWriter(output, rows_per_shard, rows_per_row_group, storage_options) as writer:
         for i, (uri, size) in enumerate(zip(files, sizes)):
             rows_before = writer.rows
-            for column in read_text(uri, text_field, storage_options, stats, bar.advance_to):
+            for column in read_text(uri, text_field, storage_options, stats, bar.advance_to,
+                                    on_bad_input, max_invalid_utf8):
                 writer.add(column)
             bar.file_done(uri, i, size, writer.rows - rows_before, writer.rows)
     bar.close()
 
     if writer.rows == 0:
+        storage.remove(storage.join(output, PREPARING), storage_options)  # nothing was written
         raise PrepareError(f"{', '.join(inputs)}: no text found in {len(files)} file(s) "
                            f"({stats['skipped_rows']} records without text); check the inputs "
                            f"and --text-field (now {text_field!r})")
     summary = {"output": output, "shards": writer.shards, "rows": writer.rows,
                "input_files": len(files), "bytes_in": sum(sizes), **stats}
+    _commit(output, summary, writer.shard_rows, storage_options)
     logger.info("prepare: wrote %d rows in %d shard(s) to %s from %d file(s) (%d skipped, %d with "
-                "invalid UTF-8 replaced)", writer.rows, len(writer.shards), output, len(files),
-                stats["skipped_rows"], stats["replaced_utf8"])
+                "invalid UTF-8 replaced, %d damaged input(s) cut short)", writer.rows, len(writer.shards),
+                output, len(files), stats["skipped_rows"], stats["replaced_utf8"], stats["bad_inputs"])
     return summary
 
 
@@ -172,11 +216,13 @@ def _format(uri: str) -> tuple[str, str | None]:
 
 
 def read_text(uri: str, text_field: str, storage_options: dict | None, stats: dict,
-              on_bytes=lambda n: None) -> Iterator[pa.Array]:
+              on_bytes=lambda n: None, on_bad_input: str = "error",
+              max_invalid_utf8: float = 1.0) -> Iterator[pa.Array]:
     """Batches of non-blank text (``pa.string()`` arrays) from one file, in file order.
 
-    ``stats["skipped_rows"]`` and ``stats["replaced_utf8"]`` are incremented; ``on_bytes(n)``
-    is told how many stored bytes of the file have been read so far.
+    ``stats["skipped_rows"]``, ``stats["replaced_utf8"]``, ``stats["invalid_utf8_bytes"]`` and
+    ``stats["bad_inputs"]`` are incremented; ``on_bytes(n)`` is told how many stored bytes of the
+    file have been read so far.
     """
     kind, compression = _format(uri)
     with contextlib.ExitStack() as stack:
@@ -191,11 +237,42 @@ def read_text(uri: str, text_field: str, storage_options: dict | None, stats: di
             fsspec.compression.compr[compression](raw, mode="rb"))
         to_column = _json_column if kind == "json" else _text_column
         line = 0  # lines before this block, for error messages
-        for block in _blocks(f):
+        decoded, invalid_before = 0, stats.setdefault("invalid_utf8_bytes", 0)
+        blocks = _blocks(f)
+        while True:
+            try:
+                block = next(blocks, None)
+            except _decompress_errors() as e:
+                _bad_input(uri, compression, line, e, on_bad_input, stats)
+                break
+            if block is None:
+                break
             column = to_column(uri, block, line, text_field, stats)
             line += block.count(b"\n")
+            decoded += len(block)
             yield _keep_text(column, stats)
             on_bytes(raw.tell())
+        invalid = stats["invalid_utf8_bytes"] - invalid_before
+        if decoded and invalid > max_invalid_utf8 * decoded:
+            raise PrepareError(
+                f"{uri}: {invalid / decoded:.1%} of its {decoded} bytes are not UTF-8; it does not look "
+                f"like UTF-8 text (a binary file, or another encoding: convert it, e.g. iconv -f latin1 "
+                f"-t utf-8), or raise --max-invalid-utf8 (now {max_invalid_utf8}) to take it anyway")
+
+
+def _bad_input(uri: str, compression: str | None, line: int, e: BaseException, on_bad_input: str,
+               stats: dict) -> None:
+    """A damaged compressed file: an error naming it and the line reached, or counted and cut short."""
+    what = f"{compression} data" if compression else "data"
+    detail = str(e) or type(e).__name__
+    where = f"after line {line}" if line else "at its start"
+    if on_bad_input == "error":
+        raise PrepareError(f"{uri}: truncated or corrupt {what} {where} ({detail}); replace the "
+                           "file, or pass --on-bad-input skip to keep the lines before the damage and "
+                           "go on") from None
+    stats["bad_inputs"] = stats.get("bad_inputs", 0) + 1
+    logger.warning("prepare: %s: truncated or corrupt %s %s (%s); kept the %d line(s) before it, skipped "
+                   "the rest (--on-bad-input skip)", uri, what, where, detail, line)
 
 
 def _blocks(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
@@ -239,7 +316,11 @@ def _decode(raw: bytes, stats: dict) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         stats["replaced_utf8"] += 1
-        return raw.decode("utf-8", errors="replace")
+        text = raw.decode("utf-8", errors="replace")
+        # one U+FFFD per invalid sequence, less those that were in the input already
+        stats["invalid_utf8_bytes"] = (stats.get("invalid_utf8_bytes", 0) + text.count("\ufffd")
+                                       - raw.count("\ufffd".encode()))
+        return text
 
 
 def _json_column(uri: str, block: bytes, line: int, text_field: str, stats: dict) -> pa.Array:
@@ -337,20 +418,38 @@ def _keep_text(column: pa.Array, stats: dict) -> pa.Array:
 # Output
 
 
-def _prepare_output(output: str, overwrite: bool, storage_options: dict | None) -> None:
-    """Refuse to mix with earlier shards unless ``overwrite``; then make the directory."""
+def _prepare_output(output: str, overwrite: bool, storage_options: dict | None, inputs: list[str]) -> None:
+    """Refuse to mix with earlier shards unless ``overwrite``; then mark the directory as being
+    prepared (before its old commit marker and shards go: a crash in between leaves a directory
+    that still reads as finished, or one that reads as unfinished, never a mix that looks finished)."""
     fs, path = storage.url_to_fs(output, storage_options)
+    old: list[str] = []
     if fs.exists(path):
         if fs.isfile(path):
             raise PrepareError(f"{output}: is a file; --output must be a directory")
+        names = {posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)}
         old = [p for p in fs.ls(path, detail=False) if p.endswith(".parquet")]
         if old and not overwrite:
-            raise PrepareError(f"{output}: already holds {len(old)} .parquet file(s); pass "
-                               "--overwrite to replace them or choose another --output")
-        for p in old:
-            if _is_shard(posixpath.basename(p)):
-                storage.remove(storage.unstrip(fs, p), storage_options)
+            unfinished = PREPARING in names and SUCCESS not in names
+            raise PrepareError(f"{output}: already holds {len(old)} .parquet file(s)"
+                               + (" of a prepare that did not finish" if unfinished else "")
+                               + "; pass --overwrite to replace them or choose another --output")
     storage.makedirs(output, storage_options)
+    marker = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(), "pid": os.getpid(),
+              "inputs": list(inputs)}
+    storage.write_text(storage.join(output, PREPARING), json.dumps(marker), storage_options)
+    storage.remove(storage.join(output, SUCCESS), storage_options)
+    for p in old:
+        if _is_shard(posixpath.basename(p)):
+            storage.remove(storage.unstrip(fs, p), storage_options)
+
+
+def _commit(output: str, summary: dict, shard_rows: list[int], storage_options: dict | None) -> None:
+    """``_SUCCESS`` (the manifest), then ``_PREPARING`` goes: the output now reads as finished."""
+    manifest = {"shards": [{"name": posixpath.basename(u), "rows": n} for u, n in zip(summary["shards"], shard_rows)],
+                **{k: v for k, v in summary.items() if k != "shards"}}
+    storage.write_text(storage.join(output, SUCCESS), json.dumps(manifest, indent=1), storage_options)
+    storage.remove(storage.join(output, PREPARING), storage_options)
 
 
 def _is_shard(name: str) -> bool:
@@ -371,6 +470,7 @@ class _ShardWriter:
         self.output, self.storage_options = output, storage_options
         self.rows_per_shard, self.rows_per_row_group = rows_per_shard, rows_per_row_group
         self.shards: list[str] = []
+        self.shard_rows: list[int] = []  # rows of each closed shard
         self.rows = 0  # rows written or buffered, in all shards
         self._pending: list[pa.Array] = []
         self._pending_rows = 0
@@ -429,6 +529,8 @@ class _ShardWriter:
             return
         self._writer.close()
         self._stack.close()  # the shard appears now, complete
+        self.shard_rows.append(self._shard_rows)
+        maybe_fail("prepare-shard", 0, len(self.shard_rows))  # tests: die with this many shards written
         self._writer, self._stack, self._shard_rows = None, None, 0
 
 

@@ -28,6 +28,15 @@ def url_to_fs(uri: str, storage_options: dict | None = None):
         return _url_to_fs(uri, **(storage_options or {}))
     except ImportError as e:  # e.g. s3fs not installed
         raise StorageError(f"{uri}: {e} (install the matching extra, e.g. pip install 'w2v-dist[s3]')") from e
+    except ValueError as e:
+        if "Protocol not known" not in str(e):
+            raise
+        raise StorageError(_unknown_scheme(uri)) from None
+
+
+def _unknown_scheme(uri: str) -> str:
+    return (f"{uri}: unknown URI scheme {protocol(uri) + '://'!r}; use a local path or one of s3://, gs://, az://, "
+            "hf://, http(s)://, memory:// (fsspec's registry)")
 
 
 def protocol(uri: str) -> str:
@@ -63,7 +72,13 @@ def makedirs(uri: str, storage_options: dict | None = None) -> None:
 def open_uri(uri: str, mode: str = "rb", storage_options: dict | None = None,
              compression: str | None = None, **kwargs) -> IO:
     """Open a URI (``compression='infer'`` picks gzip/bz2/zstd from the suffix)."""
-    return fsspec.open(uri, mode, compression=compression, **(storage_options or {}), **kwargs).open()
+    try:
+        of = fsspec.open(uri, mode, compression=compression, **(storage_options or {}), **kwargs)
+    except ValueError as e:
+        if "Protocol not known" not in str(e):
+            raise
+        raise StorageError(_unknown_scheme(uri)) from None
+    return of.open()
 
 
 def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:

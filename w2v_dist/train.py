@@ -69,12 +69,15 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     """A new run, or the resumption of the one in ``--output``. Bad input and incompatible
     settings fail here, before anything is written."""
     so, out = cfg.storage_options, cfg.output
+    fs, path = storage.url_to_fs(out, so)
+    if fs.isfile(path):  # found now, not after the vocabulary pass, when the first file is written
+        raise ConfigError(f"{out}: is a file; --output must name a run directory (a new path, or an earlier run's)")
     finished = storage.exists(storage.join(out, "summary.json"), so)
     started = storage.exists(storage.join(out, "config.json"), so)
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
     report: dict = {}
-    shards = scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report)
+    shards = scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report, cfg.allow_incomplete)
     vocab_uri = storage.join(out, "vocab")
     if started and not cfg.overwrite:
         return _resume(cfg, dist, shards, vocab_uri)

@@ -14,7 +14,8 @@ Example:
 ...                np.array([[1, 1], [1, -1], [2, 1.1], [2, -1]], dtype=np.float32))
 >>> vecs.analogy("man", "king", "woman")[0][0]
 'queen'
->>> vecs.save("memory://doc/v.bin", "word2vec-binary")
+>>> vecs.save("memory://doc/v.bin", "word2vec-binary")  # the files written
+['memory://doc/v.bin']
 >>> Vectors.load("memory://doc/v.bin").most_similar("king", topn=1)[0][0]
 'man'
 """
@@ -158,20 +159,28 @@ class Vectors:
 
     # ---- files --------------------------------------------------------------------------------
 
-    def save(self, uri: str, format: str | None = None, storage_options: dict | None = None) -> None:
-        """Write to ``uri`` as ``"word2vec"`` (text), ``"word2vec-binary"`` or ``"npy"``.
+    def save(self, uri: str, format: str | None = None, storage_options: dict | None = None,
+             overwrite: bool = True) -> list[str]:
+        """Write to ``uri`` as ``"word2vec"`` (text), ``"word2vec-binary"`` or ``"npy"``; returns the
+        files written (``npy`` also writes the words to ``<name>.vocab.txt``). With ``overwrite=False``
+        an existing file is a :class:`FileExistsError` and nothing is written.
 
         Without ``format``: ``.npy`` -> npy, ``.bin`` (or ``.bin.gz``...) -> binary, anything else -> text.
         """
         if format is None:
             name = uri.rsplit(".", 1)[0] if fsspec.utils.infer_compression(uri) else uri
             format = "npy" if name.endswith(".npy") else "word2vec-binary" if name.endswith(".bin") else "word2vec"
+        if format not in FORMATS:
+            raise ValueError(f"{uri}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+        files = [uri, export.vocab_sidecar_uri(uri)] if format == "npy" else [uri]
+        for f in files if not overwrite else ():
+            if storage.exists(f, storage_options):
+                raise FileExistsError(f"{f}: exists; pass --overwrite to replace it or choose another --output")
         if format == "npy":
             export.save_npy(uri, self._words, self._vectors, self.counts, storage_options)
-        elif format in ("word2vec", "word2vec-binary"):
-            export.save_word2vec(uri, self._words, self._vectors, format == "word2vec-binary", storage_options)
         else:
-            raise ValueError(f"{uri}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+            export.save_word2vec(uri, self._words, self._vectors, format == "word2vec-binary", storage_options)
+        return files
 
     @classmethod
     def load(cls, uri: str, storage_options: dict | None = None) -> Vectors:
@@ -233,11 +242,13 @@ def _read(uri: str, storage_options: dict | None, what: str = "vectors file") ->
 
 def _parse_word2vec(uri: str, data: bytes) -> tuple[list[str], np.ndarray]:
     end = data.find(b"\n")
+    first = data[:end] if end >= 0 else data
     try:
-        n, d = (int(x) for x in data[:end].split())
+        n, d = (int(x) for x in first.split())
     except ValueError:
         raise VectorsFormatError(
-            f"{uri}: not a word2vec file (first line {data[:min(end, 80)]!r} should be '<words> <dim>')") from None
+            f"{uri}: not a word2vec file (first line {first[:60]!r}{'...' if len(first) > 60 else ''} should be "
+            "'<words> <dim>'); pass a run directory, a word2vec .bin/.txt or an .npy with its .vocab.txt") from None
     if _looks_like_text(data[end + 1:end + 1 + 65536], d):
         return _parse_text(uri, memoryview(data)[end + 1:], n, d)
     return _parse_binary(uri, data, end + 1, n, d)

@@ -4,8 +4,9 @@ per epoch.
 The first time a reader encodes a unit (row group or row range) it writes the token ids and the
 sentence starts to ``<cache dir>/tokens-<key>/`` (an ``.npz`` per unit, written under a temporary
 name and renamed); later epochs, and other ranks and readers of the node, load it instead of
-reading and tokenizing the text again. The key covers the vocabulary's fingerprint and the
-tokenizer settings; a unit's file name covers its shard's URI, row groups and a hash of its
+reading and tokenizing the text again. The key covers the vocabulary's fingerprint, the
+tokenizer settings and the tokenizer's rules (``tokenize.VERSION``: an upgrade that changes them
+gets a fresh cache); a unit's file name covers its shard's URI, row groups and a hash of its
 Parquet footer (sizes and column statistics), so a rewritten shard is not served stale data. Units in which reading skipped anything (``--on-bad-shard skip``) are
 not cached: reading them again counts again. The cache stops growing at ``limit_bytes`` written
 by this process or when the disk has under 1 GiB free (the regex tokenizer is then used as
@@ -24,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from w2v_dist.corpus.tokenize import Tokenized
+from w2v_dist.corpus.tokenize import VERSION, Tokenized
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class TokenCache:
         self.limit, self.written = limit_bytes, 0
         self.dir = None
         if limit_bytes > 0:
-            key = hashlib.sha256(json.dumps([fingerprint, tokenizer], sort_keys=True).encode()).hexdigest()[:20]
+            key = hashlib.sha256(json.dumps([fingerprint, tokenizer, VERSION], sort_keys=True).encode()).hexdigest()[:20]
             self.dir = os.path.join(root or os.path.join(tempfile.gettempdir(), "w2v_dist-cache"), f"tokens-{key}")
 
     def _path(self, shard, unit) -> str:

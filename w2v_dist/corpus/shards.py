@@ -5,7 +5,9 @@ footers once, up front (cheap), so a bad file or column fails before training st
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import posixpath
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -48,10 +50,12 @@ def _local_fs():
 
 
 def scan_shards(uri: str, column: str = "text", storage_options: dict | None = None,
-                on_bad: str = "error", report: dict | None = None) -> list[Shard]:
+                on_bad: str = "error", report: dict | None = None, allow_incomplete: bool = False) -> list[Shard]:
     """List the Parquet files under ``uri`` (a directory/prefix, a file, or a glob) and check
     every footer. A file that is not Parquet, is truncated, or lacks a usable text column is an
-    error, or with ``on_bad="skip"`` is left out and counted in ``report["bad_files"]``."""
+    error, or with ``on_bad="skip"`` is left out and counted in ``report["bad_files"]``. A
+    directory that ``w2v-dist prepare`` did not finish is an error unless ``allow_incomplete``
+    (:func:`check_prepared`)."""
     report = {} if report is None else report
     try:
         files = storage.expand(uri, (".parquet", ".parq", ".pq"), storage_options)
@@ -59,6 +63,7 @@ def scan_shards(uri: str, column: str = "text", storage_options: dict | None = N
         raise CorpusError(str(e)) from None
     except (FileNotFoundError, OSError) as e:
         raise CorpusError(f"{uri}: cannot list it ({e})") from None
+    check_prepared(uri, files, storage_options, allow_incomplete)
     if not files:
         raise CorpusError(f"{uri}: no Parquet files found (expected *.parquet; make shards with `w2v-dist prepare`)")
     shards = []
@@ -75,6 +80,37 @@ def scan_shards(uri: str, column: str = "text", storage_options: dict | None = N
     if sum(s.num_rows for s in shards) == 0:
         raise CorpusError(f"{uri}: the corpus is empty ({len(shards)} Parquet file(s), 0 rows)")
     return shards
+
+
+def check_prepared(uri: str, files: list[str], storage_options: dict | None = None,
+                   allow_incomplete: bool = False) -> None:
+    """A directory ``w2v-dist prepare`` wrote is used only once it committed (``_SUCCESS``, its
+    manifest, written last; w2v_dist/prepare.py), and only whole: every shard the manifest lists
+    is there with its rows. Directories with no trace of ``prepare`` (Parquet from other tools)
+    are taken as they are."""
+    fs, path = storage.url_to_fs(uri, storage_options)
+    if not fs.isdir(path):
+        return  # a file or a glob: the user named the files
+    success, preparing = storage.join(uri, "_SUCCESS"), storage.join(uri, "_PREPARING")
+    if storage.exists(success, storage_options):
+        try:
+            listed = json.loads(storage.read_bytes(success, storage_options)).get("shards")
+        except (ValueError, AttributeError):
+            listed = None  # an empty _SUCCESS (Spark, Hadoop): nothing to check against
+        names = {posixpath.basename(f) for f in files}
+        missing = [s["name"] for s in listed or () if s["name"] not in names]
+        if missing:
+            raise CorpusError(f"{uri}: {len(missing)} shard(s) listed in _SUCCESS are missing ({', '.join(missing[:3])}"
+                              f"{', ...' if len(missing) > 3 else ''}); restore them or re-run `w2v-dist prepare`")
+        return
+    if storage.exists(preparing, storage_options):
+        if allow_incomplete:
+            log.warning("%s: `w2v-dist prepare` did not finish here (no _SUCCESS); training on the %d shard(s) "
+                        "it wrote (--allow-incomplete)", uri, len(files))
+            return
+        raise CorpusError(f"{uri}: `w2v-dist prepare` did not finish here (_PREPARING but no _SUCCESS: it failed or "
+                          f"was interrupted after {len(files)} shard(s)); re-run prepare with --overwrite, or pass "
+                          "--allow-incomplete to train on what it wrote")
 
 
 def _check(f: str, column: str, storage_options: dict | None) -> Shard:

@@ -1,13 +1,24 @@
 """Text -> tokens -> ids with pyarrow compute: no Python loop per token.
 
-A string column is lowercased (Unicode-aware ``utf8_lower``) and split with an RE2 pattern; a
-list<string> column is taken as tokens already (lowercased if asked). Token ids come from
-``pyarrow.compute.index_in`` against the vocabulary; out-of-vocabulary tokens are dropped
-before windows are drawn, as in word2vec.c and gensim.
+A string column is normalized (NFC by default: ``utf8_normalize``), lowercased (Unicode-aware
+``utf8_lower``) and split with an RE2 pattern; a list<string> column is taken as tokens already
+(normalized and lowercased the same way). A token never holds the whitespace that word2vec files
+separate fields with: inner runs of it become ``_`` (``new york`` -> ``new_york``, as word2phrase
+joins phrases), outer ones are trimmed. Token ids come from ``pyarrow.compute.index_in`` against
+the vocabulary; out-of-vocabulary tokens are dropped before windows are drawn, as in word2vec.c
+and gensim.
+
+>>> import pyarrow as pa
+>>> from w2v_dist.config import TokenizerConfig
+>>> tokenize(pa.array(["Hindi: हिन्दी भारत की राजभाषा है।"]), TokenizerConfig())[0].to_pylist()
+['hindi', 'हिन्दी', 'भारत', 'की', 'राजभाषा', 'है']
+>>> tokenize(pa.array([["New York", "東京"]]), TokenizerConfig())[0].to_pylist()
+['new_york', '東京']
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +27,12 @@ import pyarrow.compute as pc
 
 from w2v_dist.config import TokenizerConfig
 
+# Changes whenever the same TokenizerConfig would give other tokens than before: part of the token
+# cache's key (corpus/cache.py), so an upgrade never serves ids tokenized by the old rules.
+VERSION = 2
+
+# The bytes word2vec.c's ReadWord splits fields on (export.py refuses words holding one).
+_WHITESPACE = " \t\n\r\v\f"
 
 def is_text_type(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
@@ -33,21 +50,41 @@ def tokenize(column: pa.Array | pa.ChunkedArray, cfg: TokenizerConfig) -> tuple[
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if is_text_type(column.type):
-        if cfg.lowercase:
-            column = pc.utf8_lower(column)
-        lists = pc.split_pattern_regex(column, pattern=cfg.split_pattern)
+        lists = pc.split_pattern_regex(_normalize(column, cfg), pattern=cfg.split_pattern)
+        flat = pc.list_flatten(lists)
+        if not _splits_whitespace(cfg.split_pattern):
+            flat = _join_whitespace(flat)
     elif is_token_list_type(column.type):
         lists = column
+        flat = _join_whitespace(_normalize(pc.list_flatten(lists), cfg))
     else:
         raise TypeError(f"expected a string or list<string> column, got {column.type}")
-    flat = pc.list_flatten(lists)
     rows = pc.list_parent_indices(lists)
-    if is_token_list_type(column.type) and cfg.lowercase:
-        flat = pc.utf8_lower(flat)
     keep = pc.greater(pc.binary_length(flat), 0)
     flat = pc.filter(flat, keep)
     rows = pc.filter(rows, keep).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     return flat, rows
+
+
+def _normalize(strings: pa.Array, cfg: TokenizerConfig) -> pa.Array:
+    """NFC (or NFKC) first, then lowercase: composed and decomposed spellings become one word."""
+    if cfg.normalize != "none":
+        strings = pc.utf8_normalize(strings, form=cfg.normalize)
+    return pc.utf8_lower(strings) if cfg.lowercase else strings
+
+
+def _join_whitespace(tokens: pa.Array) -> pa.Array:
+    """``" new york "`` -> ``"new_york"``: a token with a space, tab or newline inside would train,
+    then break every word2vec file it is written to."""
+    return pc.replace_substring_regex(pc.utf8_trim(tokens, _WHITESPACE), f"[{_WHITESPACE}]+", "_")
+
+
+@functools.lru_cache(maxsize=16)
+def _splits_whitespace(pattern: str) -> bool:
+    """Whether ``pattern`` separates tokens at every whitespace byte (the default does), so that
+    its tokens need no :func:`_join_whitespace` pass."""
+    parts = pc.split_pattern_regex(pa.array(["a b\tc\nd\re\vf\fg"]), pattern=pattern)[0].as_py()
+    return not any(set(_WHITESPACE) & set(p) for p in parts)
 
 
 @dataclass

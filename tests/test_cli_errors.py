@@ -1,0 +1,94 @@
+"""Every mistake a user can fix is one line on stderr that names the file or flag, exit code 2.
+
+Guards: tracebacks escaping where a one-line error belongs (a file that is not vectors given to
+eval/similar, an unreadable benchmark file, an unknown URI scheme), a benchmark file that is not
+one accepted silently, an --output that is a file found only after the vocabulary pass, a
+--split-pattern RE2 cannot compile found only inside the reader, NaN/inf accepted for float flags.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import cli
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("errors")
+    (d / "corpus").mkdir()
+    pq.write_table(pa.table({"text": ["alpha beta gamma delta"] * 10}), d / "corpus" / "part-00000.parquet")
+    (d / "vec.txt").write_text("3 2\nalpha 0.1 0.2\nbeta 0.3 -0.1\ngamma -0.2 0.4\n")
+    (d / "notvec.txt").write_text("hello world\nthis is prose\n")
+    (d / "rand.bin").write_bytes(random.Random(0).randbytes(3000))
+    (d / "latin1.txt").write_bytes(b": capital\nathens greece m\xfcnchen germany\n")
+    (d / "noquestions.txt").write_text(": capital-common-countries\n\n")
+    (d / "analogies.txt").write_text(": family\nalpha beta gamma delta\n")
+    (d / "pairs.tsv").write_text("alpha\tbeta\t5.0\n")
+    (d / "afile").write_text("not a directory\n")
+    (d / "a.txt").write_text("alpha beta\n")
+    (d / "exists.bin").write_bytes(b"precious")
+    return d
+
+
+CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
+    (["eval", "{d}/notvec.txt", "--similarity", "{d}/pairs.tsv"], "{d}/notvec.txt: not a word2vec file"),
+    (["similar", "{d}/rand.bin", "alpha"], "{d}/rand.bin: not a word2vec file"),
+    (["eval", "{d}/vec.txt", "--analogies", "{d}/latin1.txt"], "{d}/latin1.txt: not UTF-8 text"),
+    (["eval", "{d}/vec.txt", "--analogies", "{d}/noquestions.txt"], "{d}/noquestions.txt: no analogy questions"),
+    (["eval", "{d}/vec.txt", "--similarity", "{d}/analogies.txt"], "{d}/analogies.txt: no usable word pairs"),
+    (["train", "{d}/corpus", "--output", "{d}/afile"], "{d}/afile: is a file; --output must name a run directory"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--split-pattern", "(?<=a) "], "--split-pattern '(?<=a) '"),
+    (["train", "foo://corpus", "--output", "{d}/r"], "foo://corpus: unknown URI scheme 'foo://'"),
+    (["prepare", "{d}/a.txt", "--output", "foo://out"], "foo://out: unknown URI scheme 'foo://'"),
+    (["similar", "foo://v.bin", "alpha"], "foo://v.bin: unknown URI scheme 'foo://'"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--sample", "nan"], "--sample must be a finite number"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--log-every", "inf"], "--log-every must be a finite number"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--token-cache-gb", "nan"], "--token-cache-gb must be a finite"),
+    (["prepare", "{d}/a.txt", "--output", "{d}/o", "--max-invalid-utf8", "nan"], "--max-invalid-utf8 must be"),
+    (["export", "{d}/vec.txt", "--output", "{d}/exists.bin"], "{d}/exists.bin: exists; pass --overwrite"),
+]
+
+
+IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eval-no-questions",
+       "eval-analogies-as-pairs", "train-output-is-a-file", "train-bad-split-pattern", "train-unknown-scheme",
+       "prepare-unknown-scheme", "similar-unknown-scheme", "train-sample-nan", "train-log-every-inf",
+       "train-token-cache-nan", "prepare-max-invalid-utf8-nan", "export-would-overwrite"]
+
+
+@pytest.mark.parametrize("args, expect", CASES, ids=IDS)
+def test_user_error_is_one_line(files, args, expect):
+    p = cli(*(a.format(d=files) for a in args), check=False)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("w2v-dist: error: "), p.stderr
+    assert expect.format(d=files) in p.stderr, p.stderr
+    assert not (files / "r").exists() and (files / "afile").read_text() == "not a directory\n"
+    assert (files / "exists.bin").read_bytes() == b"precious"
+
+
+def test_version_help_defaults_and_export_names_what_it_writes(files, tmp_path):
+    """Guards: no --version; --help without the defaults; export replacing a file silently and
+    writing a .vocab.txt beside an .npy without a word."""
+    import w2v_dist
+
+    assert cli("--version").stdout.strip() == f"w2v-dist {w2v_dist.__version__}"
+    train_help = " ".join(cli("train", "--help").stdout.split())  # argparse wraps lines
+    assert "vector size (default: 100)" in train_help and "hot-step implementation (default: auto)" in train_help
+    assert "(default: False)" not in train_help and "(default: None)" not in train_help
+    assert "(default: 1000000)" in " ".join(cli("prepare", "--help").stdout.split())
+
+    out = tmp_path / "v.npy"
+    p = cli("export", str(files / "vec.txt"), "--format", "npy", "--output", str(out))
+    assert p.stdout.split() == [str(out), str(tmp_path / "v.vocab.txt")]
+    (tmp_path / "v.npy").unlink()  # the sidecar alone is enough to refuse
+    p = cli("export", str(files / "vec.txt"), "--format", "npy", "--output", str(out), check=False)
+    assert p.returncode == 2 and p.stderr.strip().endswith(f"{tmp_path / 'v.vocab.txt'}: exists; pass --overwrite "
+                                                           "to replace it or choose another --output")
+    assert not out.exists()
+    cli("export", str(files / "vec.txt"), "--format", "npy", "--output", str(out), "--overwrite")
+    assert out.exists()
