@@ -4,6 +4,8 @@
     w2v-dist prepare corpus.txt.gz --output data/shards/
     w2v-dist train data/shards/ --output runs/r1 --model sg --dim 100 --epochs 5
     w2v-dist export runs/r1 --format word2vec-binary --output r1.bin
+    w2v-dist export runs/r1 --format projector --output r1-projector/
+    w2v-dist plot runs/r1 --output r1-plots/
     w2v-dist eval r1.bin --analogies questions-words.txt --similarity wordsim353.tsv
     w2v-dist similar r1.bin king --top 10
 """
@@ -157,10 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_args(sub.add_parser("train", help="train word vectors on Parquet shards"))
 
-    p = sub.add_parser("export", help="write a run's vectors as word2vec text/binary or .npy")
+    p = sub.add_parser("export", help="write a run's vectors as word2vec text/binary, .npy or Embedding Projector files")
     p.add_argument("run", help="run directory")
-    p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy"), default="word2vec-binary")
+    p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy", "projector"), default="word2vec-binary",
+                   help="projector: a directory of vectors.tsv, metadata.tsv and projector_config.pbtxt "
+                        "(tensorboard --logdir DIR) (default: %(default)s)")
     p.add_argument("--output", required=True)
+    p.add_argument("--max-words", type=int, default=None,
+                   help="only the N most frequent words (default: all; projector: 10000, so the browser copes)")
     p.add_argument("--storage-options", default=None)
 
     p = sub.add_parser("eval", help="analogy accuracy and word-similarity correlation")
@@ -202,7 +208,10 @@ def run(argv: list[str] | None = None) -> int:
             return 128 + int(summary["signal"])
     elif args.command == "export":
         from w2v_dist.vectors import Vectors
-        Vectors.load(args.run, _storage_options(args.storage_options)).save(args.output, args.format)
+        if args.max_words is not None and args.max_words < 1:
+            raise ConfigError(f"--max-words must be >= 1, got {args.max_words}")
+        Vectors.load(args.run, _storage_options(args.storage_options)).save(
+            args.output, args.format, _storage_options(args.storage_options), max_words=args.max_words)
         print(args.output)
     elif args.command == "eval":
         from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity, format_report
