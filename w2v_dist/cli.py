@@ -34,6 +34,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         errors.append(PrepareError)
     except ImportError:
         pass
+    from w2v_dist.plot import PlotError
+    errors.append(PlotError)
     return tuple(errors)
 
 
@@ -169,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the N most frequent words (default: all; projector: 10000, so the browser copes)")
     p.add_argument("--storage-options", default=None)
 
+    p = sub.add_parser("plot", help="curves.png (loss, learning rate, words/s) and map.png (a 2-D PCA map of words) "
+                                    "of a run (needs the viz extra)")
+    p.add_argument("run", help="run directory (finished or not: an unfinished run gets its curves only)")
+    p.add_argument("--output", required=True, help="directory for curves.png and map.png")
+    p.add_argument("--words", nargs="+", default=None, help="words to map (default: the --top most frequent)")
+    p.add_argument("--top", type=int, default=200, help="how many of the most frequent words to map (default: %(default)s)")
+    p.add_argument("--storage-options", default=None)
+
     p = sub.add_parser("eval", help="analogy accuracy and word-similarity correlation")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
     p.add_argument("--analogies", action="append", default=[], help="Google analogy file (repeatable)")
@@ -213,6 +223,11 @@ def run(argv: list[str] | None = None) -> int:
         Vectors.load(args.run, _storage_options(args.storage_options)).save(
             args.output, args.format, _storage_options(args.storage_options), max_words=args.max_words)
         print(args.output)
+    elif args.command == "plot":
+        from w2v_dist.plot import plot_run
+        paths = plot_run(args.run, args.output, words=args.words, top=args.top,
+                         storage_options=_storage_options(args.storage_options))
+        print("\n".join(paths.values()))
     elif args.command == "eval":
         from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity, format_report
         from w2v_dist.vectors import Vectors
