@@ -94,9 +94,10 @@ def curves_figure(records: list[dict], config: dict, name: str = "run"):
     words = np.array([r["words"] for r in records], dtype=float)
     with_loss = [i for i, r in enumerate(records) if r.get("examples", 1) > 0]  # an interval with no examples has no loss
     loss = np.array([records[i]["loss"] for i in with_loss])
+    dots = {"marker": "o", "ms": 3} if len(records) < 50 else {}  # few points: show each
     ax = axes[0]
     ax.plot(words[with_loss], loss, color="#1f77b4", lw=1, alpha=0.35 if len(loss) >= 50 else 1,
-            marker="o" if len(loss) < 50 else None, ms=3, label="per log interval")
+            label="per log interval", **dots)
     if len(loss) >= 50:
         ax.plot(words[with_loss], _smooth(loss), color="#1f77b4", lw=2.2, label="smoothed")
         ax.legend(loc="upper right", fontsize=11, frameon=False)
@@ -104,14 +105,14 @@ def curves_figure(records: list[dict], config: dict, name: str = "run"):
     ax.set_title("training loss", fontsize=14, loc="left")
 
     ax = axes[1]
-    ax.plot(words, [r["lr"] for r in records], color="#2ca02c", lw=2)
+    ax.plot(words, [r["lr"] for r in records], color="#2ca02c", lw=2, **dots)
     ax.set_ylabel("learning rate", fontsize=12)
     ax.set_title("learning rate (linear decay over all epochs' words)", fontsize=14, loc="left")
     ax.set_ylim(bottom=0)
 
     ax = axes[2]
     ax.plot(words, [r["words_per_s"] for r in records], color="#d62728", lw=1.8,
-            label="all ranks" if "rank_words_per_s" in records[-1] else None)
+            label="all ranks" if "rank_words_per_s" in records[-1] else None, **dots)
     per_rank = [r.get("rank_words_per_s") for r in records]
     if per_rank[-1]:
         ranks = len(per_rank[-1])
@@ -184,25 +185,36 @@ def map_figure(vectors, words: Sequence[str] | None = None, top: int = TOP_WORDS
     return fig
 
 
-# offsets (points) tried in turn: right, left, above, below, then the diagonals
-_OFFSETS = ((5, -4), (-5, -4), (0, 6), (0, -13), (5, 5), (-5, 5), (5, -12), (-5, -12))
+# offsets (points) tried in turn: right, left, above, below, the diagonals; then the same further
+# out, joined to the point by a thin leader line
+_NEAR = ((5, -4), (-5, -4), (0, 6), (0, -13), (5, 5), (-5, 5), (5, -12), (-5, -12))
+_FAR = ((16, -4), (-16, -4), (0, 18), (0, -25), (14, 14), (-14, 14), (14, -22), (-14, -22))
 
 
 def place_labels(fig, ax, xy: np.ndarray, labels: Sequence[str], fontsize: float = 10) -> int:
-    """Label points in order, each at the first offset where its box overlaps no label placed
-    before and stays inside the axes; a label that fits nowhere is left out. Returns how many were placed."""
+    """Label points in order, each at the first offset where its box stays inside the axes and
+    covers no label placed before and no other point (a label over a point reads as that point's);
+    a label that fits nowhere is left out. Returns how many were placed."""
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
+    dots = ax.transData.transform(xy)
+    r = 3.0  # pixels: a dot's radius, about
     placed = []
-    for (px, py), label in zip(xy, labels):
-        for dx, dy in _OFFSETS:
+    for i, ((px, py), label) in enumerate(zip(xy, labels)):
+        others = np.delete(dots, i, axis=0)
+        for dx, dy in _NEAR + _FAR:
             text = ax.annotate(label, (px, py), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
                                ha="left" if dx > 0 else "right" if dx < 0 else "center", va="bottom",
                                color="0.1", zorder=3)
             box = text.get_window_extent(renderer).expanded(1.04, 1.08)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-            if inside and not any(box.overlaps(b) for b in placed):
+            covers = ((others[:, 0] > box.x0 - r) & (others[:, 0] < box.x1 + r)
+                      & (others[:, 1] > box.y0 - r) & (others[:, 1] < box.y1 + r)).any()
+            if inside and not covers and not any(box.overlaps(b) for b in placed):
                 placed.append(box)
+                if (dx, dy) in _FAR:
+                    ax.annotate("", (px, py), xytext=(dx * 0.8, dy + (4 if dy < 0 else 0)), textcoords="offset points",
+                                arrowprops={"arrowstyle": "-", "color": "0.55", "lw": 0.7, "shrinkA": 0, "shrinkB": 2})
                 break
             text.remove()
     return len(placed)
