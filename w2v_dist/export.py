@@ -115,7 +115,7 @@ def _float_rows(block: np.ndarray, sep: str) -> pa.Array:
     # Arrow's float32 -> string cast prints the shortest decimal that round-trips float32, in C++:
     # ~10x faster than "%.9g" % row per word, and shorter.
     n, d = block.shape
-    floats = pc.cast(pa.array(np.ascontiguousarray(block).reshape(-1)), pa.string())
+    floats = pc.cast(pa.array(block.reshape(-1)), pa.string())
     return pc.binary_join(pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), floats), sep)
 
 
