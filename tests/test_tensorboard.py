@@ -87,3 +87,22 @@ def test_without_tensorboard_training_runs_and_says_so_once(plain_corpus, tmp_pa
             "--threads", "1", "--batch-words", "1000", "--log-every", "0", env={"PYTHONPATH": path})
     assert (run / "summary.json").exists() and not (run / "tensorboard").exists()
     assert p.stderr.count("no TensorBoard curves") == 1 and "pip install 'w2v-dist[viz]'" in p.stderr
+
+
+def test_a_run_on_an_object_store_gets_its_event_file(tmp_path):
+    """Guards: event files left in the local staging directory when the run is not on local disk
+    (SummaryWriter itself writes local paths only)."""
+    from w2v_dist import storage
+    from w2v_dist.tensorboard import Board
+
+    board = Board("memory://tensorboard-test/run", purge_step=1)
+    for words, lr in ((100, 0.02), (200, 0.01), (200, 0.01), (300, 0.005)):  # 200 twice: one point
+        board.write({"words": words, "loss": 4.0, "examples": 10, "lr": lr, "words_per_s": 1e5, "progress": 0.5,
+                     "epoch": 0})
+    board.close()
+    (name,) = storage.expand("memory://tensorboard-test/run/tensorboard", ("",))
+    (tmp_path / name.rsplit("/", 1)[1]).write_bytes(storage.read_bytes(name))
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/lr")] == [(100, np.float32(0.02)), (200, np.float32(0.01)),
+                                                                     (300, np.float32(0.005))]

@@ -92,7 +92,7 @@ def curves_figure(records: list[dict], config: dict, name: str = "run"):
     fig = _figure(layout="constrained")
     axes = fig.subplots(3, 1, sharex=True, height_ratios=(2, 1, 1.4))
     words = np.array([r["words"] for r in records], dtype=float)
-    with_loss = [i for i, r in enumerate(records) if r.get("examples", 1) > 0]  # an interval with no examples has no loss
+    with_loss = [i for i, r in enumerate(records) if r.get("examples", 1) > 0]  # no examples: no loss
     loss = np.array([records[i]["loss"] for i in with_loss])
     dots = {"marker": "o", "ms": 3} if len(records) < 50 else {}  # few points: show each
     ax = axes[0]
@@ -222,7 +222,8 @@ def place_labels(fig, ax, xy: np.ndarray, labels: Sequence[str], fontsize: float
 
 def _describe(name: str, config: dict, records: list[dict]) -> str:
     what = [config.get("model", "?"), f"dim {config['dim']}" if "dim" in config else None,
-            f"{config['epochs']} epochs" if "epochs" in config else None, f"{_count(records[-1]['words'])} words trained"]
+            f"{config['epochs']} epochs" if "epochs" in config else None,
+            f"{_count(records[-1]['words'])} words trained"]
     done = records[-1].get("progress", 0)
     if done < 1:
         what.append(f"{100 * done:.0f}% done")

@@ -3,9 +3,10 @@ otherwise, a JSON-lines metrics file in the run directory and TensorBoard scalar
 
 A ``metrics.jsonl`` line: ``time`` (seconds since this attempt started), ``step``, ``epoch``,
 ``words`` (global words trained so far), ``progress``, ``lr``, ``loss`` (per example, over the
-interval; 0 if it had none), ``examples`` (this rank's, in the interval), ``words_per_s``; with several ranks also ``sync_bytes`` (what each rank has sent to
-the table syncs so far) and ``rank_words_per_s`` (one rate per rank, as of the last exchange);
-the first line after a resumption has ``resumed_from`` (the words of the checkpoint it started from).
+interval; 0 if it had none), ``examples`` (this rank's, in the interval), ``words_per_s``; with
+several ranks also ``sync_bytes`` (what each rank has sent to the table syncs so far) and
+``rank_words_per_s`` (one rate per rank, as of the last exchange); the first line after a
+resumption has ``resumed_from`` (the words of the checkpoint it started from).
 """
 
 from __future__ import annotations
