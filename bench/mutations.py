@@ -203,6 +203,37 @@ MUTATIONS = [
         'name = f"{shard.uri}|{shard.footer}',
         'name = f"{shard.uri}|',
         ("tests/test_hostile.py::test_a_rewritten_shard_is_not_served_from_the_token_cache",)),
+    # seeing a run (issue 13)
+    Mutation(
+        "viz: TensorBoard points at the step number, not the words trained",
+        "w2v_dist/tensorboard.py",
+        '        step = int(rec["words"])\n',
+        '        step = int(rec["step"])\n',
+        ("tests/test_tensorboard.py::test_a_point_per_logged_interval",)),
+    Mutation(
+        "viz: a resumed run's TensorBoard writer keeps what the killed attempt logged past its checkpoint",
+        "w2v_dist/tensorboard.py",
+        "SummaryWriter(self._staging.name, purge_step=purge_step)",
+        "SummaryWriter(self._staging.name)",
+        ("tests/test_tensorboard.py::test_resumed_run_continues_the_curves",)),
+    Mutation(
+        "viz: every rank's words counted in rank 0's slot of the exchange",
+        "w2v_dist/distributed.py",
+        "        mine[dist.rank] = lock.words\n",
+        "        mine[0] = lock.words\n",
+        ("tests/test_tensorboard.py::test_two_ranks_add_per_rank_rates_and_sync_bytes",)),
+    Mutation(
+        "viz: map labels placed without looking at the labels placed before",
+        "w2v_dist/plot.py",
+        "            if inside and not covers and not any(box.overlaps(b) for b in placed):\n",
+        "            if inside and not covers:\n",
+        ("tests/test_plot.py::test_map_labels_do_not_overlap",)),
+    Mutation(
+        "viz: projector vectors.tsv a row ahead of metadata.tsv",
+        "w2v_dist/export.py",
+        '            rows = _float_rows(vectors[start:start + _BLOCK_ROWS], "\\t").to_pylist()\n',
+        '            rows = _float_rows(vectors[start + 1:start + 1 + _BLOCK_ROWS], "\\t").to_pylist()\n',
+        ("tests/test_export.py::test_projector_files_round_trip_a_run",)),
 ]
 
 

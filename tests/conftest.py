@@ -93,6 +93,16 @@ def plain_run(plain_corpus, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def two_ranks(plain_corpus, tmp_path_factory) -> Path:
+    """The same training as ``plain_run``, as 2 ranks of one reader each under torchrun."""
+    from tests.test_distributed import torchrun
+
+    run = tmp_path_factory.mktemp("ranks") / "two"
+    torchrun("train", str(plain_corpus), "--output", str(run), *PLAIN_TRAIN, "--workers", "1")
+    return run
+
+
 def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real entry point: ``python -m w2v_dist ...``."""
     p = subprocess.run([sys.executable, "-m", "w2v_dist", *args], capture_output=True, text=True,

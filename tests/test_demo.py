@@ -19,3 +19,10 @@ def test_demo_runs_and_finds_the_planted_relations(tmp_path):
     for name in ("shards/part-00000.parquet", "run/summary.json", "run/vectors.npy", "vectors.bin",
                  "analogies.txt", "similarity.tsv"):
         assert (tmp_path / name).exists(), name
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "pip install 'w2v-dist[viz]'" in out
+    else:  # the demo says where its pictures are, and they are there
+        for name in ("curves", "map"):
+            assert f"{tmp_path / 'plots' / name}.png" in out and (tmp_path / "plots" / f"{name}.png").exists()

@@ -16,17 +16,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import PLAIN_EPOCHS, PLAIN_TRAIN, ROOT, parquet_token_counts, run_vocab
-from tests.test_distributed import free_port, torchrun
+from tests.test_distributed import free_port
 
 MIN_COUNT = int(PLAIN_TRAIN[PLAIN_TRAIN.index("--min-count") + 1])
-
-
-@pytest.fixture(scope="module")
-def two_ranks(plain_corpus, tmp_path_factory):
-    """The same training as ``plain_run``, as 2 ranks of one reader each under torchrun."""
-    run = tmp_path_factory.mktemp("ranks") / "two"
-    torchrun("train", str(plain_corpus), "--output", str(run), *PLAIN_TRAIN, "--workers", "1")
-    return run
 
 
 def expected_words(corpus, run) -> int:

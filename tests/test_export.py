@@ -124,3 +124,36 @@ def test_gz_name_compresses(tmp_path):
     save_word2vec(uri, WORDS, vectors(), binary=False)
     assert storage.read_bytes(uri)[:2] == b"\x1f\x8b"  # gzip magic
     assert np.array_equal(KeyedVectors.load_word2vec_format(uri).vectors, vectors())
+
+
+def test_projector_files_round_trip_a_run(plain_run, tmp_path):
+    """Guards: rows out of step with the words (a header row counted, an off-by-one in the blocks),
+    floats that do not read back as the trained float32, or a config TensorBoard cannot parse."""
+    from w2v_dist.cli import run
+    from tests.conftest import run_vocab
+
+    out = tmp_path / "proj"
+    assert run(["export", str(plain_run), "--format", "projector", "--output", str(out), "--max-words", "50"]) == 0
+    vectors = np.load(plain_run / "vectors.npy")
+    words, counts = run_vocab(plain_run)
+    tsv = np.loadtxt(out / "vectors.tsv", delimiter="\t", dtype=np.float64)
+    assert tsv.shape == (50, vectors.shape[1]) and np.array_equal(tsv.astype(np.float32), vectors[:50])
+    lines = (out / "metadata.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "word\tcount"
+    assert [line.split("\t") for line in lines[1:]] == [[w, str(c)] for w, c in zip(words[:50], counts[:50])]
+    text_format = pytest.importorskip("google.protobuf.text_format")
+    projector = pytest.importorskip("tensorboard.plugins.projector.projector_config_pb2")
+    config = text_format.Parse((out / "projector_config.pbtxt").read_text(), projector.ProjectorConfig())
+    (emb,) = config.embeddings
+    assert (emb.tensor_path, emb.metadata_path, list(emb.tensor_shape)) == ("vectors.tsv", "metadata.tsv", [50, 16])
+
+
+def test_projector_keeps_the_most_frequent_ten_thousand_by_default(tmp_path):
+    from w2v_dist.vectors import Vectors
+
+    n = export.PROJECTOR_MAX_WORDS + 5
+    words = [f"w{i}" for i in range(n)]
+    Vectors(words, np.ones((n, 2), np.float32), np.arange(n, 0, -1)).save(str(tmp_path), "projector")
+    assert len((tmp_path / "vectors.tsv").read_text().splitlines()) == export.PROJECTOR_MAX_WORDS
+    meta = (tmp_path / "metadata.tsv").read_text().splitlines()
+    assert len(meta) == export.PROJECTOR_MAX_WORDS + 1 and meta[-1] == f"w9999\t{n - 9999}"

@@ -41,7 +41,8 @@ def test_train_export_from_and_to_s3(s3, tmp_path):
         "--dim", "16", "--min-count", "3", "--workers", "1", "--storage-options", so,
         "--cache-dir", str(tmp_path / "cache"), "--checkpoint-every", "20")
     names = set(fs.ls("corpus-bucket/runs/r1"))
-    for name in ("config.json", "plan.json", "vocab", "checkpoints", "metrics.jsonl", "vectors.npy", "summary.json"):
+    for name in ("config.json", "plan.json", "vocab", "checkpoints", "metrics.jsonl", "tensorboard", "vectors.npy",
+                 "summary.json"):
         assert f"corpus-bucket/runs/r1/{name}" in names, name
     # the remote vocabulary was mapped from one node-local copy
     assert list((tmp_path / "cache").glob("vocab-*/counts.npy"))

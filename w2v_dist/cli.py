@@ -4,6 +4,8 @@
     w2v-dist prepare corpus.txt.gz --output data/shards/
     w2v-dist train data/shards/ --output runs/r1 --model sg --dim 100 --epochs 5
     w2v-dist export runs/r1 --format word2vec-binary --output r1.bin
+    w2v-dist export runs/r1 --format projector --output r1-projector/
+    w2v-dist plot runs/r1 --output r1-plots/
     w2v-dist eval r1.bin --analogies questions-words.txt --similarity wordsim353.tsv
     w2v-dist similar r1.bin king --top 10
 """
@@ -23,7 +25,7 @@ from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError,
 _USER_ERRORS = [("w2v_dist.corpus.shards", "CorpusError"), ("w2v_dist.storage", "StorageError"),
                 ("w2v_dist.train", "RunExistsError"), ("w2v_dist.vocab", "VocabError"),
                 ("w2v_dist.prepare", "PrepareError"), ("w2v_dist.vectors", "VectorsFormatError"),
-                ("w2v_dist.evaluate", "EvaluationError")]
+                ("w2v_dist.evaluate", "EvaluationError"), ("w2v_dist.plot", "PlotError")]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -186,13 +188,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_args(sub.add_parser("train", formatter_class=_Help, help="train word vectors on Parquet shards"))
 
-    p = sub.add_parser("export", formatter_class=_Help, help="write a run's vectors as word2vec text/binary or .npy")
+    p = sub.add_parser("export", formatter_class=_Help,
+                       help="write a run's vectors as word2vec text/binary, .npy or Embedding Projector files")
     p.add_argument("run", help="run directory")
-    p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy"), default="word2vec-binary",
-                   help="word2vec.c's text or binary format, or float32 .npy with the words in <name>.vocab.txt")
-    p.add_argument("--output", required=True, help="file to write (any fsspec URI; .gz/.bz2/.xz/.zst compress)")
+    p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy", "projector"), default="word2vec-binary",
+                   help="word2vec.c's text or binary format, float32 .npy with the words in <name>.vocab.txt, or "
+                        "projector: a directory of vectors.tsv, metadata.tsv and projector_config.pbtxt "
+                        "(tensorboard --logdir DIR)")
+    p.add_argument("--output", required=True, help="file (directory for projector) to write (any fsspec URI; "
+                                                   ".gz/.bz2/.xz/.zst compress)")
+    p.add_argument("--max-words", type=int, default=None,
+                   help="only the N most frequent words (default: all; projector: 10000, so the browser copes)")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
+    p = sub.add_parser("plot", formatter_class=_Help,
+                       help="curves.png (loss, learning rate, words/s) and map.png (a 2-D PCA map of words) "
+                            "of a run (needs the viz extra)")
+    p.add_argument("run", help="run directory (finished or not: an unfinished run gets its curves only)")
+    p.add_argument("--output", required=True, help="directory for curves.png and map.png")
+    p.add_argument("--words", nargs="+", default=None, help="words to map (default: the --top most frequent)")
+    p.add_argument("--top", type=int, default=200, help="how many of the most frequent words to map")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
 
     p = sub.add_parser("eval", formatter_class=_Help, help="analogy accuracy and word-similarity correlation")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
@@ -240,9 +257,17 @@ def run(argv: list[str] | None = None) -> int:
             return 128 + int(summary["signal"])
     elif args.command == "export":
         from w2v_dist.vectors import Vectors
+        if args.max_words is not None and args.max_words < 1:
+            raise ConfigError(f"--max-words must be >= 1, got {args.max_words}")
         so = _storage_options(args.storage_options)
-        for uri in Vectors.load(args.run, so).save(args.output, args.format, so, overwrite=args.overwrite):
-            print(uri)  # an .npy's words go to a second file: say so
+        for uri in Vectors.load(args.run, so).save(args.output, args.format, so, overwrite=args.overwrite,
+                                                   max_words=args.max_words):
+            print(uri)  # an .npy's words go to a second file, a projector's to three: say so
+    elif args.command == "plot":
+        from w2v_dist.plot import plot_run
+        paths = plot_run(args.run, args.output, words=args.words, top=args.top,
+                         storage_options=_storage_options(args.storage_options))
+        print("\n".join(paths.values()))
     elif args.command == "eval":
         from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity, format_report
         from w2v_dist.vectors import Vectors

@@ -41,7 +41,7 @@ def demo(output: str | None = None, tokens: int = 2_000_000, model: str = "sg", 
 
     run_dir = os.path.join(out, "run")
     cfg = TrainConfig(corpus=data_dir, output=run_dir, model=model, dim=dim, epochs=epochs, seed=seed,
-                      min_count=5, overwrite=True, workers=1)
+                      min_count=5, overwrite=True, workers=1, log_every=0.25)  # points enough for the curves
     summary = train(cfg)
     print(f"trained {model} d={dim}: {summary['words']:,} words in {summary['elapsed_s']:.1f}s "
           f"({summary['words_per_s']:,.0f} words/s), final loss {summary['final_loss']:.3f}")
@@ -60,5 +60,30 @@ def demo(output: str | None = None, tokens: int = 2_000_000, model: str = "sg", 
         json.dump(results, f, indent=2)
     print(f"\neverything is in {out}: shards/, run/ (config, vocab, checkpoints, metrics.jsonl, vectors.npy), "
           f"vectors.bin, {os.path.basename(files['analogies'])}, {os.path.basename(files['similarity'])}, results.json")
+    show(run_dir, os.path.join(out, "plots"), corpus.probes)
     print(f"total {time.perf_counter() - t0:.1f}s")
     return {"output": out, "summary": summary, "results": results}
+
+
+def show(run_dir: str, plots_dir: str, probes: list[str]) -> dict[str, str]:
+    """Draw the run's curves and a map of the probe words (when matplotlib is installed) and say
+    where they and the TensorBoard scalars are, or how to get them."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("curves and a map of the words: pip install 'w2v-dist[viz]', then w2v-dist plot "
+              f"{run_dir} --output {plots_dir}")
+        return {}
+    from w2v_dist.plot import plot_run
+    from w2v_dist.vectors import Vectors
+
+    vectors = Vectors.load(run_dir)
+    chosen = [w for w in probes if w in vectors]
+    for word in list(chosen):  # each probe with its nearest neighbours: the clusters to look for
+        chosen += [w for w, _ in vectors.most_similar(word, topn=3)]
+    paths = plot_run(run_dir, plots_dir, words=list(dict.fromkeys(chosen)) if len(chosen) >= 3 else None)
+    print(f"training curves: {paths['curves']}\nmap of the words: {paths['map']}")
+    tensorboard = os.path.join(run_dir, "tensorboard")
+    if os.path.isdir(tensorboard):
+        print(f"TensorBoard:      tensorboard --logdir {tensorboard}")
+    return paths

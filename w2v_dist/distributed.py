@@ -79,6 +79,7 @@ class Lockstep:
         self.every = every
         self.words = 0
         self.flags: list[int] = []
+        self.rank_words: list[int] = []  # words each rank trained in this attempt, as of the last exchange
 
     def state_dict(self) -> dict:
         return {"words": self.words, "flags": list(self.flags)}
@@ -116,7 +117,14 @@ def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: [], lo
             step += 1
             yield b, 0, [0] * len(raised)
             continue
-        active, words, *summed = dist.all_reduce_sum([int(b is not None), lock.words, *lock.flags])
+        # each rank's words in its own slot: the sums are every rank's words (its throughput, for
+        # the logs), for world_size more integers in a collective that runs anyway
+        mine = [0] * dist.world_size
+        mine[dist.rank] = lock.words
+        active, *rest = dist.all_reduce_sum([int(b is not None), *lock.flags, *mine])
+        summed, per_rank = rest[:len(lock.flags)], rest[len(lock.flags):]
+        words = sum(per_rank)
+        lock.rank_words = [a + b for a, b in zip(lock.rank_words or [0] * dist.world_size, per_rank)]
         lock.words, lock.flags = 0, []
         if active == 0 and words == 0:
             return

@@ -1,4 +1,5 @@
-"""Trained vectors out to the files other tools read: word2vec.c text and binary, and ``.npy``.
+"""Trained vectors out to the files other tools read: word2vec.c text and binary, ``.npy``, and the
+TensorBoard Embedding Projector's TSV files.
 
 word2vec formats (what ``word2vec.c`` writes and gensim's ``KeyedVectors.load_word2vec_format``
 reads): a header line ``"<vocab size> <dim>\\n"``, then one record per word:
@@ -11,6 +12,12 @@ reads): a header line ``"<vocab size> <dim>\\n"``, then one record per word:
 
 ``.npy``: a float32 ``V x d`` array plus a sidecar ``<name>.vocab.txt`` in word2vec.c's
 ``-save-vocab`` format (``word count`` per line), row ``i`` of the array being line ``i``.
+
+Projector (a directory, :func:`save_projector`): ``vectors.tsv`` (a row of tab-separated floats
+per word, no header), ``metadata.tsv`` (a ``word\tcount`` header, then a row per word, in the same
+order) and ``projector_config.pbtxt`` naming both, so that ``tensorboard --logdir DIR`` shows them
+in its Projector tab; the two TSV files also load as they are in the standalone projector. Only the
+most frequent words (10,000 by default): the projector runs in the browser.
 
 Every file is written atomically (``storage.atomic_open``): a reader never sees half a file.
 A word2vec file named ``*.gz`` (``.bz2``, ``.xz``, ``.zst``) is compressed, as gensim does.
@@ -104,13 +111,16 @@ def _binary_block(words: Sequence[str], block: np.ndarray) -> bytes:
     return b"".join(w.encode("utf-8") + b" " + raw[i * step:(i + 1) * step] + b"\n" for i, w in enumerate(words))
 
 
-def _text_block(words: Sequence[str], block: np.ndarray) -> bytes:
+def _float_rows(block: np.ndarray, sep: str) -> pa.Array:
     # Arrow's float32 -> string cast prints the shortest decimal that round-trips float32, in C++:
     # ~10x faster than "%.9g" % row per word, and shorter.
     n, d = block.shape
     floats = pc.cast(pa.array(block.reshape(-1)), pa.string())
-    rows = pc.binary_join(pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), floats), " ")
-    lines = pc.binary_join_element_wise(pa.array(list(words), pa.string()), rows, " ")
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), floats), sep)
+
+
+def _text_block(words: Sequence[str], block: np.ndarray) -> bytes:
+    lines = pc.binary_join_element_wise(pa.array(list(words), pa.string()), _float_rows(block, " "), " ")
     return ("\n".join(lines.to_pylist()) + "\n").encode("utf-8")
 
 
@@ -133,3 +143,34 @@ def save_npy(uri: str, words: Sequence[str], vectors: np.ndarray, counts: Sequen
         np.save(f, vectors, allow_pickle=False)
     text = "".join(f"{w} {c}\n" for w, c in zip(words, counts.tolist()))
     storage.write_bytes(vocab_uri, text.encode("utf-8"), storage_options)
+
+
+PROJECTOR_MAX_WORDS = 10_000
+PROJECTOR_FILES = ("vectors.tsv", "metadata.tsv", "projector_config.pbtxt")
+
+
+def save_projector(directory: str, words: Sequence[str], vectors: np.ndarray,
+                   counts: Sequence[int] | np.ndarray | None = None, max_words: int | None = PROJECTOR_MAX_WORDS,
+                   storage_options: dict | None = None, name: str = "word2vec") -> None:
+    r"""Write the Embedding Projector's files for the first ``max_words`` rows (the most frequent
+    words, as training orders them; ``None``: all) into ``directory``.
+
+    >>> save_projector("memory://doc/proj", ["king", "queen"], np.array([[0.5, -1], [0.25, 2]]), counts=[10, 7])
+    >>> storage.read_bytes("memory://doc/proj/metadata.tsv").decode().splitlines()
+    ['word\tcount', 'king\t10', 'queen\t7']
+    >>> storage.read_bytes("memory://doc/proj/vectors.tsv").decode().splitlines()
+    ['0.5\t-1', '0.25\t2']
+    """
+    n = len(words) if max_words is None else min(max_words, len(words))
+    words = list(words[:n])
+    vectors = check_words(words, np.asarray(vectors)[:n], directory)
+    counts = np.zeros(n, np.int64) if counts is None else np.asarray(counts, dtype=np.int64)[:n]
+    with storage.atomic_open(storage.join(directory, "vectors.tsv"), "wb", storage_options) as f:
+        for start in range(0, n, _BLOCK_ROWS):
+            rows = _float_rows(vectors[start:start + _BLOCK_ROWS], "\t").to_pylist()
+            f.write(("\n".join(rows) + "\n").encode("utf-8"))
+    metadata = "word\tcount\n" + "".join(f"{w}\t{c}\n" for w, c in zip(words, counts.tolist()))
+    storage.write_text(storage.join(directory, "metadata.tsv"), metadata, storage_options)
+    config = (f'embeddings {{\n  tensor_name: "{name}"\n  tensor_shape: {n}\n  tensor_shape: {vectors.shape[1]}\n'
+              '  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}\n')
+    storage.write_text(storage.join(directory, "projector_config.pbtxt"), config, storage_options)

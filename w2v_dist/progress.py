@@ -1,5 +1,13 @@
 """Progress for humans and machines: a tqdm bar on a terminal, one plain log line per interval
-otherwise, and a JSON-lines metrics file in the run directory (rank 0 only)."""
+otherwise, a JSON-lines metrics file in the run directory and TensorBoard scalars (rank 0 only).
+
+A ``metrics.jsonl`` line: ``time`` (seconds since this attempt started), ``step``, ``epoch``,
+``words`` (global words trained so far), ``progress``, ``lr``, ``loss`` (per example, over the
+interval; 0 if it had none), ``examples`` (this rank's, in the interval), ``words_per_s``; with
+several ranks also ``sync_bytes`` (what each rank has sent to the table syncs so far) and
+``rank_words_per_s`` (one rate per rank, as of the last exchange); the first line after a
+resumption has ``resumed_from`` (the words of the checkpoint it started from).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import logging
 import math
 import sys
 import time
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -19,7 +28,8 @@ log = logging.getLogger("w2v_dist.train")
 class Progress:
     def __init__(self, total_words: int, metrics_uri: str | None, every_s: float = 10.0,
                  enabled: bool = True, storage_options: dict | None = None, words_done: int = 0,
-                 records: list[dict] | None = None):
+                 records: list[dict] | None = None, resumed_from: int | None = None, board=None,
+                 extras: Callable[[], dict] | None = None):
         self.total = total_words
         self.metrics_uri = metrics_uri
         self.every_s = every_s
@@ -31,6 +41,11 @@ class Progress:
         self.loss = 0.0
         self.examples = 0
         self.records: list[dict] = list(records or [])  # a resumed run keeps what came before
+        self.resumed_from = resumed_from  # marked on the first line of a resumed attempt
+        self.board = board  # TensorBoard scalars (w2v_dist.tensorboard.Board), or None
+        self.extras = extras  # several ranks: () -> {"sync_bytes": n, "rank_words": [words of each rank]}
+        self.last_rank_words: list[int] | None = None
+        self.last_loss = self.records[-1]["loss"] if self.records else 0.0  # of the last interval with examples
         self.bar = None
         if enabled and sys.stderr.isatty():
             self.bar = tqdm(total=total_words, initial=words_done, unit="word", unit_scale=True,
@@ -50,7 +65,20 @@ class Progress:
         rate = (self.words - self.last_words) / max(now - self.last, 1e-9)
         rec = {"time": round(now - self.start, 3), "step": step, "epoch": epoch, "words": self.words,
                "progress": round(self.words / max(self.total, 1), 6), "lr": lr,
-               "loss": self.loss / max(self.examples, 1), "words_per_s": round(rate, 1)}
+               "loss": self.loss / max(self.examples, 1), "examples": self.examples, "words_per_s": round(rate, 1)}
+        if self.examples:
+            self.last_loss = rec["loss"]
+        if self.extras is not None:
+            extra = dict(self.extras())
+            rank_words = extra.pop("rank_words", None)
+            if rank_words:
+                before = self.last_rank_words or [0] * len(rank_words)
+                rec["rank_words_per_s"] = [round((a - b) / max(now - self.last, 1e-9), 1)
+                                           for a, b in zip(rank_words, before)]
+                self.last_rank_words = list(rank_words)
+            rec.update(extra)
+        if self.resumed_from is not None and self.enabled:
+            rec["resumed_from"], self.resumed_from = self.resumed_from, None
         self.last, self.last_words, self.loss, self.examples = now, self.words, 0.0, 0
         if self.enabled:
             self.records.append(rec)
@@ -61,6 +89,8 @@ class Progress:
                 log.info("epoch %d step %d  %5.1f%%  loss %.4f  lr %.6f  %.0f words/s  eta %.0fs",
                          epoch, step, 100 * rec["progress"], rec["loss"], lr, rate, eta)
             self._write()
+            if self.board is not None:
+                self.board.write(rec)
         return rec
 
     def _write(self) -> None:
@@ -70,9 +100,17 @@ class Progress:
         storage.write_text(self.metrics_uri, text, self.storage_options)
 
     def close(self, lr: float, step: int, epoch: int) -> dict:
-        rec = self.emit(time.perf_counter(), lr, step, epoch)
+        if self.words == self.last_words and self.examples == 0 and self.records:
+            rec = dict(self.records[-1])  # the last step was logged: no empty interval (loss 0, 0 words/s)
+        else:
+            rec = dict(self.emit(time.perf_counter(), lr, step, epoch))  # the summary's; the line stays as logged
+        # the summary's loss is the last interval's that had examples (with several ranks the last
+        # exchange can bring words but no examples: the rank that logs had run out of data)
+        rec["loss"] = rec["loss"] if rec.get("examples", 1) else self.last_loss
         if self.bar is not None:
             self.bar.close()
+        if self.board is not None:
+            self.board.close()
         elapsed = time.perf_counter() - self.start
         rec["elapsed_s"] = round(elapsed, 3)
         rec["mean_words_per_s"] = round((self.words - self.start_words) / max(elapsed, 1e-9), 1)

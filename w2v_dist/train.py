@@ -30,11 +30,13 @@ from w2v_dist.faults import maybe_fail
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
 from w2v_dist.sync import TableSync
+from w2v_dist.tensorboard import open_board
 from w2v_dist.vocab import Counter, Vocab
 
 log = logging.getLogger("w2v_dist.train")
 
-RUN_FILES = ("config.json", "plan.json", "vocab", "checkpoints", "metrics.jsonl", "vectors.npy", "summary.json")
+RUN_FILES = ("config.json", "plan.json", "vocab", "checkpoints", "metrics.jsonl", "tensorboard", "vectors.npy",
+             "summary.json")
 
 
 class RunExistsError(ValueError):
@@ -322,16 +324,20 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     stream.load_state_dict({"resume": feed.resume_for_stream()})
     feed.chunks = reader(stream, cfg.workers)
     schedule = LinearSchedule(cfg.alpha, cfg.min_alpha, cfg.epochs * vocab.total_words)
+    lock = Lockstep(sync.every)
+    lock.load_state_dict(mine.get("lockstep", {}))
+    # rank 0's TensorBoard scalars; a resumed run's hide what the attempt before logged past its checkpoint
+    board = open_board(cfg.output, so, purge_step=state["words_done"] + 1) if dist.is_main else None
+    ranks = (lambda: {"sync_bytes": sync.bytes, "rank_words": lock.rank_words}) if dist.world_size > 1 else None
     progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl"), cfg.log_every,
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
-                        records=state["metrics"])
+                        records=state["metrics"], resumed_from=state["words_done"] if start.checkpoint else None,
+                        board=board, extras=ranks)
     guard = Guard(cfg.negative, cfg.alpha, lr_scale=sync.lr_scale)
     control = Control(cfg, dist)
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
     control.epoch = epoch = mine.get("epoch", 0)
     with_data = mine.get("with_data", 0)
-    lock = Lockstep(sync.every)
-    lock.load_state_dict(mine.get("lockstep", {}))
     for batch, words, flags in synchronized(feed, dist, lambda b: b.words, control.flags, lock, step):
         if flags[3]:
             raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged))

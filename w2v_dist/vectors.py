@@ -35,7 +35,7 @@ from w2v_dist import export, storage
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("word2vec", "word2vec-binary", "npy")
+FORMATS = ("word2vec", "word2vec-binary", "npy", "projector")
 _NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -160,26 +160,35 @@ class Vectors:
     # ---- files --------------------------------------------------------------------------------
 
     def save(self, uri: str, format: str | None = None, storage_options: dict | None = None,
-             overwrite: bool = True) -> list[str]:
-        """Write to ``uri`` as ``"word2vec"`` (text), ``"word2vec-binary"`` or ``"npy"``; returns the
-        files written (``npy`` also writes the words to ``<name>.vocab.txt``). With ``overwrite=False``
-        an existing file is a :class:`FileExistsError` and nothing is written.
+             overwrite: bool = True, max_words: int | None = None) -> list[str]:
+        """Write to ``uri`` as ``"word2vec"`` (text), ``"word2vec-binary"``, ``"npy"`` or
+        ``"projector"`` (a directory: :func:`w2v_dist.export.save_projector`); returns the files
+        written (``npy`` also writes the words to ``<name>.vocab.txt``). With ``overwrite=False`` an
+        existing file is a :class:`FileExistsError` and nothing is written.
 
         Without ``format``: ``.npy`` -> npy, ``.bin`` (or ``.bin.gz``...) -> binary, anything else -> text.
+        ``max_words``: only the first (most frequent) N words; the projector's default is 10,000.
         """
         if format is None:
             name = uri.rsplit(".", 1)[0] if fsspec.utils.infer_compression(uri) else uri
             format = "npy" if name.endswith(".npy") else "word2vec-binary" if name.endswith(".bin") else "word2vec"
         if format not in FORMATS:
             raise ValueError(f"{uri}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-        files = [uri, export.vocab_sidecar_uri(uri)] if format == "npy" else [uri]
+        files = ([storage.join(uri, f) for f in export.PROJECTOR_FILES] if format == "projector" else
+                 [uri, export.vocab_sidecar_uri(uri)] if format == "npy" else [uri])
         for f in files if not overwrite else ():
             if storage.exists(f, storage_options):
                 raise FileExistsError(f"{f}: exists; pass --overwrite to replace it or choose another --output")
+        if format == "projector":
+            export.save_projector(uri, self._words, self._vectors, self.counts,
+                                  export.PROJECTOR_MAX_WORDS if max_words is None else max_words, storage_options)
+            return files
+        n = len(self) if max_words is None else min(max_words, len(self))
+        words, vectors, counts = self._words[:n], self._vectors[:n], None if self.counts is None else self.counts[:n]
         if format == "npy":
-            export.save_npy(uri, self._words, self._vectors, self.counts, storage_options)
+            export.save_npy(uri, words, vectors, counts, storage_options)
         else:
-            export.save_word2vec(uri, self._words, self._vectors, format == "word2vec-binary", storage_options)
+            export.save_word2vec(uri, words, vectors, format == "word2vec-binary", storage_options)
         return files
 
     @classmethod

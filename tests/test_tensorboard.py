@@ -1,0 +1,108 @@
+"""TensorBoard scalars: read back with tensorboard's own EventAccumulator (the reader behind
+`tensorboard --logdir`), graded against metrics.jsonl, the run's plain-text log of the same records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from tests.conftest import cli
+
+EventAccumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator").EventAccumulator
+
+TAGS = {"train/loss", "train/lr", "train/words_per_s", "train/progress", "train/epoch"}
+
+
+def scalars(run) -> dict[str, list]:
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})  # 0: keep every point
+    acc.Reload()
+    return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_point_per_logged_interval(plain_run):
+    """Guards: scalars not written, written at another step than the words trained (the step axis
+    that survives resumption and changes of rank count), or a last interval lost at close."""
+    got, records = scalars(plain_run), metrics(plain_run)
+    assert set(got) == TAGS
+    for tag in TAGS:
+        assert [e.step for e in got[tag]] == [r["words"] for r in records], tag
+    assert got["train/lr"][-1].value == np.float32(records[-1]["lr"])  # the final lr
+    assert [e.value for e in got["train/loss"]] == [np.float32(r["loss"]) for r in records]
+    assert got["train/progress"][-1].value == 1.0
+
+
+def test_resumed_run_continues_the_curves(plain_corpus, tmp_path):
+    """Guards: a resumed run that restarts its curves or repeats the steps the killed attempt
+    logged past its checkpoint (step 10; killed after step 12, every step logged)."""
+    run = tmp_path / "r"
+    args = ["train", str(plain_corpus), "--output", str(run), "--epochs", "1", "--dim", "8", "--min-count", "3",
+            "--threads", "1", "--batch-words", "1000", "--log-every", "0", "--checkpoint-every", "5"]
+    p = cli(*args, check=False, env={"W2V_DIST_FAULT": "kill@step:0:12"})
+    assert p.returncode == -signal.SIGKILL
+    killed = scalars(run)["train/loss"]
+    assert [e.step for e in killed][-1] > metrics(run)[9]["words"]  # the killed attempt logged past step 10
+    cli(*args)
+    records = metrics(run)
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1))
+    (resumed,) = [r for r in records if "resumed_from" in r]
+    assert resumed["step"] == 11 and resumed["resumed_from"] == records[9]["words"]
+    got = scalars(run)
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2  # one per attempt
+    for tag in TAGS:
+        assert [e.step for e in got[tag]] == [r["words"] for r in records], tag  # increasing, none twice
+    assert [e.value for e in got["train/lr"]] == [np.float32(r["lr"]) for r in records]
+
+
+def test_two_ranks_add_per_rank_rates_and_sync_bytes(two_ranks):
+    """Guards: a rank's words counted in another rank's slot, or rates that do not add up to the
+    words each rank trained (time x rate over the intervals, summed over ranks = all words)."""
+    got, records = scalars(two_ranks), metrics(two_ranks)
+    assert set(got) == TAGS | {"sync/bytes_per_rank", "ranks/words_per_s/rank_0", "ranks/words_per_s/rank_1"}
+    assert [e.step for e in got["ranks/words_per_s/rank_1"]] == [e.step for e in got["train/lr"]]
+    assert records[-1]["sync_bytes"] > 0
+    assert got["sync/bytes_per_rank"][-1].value == pytest.approx(records[-1]["sync_bytes"], rel=1e-6)
+    times = np.diff([0.0] + [r["time"] for r in records])
+    per_rank = (np.array([r["rank_words_per_s"] for r in records]) * times[:, None]).sum(axis=0)
+    assert (per_rank > 0).all()
+    total = json.loads((two_ranks / "summary.json").read_text())["words"]
+    assert per_rank.sum() == pytest.approx(total, rel=0.02)
+
+
+def test_without_tensorboard_training_runs_and_says_so_once(plain_corpus, tmp_path):
+    """Guards: the viz extra becoming a requirement of training, or a message per interval."""
+    shadow = tmp_path / "shadow" / "tensorboard"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('tensorboard hidden by the test')\n")
+    path = os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])
+    run = tmp_path / "r"
+    p = cli("train", str(plain_corpus), "--output", str(run), "--epochs", "1", "--dim", "8", "--min-count", "3",
+            "--threads", "1", "--batch-words", "1000", "--log-every", "0", env={"PYTHONPATH": path})
+    assert (run / "summary.json").exists() and not (run / "tensorboard").exists()
+    assert p.stderr.count("no TensorBoard curves") == 1 and "pip install 'w2v-dist[viz]'" in p.stderr
+
+
+def test_a_run_on_an_object_store_gets_its_event_file(tmp_path):
+    """Guards: event files left in the local staging directory when the run is not on local disk
+    (SummaryWriter itself writes local paths only)."""
+    from w2v_dist import storage
+    from w2v_dist.tensorboard import Board
+
+    board = Board("memory://tensorboard-test/run", purge_step=1)
+    for words, lr in ((100, 0.02), (200, 0.01), (200, 0.01), (300, 0.005)):  # 200 twice: one point
+        board.write({"words": words, "loss": 4.0, "examples": 10, "lr": lr, "words_per_s": 1e5, "progress": 0.5,
+                     "epoch": 0})
+    board.close()
+    (name,) = storage.expand("memory://tensorboard-test/run/tensorboard", ("",))
+    (tmp_path / name.rsplit("/", 1)[1]).write_bytes(storage.read_bytes(name))
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/lr")] == [(100, np.float32(0.02)), (200, np.float32(0.01)),
+                                                                     (300, np.float32(0.005))]
