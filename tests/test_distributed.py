@@ -310,3 +310,15 @@ def test_mean_combine_trains_every_rank_at_n_times_the_rate(small_corpus, tmp_pa
              "--log-every", "0", "--sync-every", "1", "--sync-rows", "100000000")
     np.testing.assert_allclose(np.load(run / "vectors.npy"), _replay_two_ranks(run, tmp_path, 2.0, 2.0),
                                rtol=0, atol=2e-5)
+
+
+def test_divergence_is_said_by_rank_0_and_the_rank_that_saw_it(small_corpus, tmp_path):
+    """Guards: every rank printing the same error (8 ranks: 8 copies of "on another rank"). Rank 2
+    of 3 has a NaN loss in step 3: all ranks stop at the next exchange; rank 0 says so
+    ("on another rank") and rank 2 gives its loss; rank 1 stays quiet."""
+    p = torchrun("train", str(small_corpus), "--output", str(tmp_path / "r"), *TRAIN, "--batch-words", "2000",
+                 nproc=3, check=False, env={"W2V_DIST_FAULT": "diverge@loss:2:3"})
+    assert p.returncode != 0
+    errors = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: error: training diverged")]
+    assert len(errors) == 2 and sum("on another rank" in line for line in errors) == 1, p.stderr[-3000:]
+    assert not (tmp_path / "r" / "summary.json").exists()

@@ -306,7 +306,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"w2v-dist: error: {msg}", file=sys.stderr)
         return 2
     except _diverged() as e:  # the run stopped itself: the vectors would be useless
-        print(f"w2v-dist: error: {e}", file=sys.stderr)
+        if e.here or int(os.environ.get("RANK", 0)) == 0:  # not N copies of "on another rank"
+            print(f"w2v-dist: error: {e}", file=sys.stderr)
         return 3
     except KeyError as e:  # an unknown word in `similar`
         print(f"w2v-dist: error: {e.args[0] if e.args else e}", file=sys.stderr)

@@ -4,7 +4,8 @@
 itself after step 12), ``kill@save:0:10`` (rank 0 dies between a checkpoint's payload and its
 manifest), ``raise@step:1:5`` (an exception, for torchrun's error report), ``term@step:0:7``
 (SIGTERM to itself: a preemption), ``int@prepare-shard:0:2`` (Ctrl-C in ``prepare`` once its
-second shard is written). Fires only on torchrun's first attempt
+second shard is written), ``diverge@loss:2:3`` (rank 2's loss of step 3 becomes NaN:
+``maybe_fail`` returns True). Fires only on torchrun's first attempt
 (``TORCHELASTIC_RESTART_COUNT`` unset or 0), so a restarted run goes through.
 """
 
@@ -14,14 +15,16 @@ import os
 import signal
 
 
-def maybe_fail(point: str, rank: int, step: int) -> None:
+def maybe_fail(point: str, rank: int, step: int) -> bool:
     spec = os.environ.get("W2V_DIST_FAULT")
     if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
-        return
+        return False
     action_point, want_rank, want_step = spec.rsplit(":", 2)
     action, _, want_point = action_point.partition("@")
     if want_point != point or int(want_rank) != rank or int(want_step) != step:
-        return
+        return False
+    if action == "diverge":
+        return True
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "term":
@@ -30,3 +33,4 @@ def maybe_fail(point: str, rank: int, step: int) -> None:
         os.kill(os.getpid(), signal.SIGINT)
     elif action == "raise":
         raise RuntimeError(f"injected fault at {point} {step} on rank {rank} (W2V_DIST_FAULT={spec})")
+    return False

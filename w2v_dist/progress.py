@@ -118,7 +118,12 @@ class Progress:
 
 
 class DivergedError(RuntimeError):
-    """Training diverged: the loss went non-finite or far above where it started."""
+    """Training diverged: the loss went non-finite or far above where it started. ``here``: on this
+    rank (every rank stops; only rank 0 and the ranks where it happened need to say so)."""
+
+    def __init__(self, message: str, here: bool = True):
+        super().__init__(message)
+        self.here = here
 
 
 class Guard:

@@ -340,13 +340,15 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     with_data = mine.get("with_data", 0)
     for batch, words, flags in synchronized(feed, dist, lambda b: b.words, control.flags, lock, step):
         if flags[3]:
-            raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged))
+            raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged), bool(control.diverged))
         if flags[2]:  # an epoch ended on some rank: all start the next from the same tables
             sync.full()
         with_data += batch is not None
         lr, lr_next = schedule(words_done), schedule(words_done + words)
         loss, examples = (model.train_chunk(batch.tokens, lr * sync.lr_scale, lr_next * sync.lr_scale)
                           if batch is not None else (0.0, 0))
+        if maybe_fail("loss", dist.rank, step):  # a test's diverged rank
+            loss = float("nan")
         control.diverged = guard.update(loss, examples)
         words_done, step = words_done + words, step + 1
         control.epoch = epoch = max(epoch, batch.epoch if batch is not None else epoch)
@@ -356,12 +358,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         control.request(step, flags)
         if control.pending and synced:  # several ranks: at a full sync, where the tables are one
             if dist.all_reduce_sum([control.diverged])[0]:  # never checkpoint a diverged table
-                raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged))
+                raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged), bool(control.diverged))
             save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock)
             if control.saved():
                 return _interrupted(cfg, dist, control, step)
     if dist.all_reduce_sum([control.diverged])[0]:
-        raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged))
+        raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged), bool(control.diverged))
     sync.full()
     final = progress.close(lr, step, epoch)
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)
