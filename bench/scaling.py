@@ -43,9 +43,15 @@ from w2v_dist.sync import bytes_per_sync, rows_at  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
 
 
-def run(cmd: list[str], env: dict) -> float:
+DIVERGED = 3  # the exit code of a run the divergence guard stopped
+
+
+def run(cmd: list[str], env: dict) -> float | None:
+    """Seconds the command took; None if the divergence guard stopped it (a result of the table)."""
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if p.returncode == DIVERGED and "training diverged" in p.stderr:
+        return None
     if p.returncode != 0:
         raise SystemExit(f"failed: {shlex.join(cmd)}\n{p.stderr[-4000:]}")
     return time.perf_counter() - t0
@@ -136,6 +142,10 @@ def main() -> None:
             for label, (ranks, threads) in setups.items():
                 out = os.path.join(work, f"{model}-{ranks}x{threads}-{seed}")
                 seconds = run(command(model, seed, ranks, threads, out), env)
+                if seconds is None:
+                    results[model][label].append({"seed": seed, "diverged": True})
+                    print(model, label, "seed", seed, "diverged", file=sys.stderr, flush=True)
+                    continue
                 summary = json.loads(Path(out, "summary.json").read_text())
                 r = {"seed": seed, "seconds": seconds, "words_per_s": summary["words_per_s"],
                      "vocab_size": summary["vocab_size"], "steps": summary["steps"],
@@ -154,8 +164,12 @@ def main() -> None:
           f"(the ceiling for 2 ranks vs 1)\n")
     table = {}
     for model in a.models:
-        rows = {label: {k: statistics.mean(x[k] for x in runs) for k in runs[0] if k != "seed"}
-                for label, runs in results[model].items()}
+        rows = {label: {k: statistics.mean(x[k] for x in ok) for k in ok[0] if k != "seed"}
+                for label, runs in results[model].items() if (ok := [x for x in runs if not x.get("diverged")])}
+        for label, runs in results[model].items():
+            if any(x.get("diverged") for x in runs):
+                print(f"{model} {label}: DIVERGED in seeds "
+                      f"{' '.join(str(x['seed']) for x in runs if x.get('diverged'))} (the guard stopped it)")
         table[model] = rows
         one = next((r for label, r in rows.items() if label.startswith("1 rank")), None)
         ref = rows.get("1 process, 2 threads")
@@ -176,6 +190,7 @@ def main() -> None:
               + (f"; 2 ranks reach {two['words_per_s'] / independent[model]:.2f} of that" if two and one else "") + "\n")
         for label, runs in results[model].items():
             print(f"{model} {label} per seed (analogy / WS-353 / words/s): " + "; ".join(
+                f"seed {x['seed']}: diverged" if x.get("diverged") else
                 f"seed {x['seed']}: {x['analogy']:.4f} / {x['ws353']:.4f} / {x['words_per_s']:,.0f}" for x in runs))
         print()
 

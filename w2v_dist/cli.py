@@ -92,6 +92,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("batch_pairs", int, "--kernel torch: examples per summed mini-batch update"),
         ("sync_every", int, "several ranks: steps between syncs of the frequent rows"),
         ("sync_rows", int, "several ranks: rows in the smallest sync"),
+        ("sync_lr_scale", float, "several ranks, --sync-combine mean: each rank trains at this x the rate "
+                                 "(0: the number of ranks, at most 4)"),
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
         ("threads", int, "kernel threads (0: the rank's share of the cores, less one for its reader)"), ("log_every", float, "seconds between log lines"),
     ]:
@@ -146,6 +148,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         epochs=a.epochs, alpha=a.alpha, min_alpha=a.min_alpha, batch_words=a.batch_words, batch_pairs=a.batch_pairs,
         slice_words=a.slice_words, share_negatives=a.share_negatives, nondeterministic=a.nondeterministic,
         sync=a.sync, sync_every=a.sync_every, sync_rows=a.sync_rows, sync_combine=a.sync_combine,
+        sync_lr_scale=a.sync_lr_scale,
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
         log_every=a.log_every, storage_options=_storage_options(a.storage_options),

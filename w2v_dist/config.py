@@ -81,6 +81,7 @@ class TrainConfig:
     sync_every: int = 16  # several ranks: steps between syncs of the tables' frequent rows (docs/distributed.md)
     sync_rows: int = 1024  # rows of the smallest sync (the prefix doubles on every other sync, ...)
     sync_combine: str = "mean"  # how ranks' changes of a row combine: mean (lr x world size), rowmean or sum
+    sync_lr_scale: float = 0  # under mean: each rank trains at this x the rate; 0: min(world size, 4)
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -147,6 +148,8 @@ class TrainConfig:
             raise ConfigError(f"--sync must be local or step, got {self.sync!r}")
         if self.sync_combine not in ("mean", "rowmean", "sum"):
             raise ConfigError(f"--sync-combine must be mean, rowmean or sum, got {self.sync_combine!r}")
+        if self.sync_lr_scale < 0 or (0 < self.sync_lr_scale < 1):
+            raise ConfigError(f"--sync-lr-scale must be 0 (automatic) or >= 1, got {self.sync_lr_scale}")
         if self.on_bad_shard not in ("error", "skip"):
             raise ConfigError(f"--on-bad-shard must be error or skip, got {self.on_bad_shard!r}")
         if not self.text_column:

@@ -151,7 +151,7 @@ class Guard:
 
     def message(self, step: int, epoch: int, rank_hint: bool = False) -> str:
         where = "on another rank" if rank_hint else f"loss per example {self.worst:.4g}"
-        scaled = (f"; each rank trains at {self.lr_scale} x --alpha with --sync-combine mean" if self.lr_scale > 1
+        scaled = (f"; each rank trains at {self.lr_scale:g} x --alpha with --sync-combine mean" if self.lr_scale > 1
                   else "")
         return (f"training diverged at step {step} (epoch {epoch}): {where}, against {self.start:.3f} at the start; "
                 f"nothing was written past the last checkpoint. Lower --alpha (now {self.alpha:g}{scaled}) and run "

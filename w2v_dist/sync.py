@@ -42,6 +42,7 @@ import torch
 from w2v_dist.distributed import Dist
 
 FULL_EVERY = 64  # syncs: the whole table at least this often (a checkpoint waits for one)
+MAX_LR_SCALE = 4  # mean: the linear scaling rule up to 4 ranks; at 8 x --alpha CBOW diverged (docs/distributed.md)
 
 
 def rows_at(k: int, V: int, rows: int) -> int:
@@ -62,7 +63,7 @@ class TableSync:
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], dist: Dist, every: int = 4, rows: int = 1024,
-                 combine: str = "mean", exact: bool = False):
+                 combine: str = "mean", exact: bool = False, lr_scale: float = 0):
         if exact:  # --sync step: every step, every row, changes summed
             every, rows, combine = 1, 1 << 62, "sum"
         self.tables, self.dist, self.every, self.rows, self.combine = tables, dist, every, rows, combine
@@ -71,8 +72,10 @@ class TableSync:
         self.bytes = 0  # sent by this rank
         self.snapshot = {k: t.detach().clone() for k, t in tables.items()} if self.active else {}
         # model averaging moves a row 1/N as far as the sum of the ranks' updates would, where the
-        # updates are small and add up: the linear scaling rule (Goyal et al. 2017) gives it back
-        self.lr_scale = dist.world_size if self.active and combine == "mean" else 1
+        # updates are small and add up: the linear scaling rule (Goyal et al. 2017) gives it back,
+        # up to a point: each rank trains at that rate, and 8 x --alpha diverged
+        self.lr_scale = ((lr_scale or min(dist.world_size, MAX_LR_SCALE)) if self.active and combine == "mean"
+                         else 1)
 
     def state_dict(self) -> dict:
         return {"syncs": self.syncs, "bytes": self.bytes}
