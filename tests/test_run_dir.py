@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
 import stat
+import subprocess
+import sys
+import time
 
-from tests.conftest import cli
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.conftest import ROOT, cli
 
 TINY = ["--dim", "8", "--epochs", "1", "--threads", "1", "--min-count", "3"]
 
@@ -38,3 +47,80 @@ def test_files_follow_the_umask(plain_corpus, tmp_path):
         os.umask(old)
     assert [stat.S_IMODE(os.stat(f).st_mode) for f in p.stdout.split()] == [0o640, 0o640]
     assert json.loads((run / "summary.json").read_text())["words"] > 0
+
+
+def _ranks_of(agent: int) -> list[int]:
+    """The w2v_dist processes whose parent is ``agent`` (from /proc: the oracle is the kernel)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat_line = open(f"/proc/{d}/stat").read()
+            cmdline = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if int(stat_line.rsplit(")", 1)[1].split()[1]) == agent and b"w2v_dist" in cmdline:
+            found.append(int(d))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_live_run_owns_its_directory_and_dies_with_its_agent(tmp_path):
+    """Guards: ranks living on as orphans, training and writing the run, once their torchrun agent
+    is SIGKILLed (the OOM killer's choice); a second train writing into a live run's directory; a
+    rank that gets no data said only with --log-all-ranks. One 2-rank run on a corpus of one row:
+    rank 1 gets nothing (a row is never split), and 10^5 epochs keep the run alive until killed."""
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    pq.write_table(pa.table({"text": [" ".join(f"w{i % 300}" for i in range(3000))]}), corpus / "part-00000.parquet")
+    run = tmp_path / "run"
+    args = ["train", str(corpus), "--output", str(run), "--dim", "8", "--threads", "1", "--min-count", "1",
+            "--workers", "0", "--batch-words", "500", "--log-every", "0.2"]
+    log_path = tmp_path / "torchrun.log"
+    with open(log_path, "w") as log_file:
+        agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                  "2", "-m", "w2v_dist", *args, "--epochs", "100000"], stdout=log_file,
+                                 stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ranks: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "metrics.jsonl").exists():  # both ranks are past their start: training
+            assert agent.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        ranks = _ranks_of(agent.pid)
+        owner = json.loads((run / ".lock").read_text())
+        assert len(ranks) == 2 and owner["pid"] in ranks and owner["host"] == socket.gethostname(), (ranks, owner)
+
+        p = cli(*args, "--epochs", "100000", check=False)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert p.stderr.startswith(f"w2v-dist: error: {run}: in use by another w2v-dist train (pid {owner['pid']} "
+                                   f"on {owner['host']}, since {owner['started']})"), p.stderr
+
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        deadline = time.monotonic() + 10
+        while any(map(_alive, ranks)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, ranks)), "ranks outlived their torchrun agent"
+    finally:
+        for pid in [*ranks, agent.pid]:  # on a failure: leave nothing training
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    lines = log_path.read_text().splitlines()
+    (idle,) = [line for line in lines if "no data" in line]
+    assert "WARNING rank 1 gets no data: the corpus splits into 1 piece of work for 2 ranks" in idle, idle
+    assert "Run fewer ranks" in idle and not any("rank done" in line for line in lines)  # not --log-all-ranks
+
+    # its owner is gone: the lock is broken, with a word, and the relaunch goes on (to refuse a changed --dim)
+    p = cli(*args, "--epochs", "100000", "--dim", "9", check=False)
+    assert p.returncode == 2, p.stderr
+    assert f"breaking the lock of a run that is gone (pid {owner['pid']} on {owner['host']}" in p.stderr
+    assert "was started with other settings (dim: 8 -> 9)" in p.stderr.splitlines()[-1]
+    assert not (run / ".lock").exists()

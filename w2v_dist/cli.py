@@ -23,7 +23,8 @@ from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError,
 _USER_ERRORS = [("w2v_dist.corpus.shards", "CorpusError"), ("w2v_dist.storage", "StorageError"),
                 ("w2v_dist.train", "RunExistsError"), ("w2v_dist.vocab", "VocabError"),
                 ("w2v_dist.prepare", "PrepareError"), ("w2v_dist.vectors", "VectorsFormatError"),
-                ("w2v_dist.evaluate", "EvaluationError")]
+                ("w2v_dist.evaluate", "EvaluationError"),
+                ("w2v_dist.owner", "RunLockedError")]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -262,6 +263,9 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "RANK" in os.environ:  # a rank under torchrun: die with the agent, not live on as an orphan
+        from w2v_dist.owner import die_with_parent
+        die_with_parent()
     # Under torchrun, torch's @record writes a rank's uncaught exception into the agent's error file.
     # Imported only there: torch costs ~2 s of start-up that prepare/export/similar never need.
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import logging
@@ -21,9 +22,10 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
-from w2v_dist import checkpoint, storage
+from w2v_dist import checkpoint, owner, storage
 from w2v_dist.config import ConfigError, TrainConfig
 from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
+from w2v_dist.corpus.plan import ranks_without_data
 from w2v_dist.corpus.shards import Shard, scan_shards
 from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
 from w2v_dist.faults import maybe_fail
@@ -69,9 +71,6 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     """A new run, or the resumption of the one in ``--output``. Bad input and incompatible
     settings fail here, before anything is written."""
     so, out = cfg.storage_options, cfg.output
-    fs, path = storage.url_to_fs(out, so)
-    if fs.isfile(path):  # found now, not after the vocabulary pass, when the first file is written
-        raise ConfigError(f"{out}: is a file; --output must name a run directory (a new path, or an earlier run's)")
     finished = storage.exists(storage.join(out, "summary.json"), so)
     started = storage.exists(storage.join(out, "config.json"), so)
     if finished and not cfg.overwrite:
@@ -287,8 +286,34 @@ def set_rng_states(s: dict) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Run a whole training job as described by ``cfg`` (resuming the one in ``cfg.output`` if it
     has a checkpoint); returns the summary (also in summary.json)."""
-    with setup(cfg.device, cfg.backend) as dist:
+    with setup(cfg.device, cfg.backend) as dist, owning(cfg, dist):
         return _train(cfg, dist)
+
+
+@contextlib.contextmanager
+def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
+    """Rank 0 holds the run directory's lock (:mod:`w2v_dist.owner`) from before the first write
+    until the run stops; every rank learns whether it got it."""
+    fs, path = storage.url_to_fs(cfg.output, cfg.storage_options)
+    if fs.isfile(path):  # found now, not after the vocabulary pass, when the first file is written
+        raise ConfigError(f"{cfg.output}: is a file; --output must name a run directory (a new path, or an earlier "
+                          "run's)")
+    lock, error = None, None
+    if dist.is_main:
+        try:
+            lock = owner.acquire(cfg.output, cfg.storage_options)
+        except Exception as e:  # the other ranks must not wait for rank 0 in the next collective
+            error = e
+    message = dist.broadcast_object(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise owner.RunLockedError(message)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
@@ -297,6 +322,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     vocab = _load_vocab(start.vocab_uri, cfg, dist)
     log.info("vocabulary: %d words, %d words per epoch, %d shards (%.1fs)", len(vocab), vocab.total_words,
              len(start.shards), time.perf_counter() - t0)
+    if dist.is_main and dist.world_size > 1:
+        _warn_idle_ranks(start.row_tokens, cfg, dist)
     threads = cfg.threads or default_threads(dist.local_world_size)
     model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, cfg.kernel, window=cfg.window,
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
@@ -380,6 +407,19 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                  final["mean_words_per_s"], storage.join(cfg.output, "vectors.npy"))
     dist.barrier()
     return summary
+
+
+def _warn_idle_ranks(row_tokens, cfg: TrainConfig, dist: Dist) -> None:
+    """Rank 0 says which ranks get no data (otherwise seen only with --log-all-ranks)."""
+    workers = max(cfg.workers, 1)
+    idle, units = ranks_without_data(row_tokens, dist.world_size, workers, cfg.seed)
+    if idle:
+        readers = f" x {workers} readers (--workers)" if workers > 1 else ""
+        log.warning("rank%s %s get%s no data: the corpus splits into %d piece%s of work for %d ranks%s (a row is "
+                    "never split between readers); they only keep step with the others. Run fewer ranks%s, or put "
+                    "the text in more rows (a line or a paragraph a row)", "s" if len(idle) > 1 else "",
+                    ", ".join(map(str, idle)), "" if len(idle) > 1 else "s", units, "" if units == 1 else "s",
+                    dist.world_size, readers, " or readers" if workers > 1 else "")
 
 
 def default_threads(ranks_on_node: int) -> int:
