@@ -8,6 +8,7 @@ one accepted silently, an --output that is a file found only after the vocabular
 
 from __future__ import annotations
 
+import json
 import random
 
 import pyarrow as pa
@@ -92,3 +93,19 @@ def test_version_help_defaults_and_export_names_what_it_writes(files, tmp_path):
     assert not out.exists()
     cli("export", str(files / "vec.txt"), "--format", "npy", "--output", str(out), "--overwrite")
     assert out.exists()
+
+
+def test_similar_ignores_case_as_eval_does_and_q_works_after_the_subcommand(files, tmp_path):
+    """Guards: `similar` refusing `Alpha` in a lowercased vocabulary that `eval` matches without
+    case; -q accepted only before the subcommand."""
+    exact = cli("similar", str(files / "vec.txt"), "alpha")
+    p = cli("similar", str(files / "vec.txt"), "Alpha", "--negative", "GAMMA")
+    assert p.stdout.splitlines()[0].split("\t")[0] == cli("similar", str(files / "vec.txt"), "alpha", "--negative",
+                                                           "gamma").stdout.splitlines()[0].split("\t")[0] == "beta"
+    assert "'Alpha' is not in the vocabulary; using 'alpha' (case ignored, as eval does)" in p.stderr
+    p = cli("similar", str(files / "vec.txt"), "ALPHA", "-q")
+    assert p.stdout == exact.stdout and p.stderr == ""
+    p = cli("prepare", str(files / "a.txt"), "--output", str(tmp_path / "o"), "-q")
+    assert p.stderr == "" and json.loads(p.stdout)["rows"] == 1
+    assert "INFO prepare: wrote 1 rows" in cli("prepare", str(files / "a.txt"), "--output", str(tmp_path / "o2")).stderr
+    assert cli("-q", "prepare", str(files / "a.txt"), "--output", str(tmp_path / "o3")).stderr == ""
