@@ -14,8 +14,10 @@ import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import ROOT, cli
+from w2v_dist.progress import FINAL_LOSS_WORDS, Progress
 
 TINY = ["--dim", "8", "--epochs", "1", "--threads", "1", "--min-count", "3"]
 
@@ -24,15 +26,22 @@ def _modes(root) -> dict[str, int]:
     return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
 
 
-def test_files_follow_the_umask(plain_corpus, tmp_path):
-    """Guards: every file written through the atomic write was 0600 whatever the umask (mkstemp's
-    mode leaked through), so other users and jobs of a shared cluster could not read the vectors."""
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(plain_corpus, tmp_path_factory):
+    """One process, one epoch, a checkpoint and a metrics record every step, under umask 022."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
     old = os.umask(0o022)
     try:
         cli("train", str(plain_corpus), "--output", str(run), *TINY, "--checkpoint-every", "1", "--log-every", "0")
     finally:
         os.umask(old)
+    return run
+
+
+def test_files_follow_the_umask(tiny_run, tmp_path):
+    """Guards: every file written through the atomic write was 0600 whatever the umask (mkstemp's
+    mode leaked through), so other users and jobs of a shared cluster could not read the vectors."""
+    run = tiny_run
     modes = _modes(run)
     for name in ("vectors.npy", "summary.json", "config.json", "plan.json", "metrics.jsonl", "vocab/counts.npy",
                  "vocab/vocab.json"):
@@ -46,8 +55,32 @@ def test_files_follow_the_umask(plain_corpus, tmp_path):
     finally:
         os.umask(old)
     assert [stat.S_IMODE(os.stat(f).st_mode) for f in p.stdout.split()] == [0o640, 0o640]
-    assert json.loads((run / "summary.json").read_text())["words"] > 0
 
+
+def test_final_loss_is_the_mean_over_the_last_words_not_the_last_log_interval(tiny_run):
+    """Guards: summary.json's final_loss being the loss since the last log line (with --log-every 0
+    that was the empty closing interval: 0.0), so it moved with the logging. The oracle: the
+    metrics records (one per step here), weighted by their examples, over the last
+    FINAL_LOSS_WORDS words (the whole of this 40k-word run)."""
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert FINAL_LOSS_WORDS > summary["words"] == records[-1]["words"] and len(records) > 10
+    expected = sum(r["loss"] * r["examples"] for r in records) / sum(r["examples"] for r in records)
+    assert summary["final_loss"] == pytest.approx(expected, rel=1e-9) and 1 < expected < 5
+    assert summary["words_this_session"] == summary["words"]
+
+
+def test_final_loss_window_holds_the_last_words():
+    """The window's cut, which a test corpus smaller than FINAL_LOSS_WORDS never reaches: steps
+    of 10 words, losses 1, 2, 3, ... per example; the last 25 words are the last 3 steps."""
+    progress = Progress(1000, None, every_s=1e9, enabled=False, final_words=25)
+    for i in range(1, 11):
+        progress.update(10, 4, 4.0 * i, 0.1, i, 0)
+    assert progress.final_loss() == pytest.approx((8 + 9 + 10) / 3)
+    resumed = Progress(1000, None, every_s=1e9, enabled=False, final_words=25, words_done=100,
+                       tail=[list(t) for t in progress.tail])  # as a checkpoint keeps it
+    resumed.update(10, 4, 4.0 * 11, 0.1, 11, 0)
+    assert resumed.final_loss() == pytest.approx((9 + 10 + 11) / 3)
 
 def _ranks_of(agent: int) -> list[int]:
     """The w2v_dist processes whose parent is ``agent`` (from /proc: the oracle is the kernel)."""

@@ -351,7 +351,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     schedule = LinearSchedule(cfg.alpha, cfg.min_alpha, cfg.epochs * vocab.total_words)
     progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl"), cfg.log_every,
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
-                        records=state["metrics"])
+                        records=state["metrics"], tail=state.get("loss_tail"))
     guard = Guard(cfg.negative, cfg.alpha, lr_scale=sync.lr_scale)
     control = Control(cfg, dist)
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
@@ -397,14 +397,20 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                "skipped": start.skipped, "skipped_while_training": while_training,
                "world_size": dist.world_size, "threads": threads,
                "sync_bytes_per_word": sync.bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
-               "final_loss": final["loss"], "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
+               "final_loss": final["final_loss"], "words_this_session": final["session_words"],
+               "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
     if dist.is_main:
         buf = io.BytesIO()
         np.save(buf, model.vectors())
         storage.write_bytes(storage.join(cfg.output, "vectors.npy"), buf.getvalue(), so)
         storage.write_text(storage.join(cfg.output, "summary.json"), json.dumps(summary, indent=2), so)
-        log.info("done: %d words in %.1fs (%.0f words/s); vectors in %s", words_done, final["elapsed_s"],
-                 final["mean_words_per_s"], storage.join(cfg.output, "vectors.npy"))
+        if final["session_words"] == words_done:
+            log.info("done: %d words in %.1fs (%.0f words/s); vectors in %s", words_done, final["elapsed_s"],
+                     final["mean_words_per_s"], storage.join(cfg.output, "vectors.npy"))
+        else:  # resumed: the rate is of this session's words over this session's time
+            log.info("done: %d words, %d of them in this session: %.1fs, %.0f words/s; vectors in %s", words_done,
+                     final["session_words"], final["elapsed_s"], final["mean_words_per_s"],
+                     storage.join(cfg.output, "vectors.npy"))
     dist.barrier()
     return summary
 
@@ -496,7 +502,7 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
         state = {"step": step, "words_done": words_done, "epoch": epoch, "world_size": dist.world_size,
                  "workers": cfg.workers, "ranks": ranks, "config": cfg.to_dict(),
                  "vocab_fingerprint": vocab.meta["fingerprint"], "sync": sync.state_dict(),
-                 "metrics": progress.records}
+                 "metrics": progress.records, "loss_tail": [list(t) for t in progress.tail]}
         checkpoint.save(cfg.output, step, model.tables(), state, keep=cfg.keep_checkpoints,
                         storage_options=cfg.storage_options)
     dist.barrier()
