@@ -238,7 +238,13 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "train":
         cfg = config_from_args(args)  # bad flags fail here, before torch is loaded
         from w2v_dist.train import train
-        summary = train(cfg)
+        try:
+            summary = train(cfg)
+        except KeyboardInterrupt:  # before training (the vocabulary pass), or a second Ctrl-C
+            print(f"w2v-dist: train interrupted; {args.output} keeps its last checkpoint, if it has one (interrupted "
+                  "before training: nothing was written). Run the same command to resume or start again.",
+                  file=sys.stderr)
+            return 130
         if summary.get("interrupted"):
             print(f"w2v-dist: stopped at step {summary['steps']}; a checkpoint is in {args.output}. "
                   "Run the same command to resume.", file=sys.stderr)

@@ -81,6 +81,7 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     if started and not cfg.overwrite:
         return _resume(cfg, dist, shards, vocab_uri)
     vocab, row_tokens, skipped = build_vocab(cfg, shards, dist)
+    check_memory(cfg, dist, len(vocab))  # before the run is written: a refused run leaves nothing
     skipped.update(bad_files=len(report.get("bad_files", [])), empty_files=report["empty_files"],
                    empty_row_groups=report["empty_row_groups"])
     if dist.is_main:
@@ -147,6 +148,7 @@ def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[
         if tokens is not None:
             counter.add(tokens)
         seen.append((s, g, -1 if tokens is None else len(tokens)))
+        maybe_fail("vocab", dist.rank, len(seen))
     table, tokens = counter.result(), counter.tokens
     if dist.world_size > 1:
         parts = dist.all_gather_object((_ipc(table), tokens, seen, skipped))
@@ -161,6 +163,42 @@ def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[
         row_tokens[s][g] = (shards[s].row_groups[g], n) if n >= 0 else (0, 0)
     vocab = Vocab.build(table, cfg.min_count, cfg.max_vocab, cfg.sample, raw_tokens=tokens, source=cfg.corpus)
     return vocab, row_tokens, skipped
+
+
+def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
+    """Refuse, in one line, tables that cannot fit, before allocating them: a --dim too large for
+    memory was a traceback from the allocator (or the OOM killer) after the vocabulary pass.
+
+    On the CPU every rank of the node holds the two tables and their initialisation (3 x V x dim
+    float32), and with several ranks the sync's snapshot of both; a checkpoint copies the tables
+    again, so this is a floor, not a budget."""
+    tables = vocab_size * cfg.dim * 4
+    need = (3 + 2 * (dist.world_size > 1)) * tables * dist.local_world_size
+    free = _available_memory() if torch.device(dist.device).type == "cpu" else None
+    short = int(free is not None and need > free)
+    if dist.all_reduce_sum([short])[0]:
+        raise ConfigError(f"--dim {cfg.dim} with {vocab_size} words needs about {need / 2**30:.1f} GiB for the tables "
+                          f"on this node ({tables / 2**30:.1f} GiB each, {dist.local_world_size} rank(s)), but "
+                          f"{(free or 0) / 2**30:.1f} GiB is available: lower --dim, or --max-vocab / --min-count")
+
+
+def _available_memory() -> int | None:
+    """Bytes this process could still get: the kernel's MemAvailable, or the cgroup's limit left
+    if that is lower (a container's or a scheduler's); None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except OSError:
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f, open("/sys/fs/cgroup/memory.current") as g:
+            limit = f.read().strip()
+            if limit != "max":
+                found.append(int(limit) - int(g.read()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def sum_counts(parts) -> dict[str, int]:
