@@ -8,6 +8,7 @@ one accepted silently, an --output that is a file found only after the vocabular
 
 from __future__ import annotations
 
+import json
 import random
 
 import pyarrow as pa
@@ -51,13 +52,16 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--token-cache-gb", "nan"], "--token-cache-gb must be a finite"),
     (["prepare", "{d}/a.txt", "--output", "{d}/o", "--max-invalid-utf8", "nan"], "--max-invalid-utf8 must be"),
     (["export", "{d}/vec.txt", "--output", "{d}/exists.bin"], "{d}/exists.bin: exists; pass --overwrite"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000"],
+     "--dim 20000000000 with 4 words needs about 894.1 GiB for the tables on this node (298.0 GiB each, 1 rank(s)), "
+     "but"),
 ]
 
 
 IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eval-no-questions",
        "eval-analogies-as-pairs", "train-output-is-a-file", "train-bad-split-pattern", "train-unknown-scheme",
        "prepare-unknown-scheme", "similar-unknown-scheme", "train-sample-nan", "train-log-every-inf",
-       "train-token-cache-nan", "prepare-max-invalid-utf8-nan", "export-would-overwrite"]
+       "train-token-cache-nan", "prepare-max-invalid-utf8-nan", "export-would-overwrite", "train-dim-too-large"]
 
 
 @pytest.mark.parametrize("args, expect", CASES, ids=IDS)
@@ -92,3 +96,28 @@ def test_version_help_defaults_and_export_names_what_it_writes(files, tmp_path):
     assert not out.exists()
     cli("export", str(files / "vec.txt"), "--format", "npy", "--output", str(out), "--overwrite")
     assert out.exists()
+
+
+def test_similar_ignores_case_as_eval_does_and_q_works_after_the_subcommand(files, tmp_path):
+    """Guards: `similar` refusing `Alpha` in a lowercased vocabulary that `eval` matches without
+    case; -q accepted only before the subcommand."""
+    exact = cli("similar", str(files / "vec.txt"), "alpha")
+    p = cli("similar", str(files / "vec.txt"), "Alpha", "--negative", "GAMMA")
+    assert p.stdout.splitlines()[0].split("\t")[0] == cli("similar", str(files / "vec.txt"), "alpha", "--negative",
+                                                           "gamma").stdout.splitlines()[0].split("\t")[0] == "beta"
+    assert "'Alpha' is not in the vocabulary; using 'alpha' (case ignored, as eval does)" in p.stderr
+    p = cli("similar", str(files / "vec.txt"), "ALPHA", "-q")
+    assert p.stdout == exact.stdout and p.stderr == ""
+    p = cli("prepare", str(files / "a.txt"), "--output", str(tmp_path / "o"), "-q")
+    assert p.stderr == "" and json.loads(p.stdout)["rows"] == 1
+    assert "INFO prepare: wrote 1 rows" in cli("prepare", str(files / "a.txt"), "--output", str(tmp_path / "o2")).stderr
+    assert cli("-q", "prepare", str(files / "a.txt"), "--output", str(tmp_path / "o3")).stderr == ""
+
+
+def test_ctrl_c_in_the_vocabulary_pass_is_one_line_and_leaves_nothing(files):
+    """Guards: Ctrl-C while the vocabulary is counted ending in a KeyboardInterrupt traceback."""
+    p = cli("train", str(files / "corpus"), "--output", str(files / "r"), check=False,
+            env={"W2V_DIST_FAULT": "int@vocab:0:1"})
+    assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith(f"w2v-dist: train interrupted; {files / 'r'} keeps"), p.stderr
+    assert not (files / "r").exists()

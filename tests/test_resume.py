@@ -126,6 +126,13 @@ def test_single_process_resume_is_exact(corpus, tmp_path):
     p = cli("train", str(corpus), "--output", str(b), *args)
     assert "resuming from" in p.stderr
     _same(a, b)
+    # the resumed session's rate is its own words over its own time (was: all words over its time)
+    before = int(p.stderr.split("resuming from ")[1].split("(")[1].split(" words done")[0])
+    summary = json.loads((b / "summary.json").read_text())
+    session = summary["words"] - before
+    assert 0 < session == summary["words_this_session"] < summary["words"]
+    assert summary["words_per_s"] == pytest.approx(session / summary["elapsed_s"], rel=1e-3)
+    assert f"done: {summary['words']} words, {session} of them in this session: " in p.stderr, p.stderr
 
 
 def test_sigterm_checkpoints_and_says_how_to_resume(corpus, tmp_path):

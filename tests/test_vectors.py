@@ -148,6 +148,10 @@ def test_lookup():
     np.testing.assert_allclose(np.linalg.norm(v.unit, axis=1), 1, rtol=1e-6)
     with pytest.raises(ValueError, match="duplicate word 'a'"):
         Vectors(["a", "b", "a"], np.zeros((3, 2)))
+    cased = Vectors(["the", "The", "Paris", "THE"], np.eye(4))  # rows by frequency
+    assert [cased.resolve(w) for w in ("The", "tHe", "PARIS", "paris", "THE")] == ["The", "the", "Paris", "Paris", "THE"]
+    with pytest.raises(KeyError, match="'London' is not in the vocabulary"):
+        cased.resolve("London")
 
 
 def test_zero_vector_does_not_make_nan():

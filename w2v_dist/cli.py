@@ -25,7 +25,8 @@ from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError,
 _USER_ERRORS = [("w2v_dist.corpus.shards", "CorpusError"), ("w2v_dist.storage", "StorageError"),
                 ("w2v_dist.train", "RunExistsError"), ("w2v_dist.vocab", "VocabError"),
                 ("w2v_dist.prepare", "PrepareError"), ("w2v_dist.vectors", "VectorsFormatError"),
-                ("w2v_dist.evaluate", "EvaluationError"), ("w2v_dist.plot", "PlotError")]
+                ("w2v_dist.evaluate", "EvaluationError"), ("w2v_dist.plot", "PlotError"),
+                ("w2v_dist.owner", "RunLockedError")]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -164,16 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=_Help)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # -q after the subcommand too; SUPPRESS: a subcommand without it leaves the main parser's value
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", formatter_class=_Help, help="generate a synthetic corpus, train, evaluate, print results")
+    p = sub.add_parser("demo", parents=[quiet], formatter_class=_Help, help="generate a synthetic corpus, train, evaluate, print results")
     p.add_argument("--output", default=None, help="where to write everything (default: a new temp directory)")
     p.add_argument("--tokens", type=int, default=2_000_000, help="corpus size (default: %(default)s)")
     p.add_argument("--model", choices=("sg", "cbow"), default="sg", help="skip-gram or CBOW")
     p.add_argument("--epochs", type=int, default=2, help="passes over the corpus")
     p.add_argument("--seed", type=int, default=1, help="random seed (corpus and training)")
 
-    p = sub.add_parser("prepare", formatter_class=_Help, help="text / JSONL / Parquet -> Parquet shards with a `text` column")
+    p = sub.add_parser("prepare", parents=[quiet], formatter_class=_Help, help="text / JSONL / Parquet -> Parquet shards with a `text` column")
     p.add_argument("inputs", nargs="+", help="files, directories or globs (any fsspec URI; .gz/.bz2/.zst read as such)")
     p.add_argument("--output", required=True, help="directory for part-NNNNN.parquet")
     p.add_argument("--rows-per-shard", type=int, default=1_000_000, help="rows (lines, records) per output file")
@@ -189,9 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of a file's bytes that may be invalid UTF-8 (replaced with U+FFFD) before it is "
                         "refused as not text (default: %(default)s)")
 
-    _add_train_args(sub.add_parser("train", formatter_class=_Help, help="train word vectors on Parquet shards"))
+    _add_train_args(sub.add_parser("train", parents=[quiet], formatter_class=_Help, help="train word vectors on Parquet shards"))
 
-    p = sub.add_parser("export", formatter_class=_Help,
+    p = sub.add_parser("export", parents=[quiet], formatter_class=_Help,
                        help="write a run's vectors as word2vec text/binary, .npy or Embedding Projector files")
     p.add_argument("run", help="run directory")
     p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy", "projector"), default="word2vec-binary",
@@ -205,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
-    p = sub.add_parser("plot", formatter_class=_Help,
+    p = sub.add_parser("plot", parents=[quiet], formatter_class=_Help,
                        help="curves.png (loss, learning rate, words/s) and map.png (a 2-D PCA map of words) "
                             "of a run (needs the viz extra)")
     p.add_argument("run", help="run directory (finished or not: an unfinished run gets its curves only)")
@@ -214,16 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=200, help="how many of the most frequent words to map")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
 
-    p = sub.add_parser("eval", formatter_class=_Help, help="analogy accuracy and word-similarity correlation")
+    p = sub.add_parser("eval", parents=[quiet], formatter_class=_Help, help="analogy accuracy and word-similarity correlation")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
     p.add_argument("--analogies", action="append", default=[], help="Google analogy file (repeatable)")
     p.add_argument("--similarity", action="append", default=[], help="word-pair similarity file (repeatable)")
     p.add_argument("--restrict-vocab", type=int, default=300_000, help="only the N most frequent words (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("similar", formatter_class=_Help, help="nearest neighbours of a word (or of a+b-c)")
+    p = sub.add_parser("similar", parents=[quiet], formatter_class=_Help, help="nearest neighbours of a word (or of a+b-c)")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
-    p.add_argument("words", nargs="+", help="positive words")
+    p.add_argument("words", nargs="+", help="positive words; a word not in the vocabulary as written is looked up "
+                                            "ignoring case, as eval does (its most frequent case variant)")
     p.add_argument("--negative", nargs="*", default=[], help="words to subtract")
     p.add_argument("--top", type=int, default=10, help="neighbours to print")
     return parser
@@ -253,7 +258,13 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "train":
         cfg = config_from_args(args)  # bad flags fail here, before torch is loaded
         from w2v_dist.train import train
-        summary = train(cfg)
+        try:
+            summary = train(cfg)
+        except KeyboardInterrupt:  # before training (the vocabulary pass), or a second Ctrl-C
+            print(f"w2v-dist: train interrupted; {args.output} keeps its last checkpoint, if it has one (interrupted "
+                  "before training: nothing was written). Run the same command to resume or start again.",
+                  file=sys.stderr)
+            return 130
         if summary.get("interrupted"):
             print(f"w2v-dist: stopped at step {summary['steps']}; a checkpoint is in {args.output}. "
                   "Run the same command to resume.", file=sys.stderr)
@@ -284,12 +295,24 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "similar":
         from w2v_dist.vectors import Vectors
         vectors = Vectors.load(args.vectors)
-        for word, score in vectors.most_similar(positive=args.words, negative=args.negative, topn=args.top):
+        positive, negative = ([_resolve(vectors, w) for w in ws] for ws in (args.words, args.negative))
+        for word, score in vectors.most_similar(positive=positive, negative=negative, topn=args.top):
             print(f"{word}\t{score:.4f}")
     return 0
 
 
+def _resolve(vectors, word: str) -> str:
+    found = vectors.resolve(word)
+    if found != word:
+        logging.getLogger("w2v_dist").info("%r is not in the vocabulary; using %r (case ignored, as eval does)",
+                                           word, found)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
+    if "RANK" in os.environ:  # a rank under torchrun: die with the agent, not live on as an orphan
+        from w2v_dist.owner import die_with_parent
+        die_with_parent()
     # Under torchrun, torch's @record writes a rank's uncaught exception into the agent's error file.
     # Imported only there: torch costs ~2 s of start-up that prepare/export/similar never need.
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):

@@ -4,8 +4,9 @@
 itself after step 12), ``kill@save:0:10`` (rank 0 dies between a checkpoint's payload and its
 manifest), ``raise@step:1:5`` (an exception, for torchrun's error report), ``term@step:0:7``
 (SIGTERM to itself: a preemption), ``int@prepare-shard:0:2`` (Ctrl-C in ``prepare`` once its
-second shard is written), ``diverge@loss:2:3`` (rank 2's loss of step 3 becomes NaN:
-``maybe_fail`` returns True). Fires only on torchrun's first attempt
+second shard is written), ``int@vocab:0:1`` (Ctrl-C in the vocabulary pass after a row group),
+``diverge@loss:2:3`` (rank 2's loss of step 3 becomes NaN: ``maybe_fail`` returns True). Fires only
+on torchrun's first attempt
 (``TORCHELASTIC_RESTART_COUNT`` unset or 0), so a restarted run goes through.
 """
 

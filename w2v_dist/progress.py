@@ -11,6 +11,7 @@ resumption has ``resumed_from`` (the words of the checkpoint it started from).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -24,12 +25,17 @@ from w2v_dist import storage
 
 log = logging.getLogger("w2v_dist.train")
 
+# summary.json's final_loss: the mean loss per example over the last steps of training that hold
+# this many words (the whole run if it is shorter), whatever --log-every is
+FINAL_LOSS_WORDS = 1_000_000
+
 
 class Progress:
     def __init__(self, total_words: int, metrics_uri: str | None, every_s: float = 10.0,
                  enabled: bool = True, storage_options: dict | None = None, words_done: int = 0,
                  records: list[dict] | None = None, resumed_from: int | None = None, board=None,
-                 extras: Callable[[], dict] | None = None):
+                 extras: Callable[[], dict] | None = None, tail: list | None = None,
+                 final_words: int = FINAL_LOSS_WORDS):
         self.total = total_words
         self.metrics_uri = metrics_uri
         self.every_s = every_s
@@ -46,6 +52,9 @@ class Progress:
         self.extras = extras  # several ranks: () -> {"sync_bytes": n, "rank_words": [words of each rank]}
         self.last_rank_words: list[int] | None = None
         self.last_loss = self.records[-1]["loss"] if self.records else 0.0  # of the last interval with examples
+        # (words, loss, examples) of the latest steps, as few as hold final_words words: final_loss
+        self.tail: collections.deque = collections.deque(tuple(t) for t in (tail or ()))
+        self.tail_words, self.final_words = sum(t[0] for t in self.tail), final_words
         self.bar = None
         if enabled and sys.stderr.isatty():
             self.bar = tqdm(total=total_words, initial=words_done, unit="word", unit_scale=True,
@@ -55,6 +64,10 @@ class Progress:
         self.words += words
         self.examples += examples
         self.loss += loss
+        self.tail.append((words, loss, examples))
+        self.tail_words += words
+        while len(self.tail) > 1 and self.tail_words - self.tail[0][0] >= self.final_words:
+            self.tail_words -= self.tail.popleft()[0]
         if self.bar is not None:
             self.bar.update(words)
         now = time.perf_counter()
@@ -112,9 +125,16 @@ class Progress:
         if self.board is not None:
             self.board.close()
         elapsed = time.perf_counter() - self.start
-        rec["elapsed_s"] = round(elapsed, 3)
-        rec["mean_words_per_s"] = round((self.words - self.start_words) / max(elapsed, 1e-9), 1)
+        rec["elapsed_s"] = round(elapsed, 3)  # this session's: a resumed run counts from its resumption
+        rec["session_words"] = self.words - self.start_words
+        rec["mean_words_per_s"] = round(rec["session_words"] / max(elapsed, 1e-9), 1)
+        rec["final_loss"] = self.final_loss()
         return rec
+
+    def final_loss(self) -> float:
+        """Mean loss per example over the last ``final_words`` words of training (rank 0's examples)."""
+        examples = sum(t[2] for t in self.tail)
+        return sum(t[1] for t in self.tail) / max(examples, 1)
 
 
 class DivergedError(RuntimeError):

@@ -118,7 +118,8 @@ def expand(uri: str, suffixes: tuple[str, ...], storage_options: dict | None = N
 def atomic_open(uri: str, mode: str = "wb", storage_options: dict | None = None) -> Iterator[IO]:
     """Write a file so that readers see either nothing or the whole of it.
 
-    Local disk: a temp file in the same directory, fsync, ``os.replace``. Object stores: one
+    Local disk: a temp file in the same directory, fsync, ``os.replace``; the file's mode is what
+    ``open()`` would give (0666 less the umask), not the temp file's 0600. Object stores: one
     PUT when the file is closed, which is atomic there.
     """
     if is_local(uri):
@@ -127,6 +128,7 @@ def atomic_open(uri: str, mode: str = "wb", storage_options: dict | None = None)
         os.makedirs(d, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
         try:
+            os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600: the file gets what open() would give it
             with os.fdopen(fd, mode) as f:
                 yield f
                 f.flush()
@@ -146,6 +148,21 @@ def atomic_open(uri: str, mode: str = "wb", storage_options: dict | None = None)
                 buf.discard()
             raise
         buf.close()
+
+
+def umask() -> int:
+    """This process's umask. Read from /proc where it can be: setting it to read it back (the only
+    portable way) changes it for every thread meanwhile."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(uri: str, data: bytes, storage_options: dict | None = None) -> None:

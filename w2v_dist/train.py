@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import logging
@@ -21,9 +22,10 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
-from w2v_dist import checkpoint, storage
+from w2v_dist import checkpoint, owner, storage
 from w2v_dist.config import ConfigError, TrainConfig
 from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
+from w2v_dist.corpus.plan import ranks_without_data
 from w2v_dist.corpus.shards import Shard, scan_shards
 from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
 from w2v_dist.faults import maybe_fail
@@ -71,9 +73,6 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     """A new run, or the resumption of the one in ``--output``. Bad input and incompatible
     settings fail here, before anything is written."""
     so, out = cfg.storage_options, cfg.output
-    fs, path = storage.url_to_fs(out, so)
-    if fs.isfile(path):  # found now, not after the vocabulary pass, when the first file is written
-        raise ConfigError(f"{out}: is a file; --output must name a run directory (a new path, or an earlier run's)")
     finished = storage.exists(storage.join(out, "summary.json"), so)
     started = storage.exists(storage.join(out, "config.json"), so)
     if finished and not cfg.overwrite:
@@ -84,6 +83,7 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     if started and not cfg.overwrite:
         return _resume(cfg, dist, shards, vocab_uri)
     vocab, row_tokens, skipped = build_vocab(cfg, shards, dist)
+    check_memory(cfg, dist, len(vocab))  # before the run is written: a refused run leaves nothing
     skipped.update(bad_files=len(report.get("bad_files", [])), empty_files=report["empty_files"],
                    empty_row_groups=report["empty_row_groups"])
     if dist.is_main:
@@ -150,6 +150,7 @@ def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[
         if tokens is not None:
             counter.add(tokens)
         seen.append((s, g, -1 if tokens is None else len(tokens)))
+        maybe_fail("vocab", dist.rank, len(seen))
     table, tokens = counter.result(), counter.tokens
     if dist.world_size > 1:
         parts = dist.all_gather_object((_ipc(table), tokens, seen, skipped))
@@ -164,6 +165,42 @@ def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[
         row_tokens[s][g] = (shards[s].row_groups[g], n) if n >= 0 else (0, 0)
     vocab = Vocab.build(table, cfg.min_count, cfg.max_vocab, cfg.sample, raw_tokens=tokens, source=cfg.corpus)
     return vocab, row_tokens, skipped
+
+
+def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
+    """Refuse, in one line, tables that cannot fit, before allocating them: a --dim too large for
+    memory was a traceback from the allocator (or the OOM killer) after the vocabulary pass.
+
+    On the CPU every rank of the node holds the two tables and their initialisation (3 x V x dim
+    float32), and with several ranks the sync's snapshot of both; a checkpoint copies the tables
+    again, so this is a floor, not a budget."""
+    tables = vocab_size * cfg.dim * 4
+    need = (3 + 2 * (dist.world_size > 1)) * tables * dist.local_world_size
+    free = _available_memory() if torch.device(dist.device).type == "cpu" else None
+    short = int(free is not None and need > free)
+    if dist.all_reduce_sum([short])[0]:
+        raise ConfigError(f"--dim {cfg.dim} with {vocab_size} words needs about {need / 2**30:.1f} GiB for the tables "
+                          f"on this node ({tables / 2**30:.1f} GiB each, {dist.local_world_size} rank(s)), but "
+                          f"{(free or 0) / 2**30:.1f} GiB is available: lower --dim, or --max-vocab / --min-count")
+
+
+def _available_memory() -> int | None:
+    """Bytes this process could still get: the kernel's MemAvailable, or the cgroup's limit left
+    if that is lower (a container's or a scheduler's); None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except OSError:
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f, open("/sys/fs/cgroup/memory.current") as g:
+            limit = f.read().strip()
+            if limit != "max":
+                found.append(int(limit) - int(g.read()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def sum_counts(parts) -> dict[str, int]:
@@ -289,8 +326,34 @@ def set_rng_states(s: dict) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Run a whole training job as described by ``cfg`` (resuming the one in ``cfg.output`` if it
     has a checkpoint); returns the summary (also in summary.json)."""
-    with setup(cfg.device, cfg.backend) as dist:
+    with setup(cfg.device, cfg.backend) as dist, owning(cfg, dist):
         return _train(cfg, dist)
+
+
+@contextlib.contextmanager
+def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
+    """Rank 0 holds the run directory's lock (:mod:`w2v_dist.owner`) from before the first write
+    until the run stops; every rank learns whether it got it."""
+    fs, path = storage.url_to_fs(cfg.output, cfg.storage_options)
+    if fs.isfile(path):  # found now, not after the vocabulary pass, when the first file is written
+        raise ConfigError(f"{cfg.output}: is a file; --output must name a run directory (a new path, or an earlier "
+                          "run's)")
+    lock, error = None, None
+    if dist.is_main:
+        try:
+            lock = owner.acquire(cfg.output, cfg.storage_options)
+        except Exception as e:  # the other ranks must not wait for rank 0 in the next collective
+            error = e
+    message = dist.broadcast_object(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise owner.RunLockedError(message)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
@@ -299,6 +362,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     vocab = _load_vocab(start.vocab_uri, cfg, dist)
     log.info("vocabulary: %d words, %d words per epoch, %d shards (%.1fs)", len(vocab), vocab.total_words,
              len(start.shards), time.perf_counter() - t0)
+    if dist.is_main and dist.world_size > 1:
+        _warn_idle_ranks(start.row_tokens, cfg, dist)
     threads = cfg.threads or default_threads(dist.local_world_size)
     model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, cfg.kernel, window=cfg.window,
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
@@ -333,7 +398,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl"), cfg.log_every,
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
                         records=state["metrics"], resumed_from=state["words_done"] if start.checkpoint else None,
-                        board=board, extras=ranks)
+                        board=board, extras=ranks, tail=state.get("loss_tail"))
     guard = Guard(cfg.negative, cfg.alpha, lr_scale=sync.lr_scale)
     control = Control(cfg, dist)
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
@@ -379,16 +444,35 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                "skipped": start.skipped, "skipped_while_training": while_training,
                "world_size": dist.world_size, "threads": threads,
                "sync_bytes_per_word": sync.bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
-               "final_loss": final["loss"], "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
+               "final_loss": final["final_loss"], "words_this_session": final["session_words"],
+               "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
     if dist.is_main:
         buf = io.BytesIO()
         np.save(buf, model.vectors())
         storage.write_bytes(storage.join(cfg.output, "vectors.npy"), buf.getvalue(), so)
         storage.write_text(storage.join(cfg.output, "summary.json"), json.dumps(summary, indent=2), so)
-        log.info("done: %d words in %.1fs (%.0f words/s); vectors in %s", words_done, final["elapsed_s"],
-                 final["mean_words_per_s"], storage.join(cfg.output, "vectors.npy"))
+        if final["session_words"] == words_done:
+            log.info("done: %d words in %.1fs (%.0f words/s); vectors in %s", words_done, final["elapsed_s"],
+                     final["mean_words_per_s"], storage.join(cfg.output, "vectors.npy"))
+        else:  # resumed: the rate is of this session's words over this session's time
+            log.info("done: %d words, %d of them in this session: %.1fs, %.0f words/s; vectors in %s", words_done,
+                     final["session_words"], final["elapsed_s"], final["mean_words_per_s"],
+                     storage.join(cfg.output, "vectors.npy"))
     dist.barrier()
     return summary
+
+
+def _warn_idle_ranks(row_tokens, cfg: TrainConfig, dist: Dist) -> None:
+    """Rank 0 says which ranks get no data (otherwise seen only with --log-all-ranks)."""
+    workers = max(cfg.workers, 1)
+    idle, units = ranks_without_data(row_tokens, dist.world_size, workers, cfg.seed)
+    if idle:
+        readers = f" x {workers} readers (--workers)" if workers > 1 else ""
+        log.warning("rank%s %s get%s no data: the corpus splits into %d piece%s of work for %d ranks%s (a row is "
+                    "never split between readers); they only keep step with the others. Run fewer ranks%s, or put "
+                    "the text in more rows (a line or a paragraph a row)", "s" if len(idle) > 1 else "",
+                    ", ".join(map(str, idle)), "" if len(idle) > 1 else "s", units, "" if units == 1 else "s",
+                    dist.world_size, readers, " or readers" if workers > 1 else "")
 
 
 def default_threads(ranks_on_node: int) -> int:
@@ -465,7 +549,7 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
         state = {"step": step, "words_done": words_done, "epoch": epoch, "world_size": dist.world_size,
                  "workers": cfg.workers, "ranks": ranks, "config": cfg.to_dict(),
                  "vocab_fingerprint": vocab.meta["fingerprint"], "sync": sync.state_dict(),
-                 "metrics": progress.records}
+                 "metrics": progress.records, "loss_tail": [list(t) for t in progress.tail]}
         checkpoint.save(cfg.output, step, model.tables(), state, keep=cfg.keep_checkpoints,
                         storage_options=cfg.storage_options)
     dist.barrier()

@@ -66,6 +66,7 @@ class Vectors:
         if self.counts is not None and self.counts.shape != (len(words),):
             raise ValueError(f"need one count per word: {len(words)} words, counts of shape {self.counts.shape}")
         self._unit: np.ndarray | None = None
+        self._upper: dict[str, str] | None = None  # upper case -> most frequent variant (resolve)
 
     # ---- lookup -------------------------------------------------------------------------------
 
@@ -88,6 +89,21 @@ class Vectors:
         except KeyError:
             raise KeyError(f"{word!r} is not in the vocabulary ({len(self)} words); check its case and spelling, "
                            f"or train with a lower --min-count") from None
+
+    def resolve(self, word: str) -> str:
+        """``word`` if it is in the vocabulary, else its most frequent case variant (the first row
+        whose upper case matches, as ``eval`` matches words: ``King`` finds ``king`` in a lowercased
+        vocabulary); ``KeyError`` if neither."""
+        if word in self._index:
+            return word
+        if self._upper is None:
+            self._upper = {}
+            for w in self._words:
+                self._upper.setdefault(w.upper(), w)
+        if word.upper() in self._upper:
+            return self._upper[word.upper()]
+        self.index(word)  # raises the KeyError that says what to check
+        raise AssertionError("unreachable")
 
     @property
     def words(self) -> list[str]:

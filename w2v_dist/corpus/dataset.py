@@ -16,9 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import os
 import signal
-import sys
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -33,6 +31,7 @@ from w2v_dist.corpus.cache import TokenCache
 from w2v_dist.corpus.plan import Unit, assign, make_units
 from w2v_dist.corpus.shards import CorpusError, Shard, open_parquet, read_row_group
 from w2v_dist.corpus.tokenize import Tokenized, encode, is_text_type, tokenize
+from w2v_dist.owner import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -282,15 +281,4 @@ def worker_init(_worker_id: int) -> None:
     # a reader that died of them would take the DataLoader down first
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """A reader whose trainer was killed (SIGKILL: no cleanup) must not live on holding the
-    trainer's pipes; Linux can deliver it a signal when its parent dies (prctl PR_SET_PDEATHSIG)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
+    die_with_parent()  # a reader whose trainer was killed must not live on holding its pipes

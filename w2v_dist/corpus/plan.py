@@ -66,3 +66,15 @@ def assign(units: list[Unit], slots: int, seed: int, epoch: int) -> list[list[Un
         owner[i] = s
         load[s] += max(shuffled[i].tokens, 1)
     return [[u for u, o in zip(shuffled, owner) if o == s] for s in range(slots)]
+
+
+
+def ranks_without_data(row_groups: list[list[tuple[int, int]]], ranks: int, workers: int,
+                       seed: int) -> tuple[list[int], int]:
+    """Ranks none of whose slots gets a unit with words, and how many units have words: a corpus
+    of fewer rows than slots (a row is never split) leaves ranks idle. The same ranks every epoch:
+    the units with words are dealt first, each to the lowest-numbered slot still empty."""
+    slots = ranks * workers
+    units = make_units(row_groups, slots)
+    busy = {s // workers for s, mine in enumerate(assign(units, slots, seed, 0)) if any(u.tokens for u in mine)}
+    return [r for r in range(ranks) if r not in busy], sum(1 for u in units if u.tokens)
