@@ -322,3 +322,18 @@ def test_divergence_is_said_by_rank_0_and_the_rank_that_saw_it(small_corpus, tmp
     errors = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: error: training diverged")]
     assert len(errors) == 2 and sum("on another rank" in line for line in errors) == 1, p.stderr[-3000:]
     assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_mean_scales_the_rate_by_the_ranks_up_to_a_rate_of_0_2():
+    """Guards: CBOW at 8 ranks x 0.05 (0.4 per rank) diverged on gcide; skip-gram at 8 x 0.025 did
+    not. The multiplier stops where a rank's rate would pass 0.2, and --sync-lr-scale overrides it."""
+    from w2v_dist.distributed import Dist
+    from w2v_dist.sync import TableSync, auto_lr_scale
+
+    assert [auto_lr_scale(n, 0.025) for n in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 8]
+    assert [auto_lr_scale(n, 0.05) for n in (2, 4, 8)] == [2, 4, 4]
+    assert auto_lr_scale(8, 0.5) == 1
+    tables = {"in": torch.zeros(4, 2)}
+    assert TableSync(tables, Dist(world_size=8), alpha=0.05).lr_scale == 4
+    assert TableSync(tables, Dist(world_size=8), alpha=0.05, lr_scale=6).lr_scale == 6
+    assert TableSync(tables, Dist(world_size=8), combine="sum", alpha=0.05).lr_scale == 1

@@ -81,7 +81,7 @@ class TrainConfig:
     sync_every: int = 16  # several ranks: steps between syncs of the tables' frequent rows (docs/distributed.md)
     sync_rows: int = 1024  # rows of the smallest sync (the prefix doubles on every other sync, ...)
     sync_combine: str = "mean"  # how ranks' changes of a row combine: mean (lr x world size), rowmean or sum
-    sync_lr_scale: float = 0  # under mean: each rank trains at this x the rate; 0: min(world size, 4)
+    sync_lr_scale: float = 0  # under mean: each rank trains at this x the rate; 0: min(world size, 0.2 / alpha)
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

@@ -23,7 +23,8 @@ Combining (``--sync-combine``): ``mean`` (default) averages the ranks' changes (
 as pWord2Vec does) and every rank trains with the learning rate times the number of ranks (the
 linear scaling rule of large-batch SGD): where a row's updates are small and add up, the mean of N
 ranks' changes at N times the rate is their sum at the rate; where a frequent row's updates
-saturate (its sigmoid does), each rank's change is bounded and so is their mean. ``sum`` adds the
+saturate (its sigmoid does), each rank's change is bounded and so is their mean. The multiplier
+stops where a rank's rate would pass 0.2 (``MAX_RANK_ALPHA``): past it CBOW diverged. ``sum`` adds the
 ranks' changes at the plain rate (what N threads of one process do; it overshoots the frequent
 rows by N and diverged at 4 ranks on gcide); ``rowmean`` averages each row over the ranks that
 changed it (Spark MLlib's rule; every row a rank trains in a sync interval is "changed", so it
@@ -42,7 +43,14 @@ import torch
 from w2v_dist.distributed import Dist
 
 FULL_EVERY = 64  # syncs: the whole table at least this often (a checkpoint waits for one)
-MAX_LR_SCALE = 4  # mean: the linear scaling rule up to 4 ranks; at 8 x --alpha CBOW diverged (docs/distributed.md)
+# mean: each rank trains at lr x min(N, MAX_RANK_ALPHA / alpha): the linear scaling rule up to a rate
+# of 0.2 per update (CBOW at 8 x 0.05 = 0.4 diverged on gcide; at 0.2 neither model did: docs/distributed.md)
+MAX_RANK_ALPHA = 0.2
+
+
+def auto_lr_scale(world_size: int, alpha: float) -> float:
+    """The rate multiplier of ``--sync-combine mean`` when ``--sync-lr-scale`` is 0."""
+    return float(max(1, min(world_size, int(MAX_RANK_ALPHA / alpha + 1e-9))))
 
 
 def rows_at(k: int, V: int, rows: int) -> int:
@@ -63,7 +71,7 @@ class TableSync:
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], dist: Dist, every: int = 4, rows: int = 1024,
-                 combine: str = "mean", exact: bool = False, lr_scale: float = 0):
+                 combine: str = "mean", exact: bool = False, lr_scale: float = 0, alpha: float = 0.025):
         if exact:  # --sync step: every step, every row, changes summed
             every, rows, combine = 1, 1 << 62, "sum"
         self.tables, self.dist, self.every, self.rows, self.combine = tables, dist, every, rows, combine
@@ -74,7 +82,7 @@ class TableSync:
         # model averaging moves a row 1/N as far as the sum of the ranks' updates would, where the
         # updates are small and add up: the linear scaling rule (Goyal et al. 2017) gives it back,
         # up to a point: each rank trains at that rate, and 8 x --alpha diverged
-        self.lr_scale = ((lr_scale or min(dist.world_size, MAX_LR_SCALE)) if self.active and combine == "mean"
+        self.lr_scale = ((lr_scale or auto_lr_scale(dist.world_size, alpha)) if self.active and combine == "mean"
                          else 1)
 
     def state_dict(self) -> dict:

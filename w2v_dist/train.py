@@ -370,7 +370,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                      max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
                      nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs)
     sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine, exact=cfg.sync == "step",
-                     lr_scale=cfg.sync_lr_scale)
+                     lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha)
     state = {"step": 0, "words_done": 0, "epoch": 0, "ranks": [{}] * dist.world_size, "metrics": []}
     if start.checkpoint:
         _, tensors, state = start.checkpoint
