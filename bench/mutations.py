@@ -188,9 +188,21 @@ MUTATIONS = [
     Mutation(
         "sync: the learning rate not scaled by the world size under mean (1/N of the progress)",
         "w2v_dist/sync.py",
-        "self.lr_scale = dist.world_size if self.active and combine == \"mean\" else 1",
-        "self.lr_scale = 1",
+        "(lr_scale or auto_lr_scale(dist.world_size, alpha)) if self.active",
+        "1 if self.active",
         ("tests/test_distributed.py::test_mean_combine_trains_every_rank_at_n_times_the_rate",)),
+    Mutation(
+        "sync: the mean combine's rate multiplier not capped (CBOW at 8 ranks diverges)",
+        "w2v_dist/sync.py",
+        "min(world_size, int(MAX_RANK_ALPHA / alpha + 1e-9))",
+        "world_size",
+        ("tests/test_distributed.py::test_mean_scales_the_rate_by_the_ranks_up_to_a_rate_of_0_2",)),
+    Mutation(
+        "cli: every rank prints a divergence it did not see",
+        "w2v_dist/cli.py",
+        "if e.here or int(os.environ.get(\"RANK\", 0)) == 0:",
+        "if True:",
+        ("tests/test_distributed.py::test_divergence_is_said_by_rank_0_and_the_rank_that_saw_it",)),
     Mutation(
         "sync: --sync step syncs only a prefix of the rows",
         "w2v_dist/sync.py",
