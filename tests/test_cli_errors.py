@@ -30,6 +30,8 @@ def files(tmp_path_factory):
     (d / "noquestions.txt").write_text(": capital-common-countries\n\n")
     (d / "analogies.txt").write_text(": family\nalpha beta gamma delta\n")
     (d / "pairs.tsv").write_text("alpha\tbeta\t5.0\n")
+    (d / "many").mkdir()  # 1,500 distinct words, 3 times each: more than --max-vocab-size 1000 can hold
+    pq.write_table(pa.table({"text": [" ".join(f"w{i}" for i in range(1500))] * 3}), d / "many" / "part-00000.parquet")
     (d / "afile").write_text("not a directory\n")
     (d / "a.txt").write_text("alpha beta\n")
     (d / "exists.bin").write_bytes(b"precious")
@@ -55,13 +57,18 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000"],
      "--dim 20000000000 with 4 words needs about 894.1 GiB for the tables on this node (298.0 GiB each, 1 rank(s)), "
      "but"),
+    (["train", "{d}/corpus", "--output", "/proc/w2v-dist-run"], "/proc/w2v-dist-run: cannot write the run directory"),
+    (["train", "{d}/corpus", "--output", "/sys/w2v-dist-run"], "/sys/w2v-dist-run: cannot write the run directory"),
+    (["train", "{d}/many", "--output", "{d}/r", "--max-vocab-size", "1000", "--min-count", "1"],
+     "--max-vocab-size 1000 made counting drop every token seen 3 times or fewer"),
 ]
 
 
 IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eval-no-questions",
        "eval-analogies-as-pairs", "train-output-is-a-file", "train-bad-split-pattern", "train-unknown-scheme",
        "prepare-unknown-scheme", "similar-unknown-scheme", "train-sample-nan", "train-log-every-inf",
-       "train-token-cache-nan", "prepare-max-invalid-utf8-nan", "export-would-overwrite", "train-dim-too-large"]
+       "train-token-cache-nan", "prepare-max-invalid-utf8-nan", "export-would-overwrite", "train-dim-too-large",
+       "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything"]
 
 
 @pytest.mark.parametrize("args, expect", CASES, ids=IDS)

@@ -33,7 +33,7 @@ from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
 from w2v_dist.sync import TableSync
 from w2v_dist.tensorboard import open_board
-from w2v_dist.vocab import Counter, Vocab
+from w2v_dist.vocab import Counter, Vocab, VocabError
 
 log = logging.getLogger("w2v_dist.train")
 
@@ -152,18 +152,28 @@ def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[
         seen.append((s, g, -1 if tokens is None else len(tokens)))
         maybe_fail("vocab", dist.rank, len(seen))
     table, tokens = counter.result(), counter.tokens
+    pruned = counter.min_reduce - 1  # the highest count pruning dropped while counting (0: none)
     if dist.world_size > 1:
-        parts = dist.all_gather_object((_ipc(table), tokens, seen, skipped))
+        parts = dist.all_gather_object((_ipc(table), tokens, seen, skipped, pruned))
         merged = Counter(cfg.max_vocab_size)
         for blob, *_ in parts:
             merged.add_counts(pa.ipc.open_stream(blob).read_all())
         table, tokens = merged.result(), sum(p[1] for p in parts)
+        pruned = max(merged.min_reduce - 1, *(p[4] for p in parts))
         seen = [x for p in parts for x in p[2]]
         skipped = sum_counts(p[3] for p in parts)
     row_tokens = [[(n, 0) for n in shard.row_groups] for shard in shards]
     for s, g, n in seen:
         row_tokens[s][g] = (shards[s].row_groups[g], n) if n >= 0 else (0, 0)
-    vocab = Vocab.build(table, cfg.min_count, cfg.max_vocab, cfg.sample, raw_tokens=tokens, source=cfg.corpus)
+    try:
+        vocab = Vocab.build(table, cfg.min_count, cfg.max_vocab, cfg.sample, raw_tokens=tokens, source=cfg.corpus)
+    except VocabError:
+        if pruned:
+            raise VocabError(f"the vocabulary is empty: --max-vocab-size {cfg.max_vocab_size} made counting drop "
+                             f"every token seen {pruned} times or fewer, and none that survived occurs "
+                             f"--min-count={cfg.min_count} times; raise --max-vocab-size (it bounds the "
+                             "count table's rows while counting, not the vocabulary: --max-vocab does that)") from None
+        raise
     return vocab, row_tokens, skipped
 
 
@@ -342,6 +352,9 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
     if dist.is_main:
         try:
             lock = owner.acquire(cfg.output, cfg.storage_options)
+        except OSError as e:  # a read-only filesystem, no permission, a path under /proc ...
+            error = ConfigError(f"{cfg.output}: cannot write the run directory ({e.strerror or e}); --output must "
+                                "name a place this process may write")
         except Exception as e:  # the other ranks must not wait for rank 0 in the next collective
             error = e
     message = dist.broadcast_object(None if error is None else str(error))
