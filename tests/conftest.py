@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -103,10 +104,18 @@ def two_ranks(plain_corpus, tmp_path_factory) -> Path:
     return run
 
 
+def _sigint_as_on_a_terminal() -> None:
+    """A shell that runs a job in the background (``bash .ci/run &``, nohup) starts it with SIGINT
+    ignored, and Python then never turns SIGINT into KeyboardInterrupt: the Ctrl-C tests would
+    test nothing. The entry point runs as a user's terminal would run it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real entry point: ``python -m w2v_dist ...``."""
     p = subprocess.run([sys.executable, "-m", "w2v_dist", *args], capture_output=True, text=True,
-                       env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+                       env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT,
+                       preexec_fn=_sigint_as_on_a_terminal)
     if check and p.returncode != 0:
         raise AssertionError(f"w2v-dist {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
