@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import DATA, cli, gcide_lines
+from tests.conftest import DATA, cli, gcide_lines, write_shards
 
 TRAIN = ["--epochs", "2", "--dim", "32", "--min-count", "3", "--log-every", "0.5", "--workers", "1"]
 
@@ -125,14 +125,16 @@ def test_eval_and_similar(trained, tmp_path):
     assert "water" not in [line.split("\t")[0] for line in lines]
 
 
-def test_same_command_same_vectors(small_corpus, tmp_path):
+def test_same_command_same_vectors(tmp_path):
     """--seed makes a run repeatable (the chunk order depends on --workers, so it is part of "same");
-    4 kernel threads on a 2-core machine: the merge order, not the scheduling, decides the bits."""
+    4 kernel threads on a 2-core machine: the merge order, not the scheduling, decides the bits.
+    (5k lines: 4 threads on 2 cores wait at every step's barrier, and 20k lines took 18 s a run.)"""
+    corpus = write_shards(tmp_path / "corpus", gcide_lines(5_000))
     args = [*TRAIN, "--epochs", "1", "--workers", "2", "--threads", "4", "--slice-words", "256"]
-    cli("train", str(small_corpus), "--output", str(tmp_path / "a"), *args)
-    cli("train", str(small_corpus), "--output", str(tmp_path / "b"), *args)
+    cli("train", str(corpus), "--output", str(tmp_path / "a"), *args)
+    cli("train", str(corpus), "--output", str(tmp_path / "b"), *args)
     np.testing.assert_array_equal(np.load(tmp_path / "a/vectors.npy"), np.load(tmp_path / "b/vectors.npy"))
-    cli("train", str(small_corpus), "--output", str(tmp_path / "c"), *args, "--seed", "2")
+    cli("train", str(corpus), "--output", str(tmp_path / "c"), *args, "--seed", "2")
     assert not np.array_equal(np.load(tmp_path / "a/vectors.npy"), np.load(tmp_path / "c/vectors.npy"))
 
 

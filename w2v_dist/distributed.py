@@ -103,35 +103,40 @@ def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: [], lo
     """
     lock = lock or Lockstep()
     it = iter(batches)
-    while True:
-        b = next(it, None)
-        if dist.backend is None:
-            if b is None:
+    try:
+        while True:
+            b = next(it, None)
+            if dist.backend is None:
+                if b is None:
+                    return
+                yield b, words_of(b), flags(b)
+                continue
+            raised = flags(b)
+            lock.flags = [max(x, y) for x, y in zip(lock.flags, raised)] if lock.flags else list(raised)
+            lock.words += words_of(b) if b is not None else 0
+            if step % lock.every:
+                step += 1
+                yield b, 0, [0] * len(raised)
+                continue
+            # each rank's words in its own slot: the sums are every rank's words (its throughput, for
+            # the logs), for world_size more integers in a collective that runs anyway
+            mine = [0] * dist.world_size
+            mine[dist.rank] = lock.words
+            active, *rest = dist.all_reduce_sum([int(b is not None), *lock.flags, *mine])
+            summed, per_rank = rest[:len(lock.flags)], rest[len(lock.flags):]
+            words = sum(per_rank)
+            lock.rank_words = [a + b for a, b in zip(lock.rank_words or [0] * dist.world_size, per_rank)]
+            lock.words, lock.flags = 0, []
+            if active == 0 and words == 0:
                 return
-            yield b, words_of(b), flags(b)
-            continue
-        raised = flags(b)
-        lock.flags = [max(x, y) for x, y in zip(lock.flags, raised)] if lock.flags else list(raised)
-        lock.words += words_of(b) if b is not None else 0
-        if step % lock.every:
             step += 1
-            yield b, 0, [0] * len(raised)
-            continue
-        # each rank's words in its own slot: the sums are every rank's words (its throughput, for
-        # the logs), for world_size more integers in a collective that runs anyway
-        mine = [0] * dist.world_size
-        mine[dist.rank] = lock.words
-        active, *rest = dist.all_reduce_sum([int(b is not None), *lock.flags, *mine])
-        summed, per_rank = rest[:len(lock.flags)], rest[len(lock.flags):]
-        words = sum(per_rank)
-        lock.rank_words = [a + b for a, b in zip(lock.rank_words or [0] * dist.world_size, per_rank)]
-        lock.words, lock.flags = 0, []
-        if active == 0 and words == 0:
-            return
-        step += 1
-        yield b, words, summed  # with active == 0: the last interval's words, no batch
-        if active == 0:
-            return
+            yield b, words, summed  # with active == 0: the last interval's words, no batch
+            if active == 0:
+                return
+    finally:  # however this ends (a collective failed, the loop raised), the readers stop now,
+        close = getattr(it, "close", None)  # not when the garbage collector gets to them
+        if close is not None:
+            close()
 
 
 def _device_for(requested: str, local_rank: int) -> str:
