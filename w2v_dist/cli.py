@@ -52,6 +52,18 @@ def _storage_options(text: str | None) -> dict:
     return value
 
 
+def setup_logging(level: str, quiet: bool, rank: int, world: int) -> None:
+    """w2v_dist's loggers at ``level`` (at least WARNING with ``quiet``); every other library's at
+    WARNING (azure-core logs every HTTP request and response at INFO), except with ``debug``,
+    which turns on everything."""
+    ours = getattr(logging, level.upper())
+    if quiet:
+        ours = max(ours, logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if level == "debug" else max(ours, logging.WARNING), datefmt="%H:%M:%S",
+                        format=("%(asctime)s " + (f"[rank {rank}] " if world > 1 else "") + "%(levelname)s %(message)s"))
+    logging.getLogger("w2v_dist").setLevel(ours)
+
+
 def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tokenizer")
     g.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case")
@@ -137,6 +149,9 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="w2v-dist", description="Streaming, distributed word2vec on PyTorch.")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                        help="w2v-dist's own log (default: %(default)s); other libraries log warnings and errors "
+                             "only, except with debug, which shows everything (every HTTP request, say)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="generate a synthetic corpus, train, evaluate, print results")
@@ -182,8 +197,7 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     quiet = args.quiet or (rank != 0 and not getattr(args, "log_all_ranks", False))
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, datefmt="%H:%M:%S",
-                        format=("%(asctime)s " + (f"[rank {rank}] " if world > 1 else "") + "%(levelname)s %(message)s"))
+    setup_logging(args.log_level, quiet, rank, world)
     if args.command == "demo":
         from w2v_dist.demo import demo
         demo(output=args.output, tokens=args.tokens, model=args.model, epochs=args.epochs, seed=args.seed)
