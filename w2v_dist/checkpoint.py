@@ -84,14 +84,10 @@ def config_diff(saved: dict, current: dict) -> dict[str, tuple]:
 
 def committed_steps(run_uri: str, storage_options: dict | None = None) -> list[int]:
     """Steps with a manifest, oldest first."""
-    root = storage.join(run_uri, "checkpoints")
-    fs, path = storage.url_to_fs(root, storage_options)
-    if not fs.exists(path):
-        return []
     steps = []
-    for p in fs.ls(path, detail=False):
-        m = _STEP.search(p.rstrip("/"))
-        if m and fs.exists(p.rstrip("/") + "/manifest.json"):
+    for uri in storage.ls(storage.join(run_uri, "checkpoints"), storage_options):
+        m = _STEP.search(uri)
+        if m and storage.exists(storage.join(uri, "manifest.json"), storage_options):
             steps.append(int(m.group(1)))
     return sorted(steps)
 

@@ -253,3 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:  # an unknown word in `similar`
         print(f"w2v-dist: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a store that stopped answering where no caller named the object
+        from w2v_dist.storage import unavailable, unavailable_error
+        if not unavailable(e):
+            raise
+        print(f"w2v-dist: error: {unavailable_error(None, e)}", file=sys.stderr)
+        return 2

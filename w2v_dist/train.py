@@ -403,9 +403,12 @@ def reader(stream: CorpusStream, workers: int):
                       worker_init_fn=worker_init, prefetch_factor=4, multiprocessing_context="spawn")
 
 
-def prefetch(it: Iterator, depth: int) -> Iterator:
+def prefetch(it: Iterator, depth: int, join_s: float = 300) -> Iterator:
     """Iterate ``it`` in a background thread, at most ``depth`` items ahead; its exceptions are
-    raised here."""
+    raised here. When the consumer stops early (an error elsewhere), the thread's read in progress
+    is waited for, up to ``join_s``: a process that exits while pyarrow's I/O threads are still
+    inside a read of an object store aborts in the interpreter's shutdown (SIGABRT, not the exit
+    code of the error); the store's client bounds that read with its retries (docs/storage.md)."""
     import queue
     import threading
 
@@ -413,21 +416,24 @@ def prefetch(it: Iterator, depth: int) -> Iterator:
     done = object()
     stop = threading.Event()
 
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run():
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
         except BaseException as e:  # handed to the consumer
-            q.put(e)
+            put(e)
             return
-        q.put(done)
+        put(done)
 
     thread = threading.Thread(target=run, name="w2v_dist-reader", daemon=True)
     thread.start()
@@ -441,6 +447,7 @@ def prefetch(it: Iterator, depth: int) -> Iterator:
             yield item
     finally:
         stop.set()
+        thread.join(join_s)
 
 
 def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync,

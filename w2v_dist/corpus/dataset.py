@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from w2v_dist import storage
 from w2v_dist.config import TokenizerConfig
 from w2v_dist.corpus.cache import TokenCache
 from w2v_dist.corpus.plan import Unit, assign, make_units
@@ -218,7 +219,13 @@ class _RowGroupReader:
         except FileNotFoundError:
             self._skip("vanished_row_groups", f"{shard.uri}: the file disappeared after it was listed")
             return None
-        except (OSError, pa.ArrowException) as e:
+        except storage.StorageError:
+            raise
+        except Exception as e:
+            if storage.unavailable(e):  # the store, not the data: never skipped (docs/storage.md)
+                raise storage.unavailable_error(shard.uri, e) from None
+            if not isinstance(e, (OSError, pa.ArrowException)):
+                raise
             self._skip("bad_row_groups", f"{where}: cannot be read ({e})")
             return None
         if column.null_count:

@@ -37,9 +37,10 @@ def open_parquet(uri: str, storage_options: dict | None = None, metadata=None) -
     """Open for range reads: no whole-file readahead (``cache_type='none'``); pyarrow's
     ``pre_buffer`` plans the byte ranges of the columns it needs."""
     fs, path = storage.url_to_fs(uri, storage_options)
-    f = fs.open(path, "rb", cache_type="none") if not isinstance(fs, _local_fs()) else fs.open(path, "rb")
-    # pages written with CRCs (`w2v-dist prepare` writes them) are verified: a flipped byte is an error, not noise
-    return pq.ParquetFile(f, metadata=metadata, pre_buffer=True, page_checksum_verification=True)
+    with storage.answering(uri):  # a store that does not answer is not a bad file
+        f = fs.open(path, "rb", cache_type="none") if not isinstance(fs, _local_fs()) else fs.open(path, "rb")
+        # pages written with CRCs (`w2v-dist prepare` writes them) are verified: a flipped byte is an error, not noise
+        return pq.ParquetFile(f, metadata=metadata, pre_buffer=True, page_checksum_verification=True)
 
 
 def _local_fs():
