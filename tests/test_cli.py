@@ -180,6 +180,7 @@ def _write(path: Path, table: pa.Table) -> Path:
     ("ok", ["--alpha", "inf"], "--alpha must be a finite number, got inf"),
     ("ok", ["--min-alpha", "nan"], "--min-alpha must be a finite number, got nan"),
     ("ok", ["--slice-words", "0"], "--slice-words must be a positive integer, got 0"),
+    ("ok", ["--output-storage-options", "[1]"], "--output-storage-options must be a JSON object"),
 ])
 def test_bad_input_is_one_clear_line_before_training(tmp_path, case, extra, expect):
     corpus = {

@@ -36,7 +36,8 @@ def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # Settings that do not change the result: they may differ between a run and its resumption.
-OPERATIONAL = {"output", "overwrite", "force_resume", "log_every", "threads", "storage_options", "cache_dir",
+OPERATIONAL = {"output", "overwrite", "force_resume", "log_every", "threads", "storage_options",
+               "output_storage_options", "cache_dir",
                "token_cache_gb", "device", "backend", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints"}
 
 

@@ -40,16 +40,24 @@ def _diverged() -> type[BaseException]:
     return DivergedError
 
 
-def _storage_options(text: str | None) -> dict:
+def _storage_options(text: str | None, flag: str = "--storage-options") -> dict:
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"--storage-options must be a JSON object, e.g. '{{\"anon\": true}}' ({e})") from None
+        raise ConfigError(f"{flag} must be a JSON object, e.g. '{{\"anon\": true}}' ({e})") from None
     if not isinstance(value, dict):
-        raise ConfigError("--storage-options must be a JSON object, e.g. '{\"anon\": true}'")
+        raise ConfigError(f"{flag} must be a JSON object, e.g. '{{\"anon\": true}}'")
     return value
+
+
+def _output_storage_options(text: str | None) -> dict | None:
+    """``--output-storage-options``; None when not given (the output then shares --storage-options)."""
+    return None if text is None else _storage_options(text, "--output-storage-options")
+
+
+OUTPUT_OPTIONS_HELP = "JSON object passed to fsspec for --output when it is on another store (default: --storage-options)"
 
 
 def setup_logging(level: str, quiet: bool, rank: int, world: int) -> None:
@@ -119,7 +127,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="encoded corpus this process may cache in --cache-dir, so later epochs skip reading and "
                         "tokenizing (0: off; default: %(default)s)")
     p.add_argument("--log-all-ranks", action="store_true", help="log from every rank, not only rank 0")
-    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    p.add_argument("--storage-options", default=None,
+                   help="JSON object passed to fsspec for the corpus (and --output); docs/storage.md")
+    p.add_argument("--output-storage-options", default=None, help=OUTPUT_OPTIONS_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
     p.add_argument("--force-resume", action="store_true",
                    help="resume even if settings that change the result differ from the run's (they are listed)")
@@ -142,6 +152,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
         log_every=a.log_every, storage_options=_storage_options(a.storage_options),
+        output_storage_options=_output_storage_options(a.output_storage_options),
         overwrite=a.overwrite, force_resume=a.force_resume, checkpoint_every=a.checkpoint_every,
         checkpoint_minutes=a.checkpoint_minutes, keep_checkpoints=a.keep_checkpoints, on_bad_shard=a.on_bad_shard)
 
@@ -167,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-per-shard", type=int, default=1_000_000)
     p.add_argument("--rows-per-row-group", type=int, default=100_000)
     p.add_argument("--text-field", default="text", help="JSONL field / Parquet column to take (default: text)")
-    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the inputs (and --output)")
+    p.add_argument("--output-storage-options", default=None, help=OUTPUT_OPTIONS_HELP)
     p.add_argument("--overwrite", action="store_true")
 
     _add_train_args(sub.add_parser("train", help="train word vectors on Parquet shards"))
@@ -176,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--format", choices=("word2vec", "word2vec-binary", "npy"), default="word2vec-binary")
     p.add_argument("--output", required=True)
-    p.add_argument("--storage-options", default=None)
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the run (and --output)")
+    p.add_argument("--output-storage-options", default=None, help=OUTPUT_OPTIONS_HELP)
 
     p = sub.add_parser("eval", help="analogy accuracy and word-similarity correlation")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
@@ -205,7 +218,9 @@ def run(argv: list[str] | None = None) -> int:
         from w2v_dist.prepare import prepare
         summary = prepare(args.inputs, args.output, rows_per_shard=args.rows_per_shard,
                           rows_per_row_group=args.rows_per_row_group, text_field=args.text_field,
-                          storage_options=_storage_options(args.storage_options), overwrite=args.overwrite)
+                          storage_options=_storage_options(args.storage_options),
+                          output_storage_options=_output_storage_options(args.output_storage_options),
+                          overwrite=args.overwrite)
         print(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
     elif args.command == "train":
         from w2v_dist.train import train
@@ -216,7 +231,9 @@ def run(argv: list[str] | None = None) -> int:
             return 128 + int(summary["signal"])
     elif args.command == "export":
         from w2v_dist.vectors import Vectors
-        Vectors.load(args.run, _storage_options(args.storage_options)).save(args.output, args.format)
+        so = _storage_options(args.storage_options)
+        out_so = _output_storage_options(args.output_storage_options)
+        Vectors.load(args.run, so).save(args.output, args.format, so if out_so is None else out_so)
         print(args.output)
     elif args.command == "eval":
         from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity, format_report

@@ -69,7 +69,8 @@ class TrainConfig:
     cache_dir: str | None = None  # node-local: a remote vocabulary's copy, encoded units; None: under the temp dir
     token_cache_gb: float = 4.0  # encoded units this process may write to cache_dir (0: tokenize every epoch)
     log_every: float = 10.0  # seconds between log lines
-    storage_options: dict = field(default_factory=dict)
+    storage_options: dict = field(default_factory=dict)  # the corpus's (and the run's, unless the next is set)
+    output_storage_options: dict | None = None  # the run directory's; None: storage_options
     overwrite: bool = False
     force_resume: bool = False  # resume even if result-changing settings differ (they are listed)
     checkpoint_every: int | None = None  # optimizer steps between checkpoints
@@ -127,6 +128,17 @@ class TrainConfig:
             raise ConfigError(f"--on-bad-shard must be error or skip, got {self.on_bad_shard!r}")
         if not self.text_column:
             raise ConfigError("--text-column must name a column")
+        for name in ("storage_options", "output_storage_options"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) and not (value is None and name == "output_storage_options"):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a JSON object, e.g. '{{\"anon\": true}}', "
+                                  f"got {value!r}")
+
+    @property
+    def output_options(self) -> dict:
+        """fsspec options for the run directory (``--output``): ``--output-storage-options`` if
+        given, else ``--storage-options`` (one store for both)."""
+        return self.storage_options if self.output_storage_options is None else self.output_storage_options
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -68,13 +68,13 @@ class Start:
 def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     """A new run, or the resumption of the one in ``--output``. Bad input and incompatible
     settings fail here, before anything is written."""
-    so, out = cfg.storage_options, cfg.output
+    so, out = cfg.output_options, cfg.output
     finished = storage.exists(storage.join(out, "summary.json"), so)
     started = storage.exists(storage.join(out, "config.json"), so)
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
     report: dict = {}
-    shards = scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report)
+    shards = scan_shards(cfg.corpus, cfg.text_column, cfg.storage_options, cfg.on_bad_shard, report)
     vocab_uri = storage.join(out, "vocab")
     if started and not cfg.overwrite:
         return _resume(cfg, dist, shards, vocab_uri)
@@ -94,7 +94,7 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
 
 
 def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -> Start:
-    so, out = cfg.storage_options, cfg.output
+    so, out = cfg.output_options, cfg.output
     saved = json.loads(storage.read_bytes(storage.join(out, "config.json"), so))
     diff = checkpoint.config_diff(saved, cfg.to_dict())
     if diff:
@@ -289,7 +289,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
-    so, t0 = cfg.storage_options, time.perf_counter()
+    so, t0 = cfg.output_options, time.perf_counter()
     start = start_run(cfg, dist)
     vocab = _load_vocab(start.vocab_uri, cfg, dist)
     log.info("vocabulary: %d words, %d words per epoch, %d shards (%.1fs)", len(vocab), vocab.total_words,
@@ -312,9 +312,9 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         set_rng_states(state["ranks"][dist.rank]["rng"])
     mine = state["ranks"][dist.rank]
     stream = CorpusStream(start.shards, start.vocab_uri, cfg.tokenizer, seed=cfg.seed, epochs=cfg.epochs,
-                          batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size, storage_options=so,
-                          cache_dir=cfg.cache_dir, row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard,
-                          token_cache_bytes=cfg.token_cache_gb * 2**30)
+                          batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size,
+                          storage_options=cfg.storage_options, vocab_storage_options=so, cache_dir=cfg.cache_dir,
+                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard, token_cache_bytes=cfg.token_cache_gb * 2**30)
     feed = Feed(None, mine.get("feed"), cfg.workers)
     stream.load_state_dict({"resume": feed.resume_for_stream()})
     feed.chunks = reader(stream, cfg.workers)
@@ -462,7 +462,7 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
                  "vocab_fingerprint": vocab.meta["fingerprint"], "sync": sync.state_dict(),
                  "metrics": progress.records}
         checkpoint.save(cfg.output, step, model.tables(), state, keep=cfg.keep_checkpoints,
-                        storage_options=cfg.storage_options)
+                        storage_options=cfg.output_options)
     dist.barrier()
 
 
@@ -474,6 +474,6 @@ def _interrupted(cfg: TrainConfig, dist: Dist, control: Control, step: int) -> d
 
 def _load_vocab(vocab_uri: str, cfg: TrainConfig, dist: Dist) -> Vocab:
     """Local rank 0 first: one node-local copy of a remote vocabulary, shared by the node's ranks."""
-    vocab = Vocab.load(vocab_uri, cfg.storage_options, cfg.cache_dir) if dist.is_local_main else None
+    vocab = Vocab.load(vocab_uri, cfg.output_options, cfg.cache_dir) if dist.is_local_main else None
     dist.barrier()
-    return vocab or Vocab.load(vocab_uri, cfg.storage_options, cfg.cache_dir)
+    return vocab or Vocab.load(vocab_uri, cfg.output_options, cfg.cache_dir)

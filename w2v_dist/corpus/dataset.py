@@ -110,14 +110,16 @@ class CorpusStream(IterableDataset):
     def __init__(self, shards: list[Shard], vocab_uri: str, tokenizer: TokenizerConfig, *, seed: int, epochs: int,
                  batch_words: int = 10_000,
                  rank: int = 0, world_size: int = 1, storage_options: dict | None = None,
-                 cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None,
+                 vocab_storage_options: dict | None = None, cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None,
                  on_bad: str = "error", token_cache_bytes: float = 0):
         self.shards = shards
         self.vocab_uri = vocab_uri
         self.tokenizer = tokenizer
         self.seed, self.epochs, self.batch_words = seed, epochs, batch_words
         self.rank, self.world_size = rank, world_size
-        self.storage_options = storage_options
+        self.storage_options = storage_options  # the shards'
+        # the run's vocabulary (by default with the shards' options)
+        self.vocab_storage_options = storage_options if vocab_storage_options is None else vocab_storage_options
         self.cache_dir = cache_dir
         # (rows, tokens) of every row group; without counts, rows stand in for tokens
         self.row_tokens = row_tokens or [[(n, n) for n in s.row_groups] for s in shards]
@@ -145,7 +147,7 @@ class CorpusStream(IterableDataset):
     def __iter__(self) -> Iterator[Chunk]:
         from w2v_dist.vocab import Vocab  # loaded here, in the worker: the files are mapped, not pickled
 
-        vocab = Vocab.load(self.vocab_uri, self.storage_options, self.cache_dir)
+        vocab = Vocab.load(self.vocab_uri, self.vocab_storage_options, self.cache_dir)
         dl_worker, workers = self._worker()
         first = self.resume.get("first")
         worker = (dl_worker + (int(first) if first is not None else 0)) % workers
