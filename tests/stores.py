@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,7 +43,7 @@ class Store:
     url: str
     make_options: object
     stop: object = None
-    env: dict = field(default_factory=dict)
+    secret: str = "\0"  # a credential in the options, which must not be written into a run
 
     def options(self, endpoint: str | None = None) -> dict:
         return self.make_options(endpoint or self.url)
@@ -101,7 +101,7 @@ def s3(tmp: Path) -> Store:
     def options(endpoint):
         return {"key": "testing", "secret": "testing",
                 "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    store = Store("s3", "s3://w2v-test", url, options, _stopper(proc))
+    store = Store("s3", "s3://w2v-test", url, options, _stopper(proc), secret='"testing"')
     # not s3fs's mkdir: it sends a location constraint that moto refuses for us-east-1
     boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
                  aws_secret_access_key="testing").create_bucket(Bucket="w2v-test")
@@ -158,7 +158,7 @@ def azure(tmp: Path) -> Store:
     def options(endpoint):
         return {"connection_string": f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
                                      f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint}/{AZURITE_ACCOUNT};"}
-    store = Store("az", "az://w2v-test", url, options, _stopper(proc))
+    store = Store("az", "az://w2v-test", url, options, _stopper(proc), secret=AZURITE_KEY)
     adlfs.AzureBlobFileSystem(**store.options()).mkdir("w2v-test")
     return store
 

@@ -106,6 +106,9 @@ def test_prepare_train_resume_export_through_a_flaky_store(store, reference, cor
     fs.invalidate_cache()
     for name in ("config.json", "plan.json", "vocab", "checkpoints", "metrics.jsonl", "vectors.npy", "summary.json"):
         assert fs.exists(f"{root}/{name}"), name
+    saved = fs.cat_file(f"{root}/config.json").decode() + "".join(
+        fs.cat_file(f).decode() for f in fs.glob(f"{root}/checkpoints/*/state.json"))
+    assert store.secret not in saved, "a credential was written into the run"
     with fs.open(f"{root}/vectors.npy", "rb") as f:
         vectors = np.load(f)
     assert np.array_equal(vectors, np.load(ref_run / "vectors.npy")), "vectors differ from the local run's"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 
@@ -17,6 +18,21 @@ class ConfigError(ValueError):
 
 # Split on anything that is not a letter, a digit or an underscore (Unicode-aware, RE2 syntax).
 DEFAULT_SPLIT_PATTERN = r"[^\p{L}\p{N}_]+"
+
+
+# storage options whose values are secrets: AWS keys and tokens, Azure account keys, SAS tokens and
+# connection strings (which hold the account key), GCS tokens and credentials files
+_SECRET = re.compile(r"key|secret|token|password|credential|connection_string|sas", re.IGNORECASE)
+
+
+def redact(options):
+    """``options`` with the value of every secret-looking key replaced by ``"<redacted>"``."""
+    if isinstance(options, dict):
+        return {k: "<redacted>" if _SECRET.search(str(k)) and not isinstance(v, dict) else redact(v)
+                for k, v in options.items()}
+    if isinstance(options, list):
+        return [redact(v) for v in options]
+    return options
 
 
 @dataclass
@@ -141,7 +157,12 @@ class TrainConfig:
         return self.storage_options if self.output_storage_options is None else self.output_storage_options
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as written into the run (``config.json``, every checkpoint): secrets in
+        the storage options (keys, tokens, connection strings) are left out."""
+        d = dataclasses.asdict(self)
+        for name in ("storage_options", "output_storage_options"):
+            d[name] = redact(d[name])
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
