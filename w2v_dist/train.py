@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from w2v_dist import checkpoint, storage
 from w2v_dist.config import ConfigError, TrainConfig
 from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
-from w2v_dist.corpus.shards import Shard, scan_shards
+from w2v_dist.corpus.shards import CorpusError, Shard, scan_shards
 from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
 from w2v_dist.faults import maybe_fail
 from w2v_dist.model import Word2Vec
@@ -73,8 +73,7 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     started = storage.exists(storage.join(out, "config.json"), so)
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
-    report: dict = {}
-    shards = scan_shards(cfg.corpus, cfg.text_column, cfg.storage_options, cfg.on_bad_shard, report)
+    shards, report = scan_once(cfg, dist)
     vocab_uri = storage.join(out, "vocab")
     if started and not cfg.overwrite:
         return _resume(cfg, dist, shards, vocab_uri)
@@ -91,6 +90,22 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
         storage.write_text(storage.join(out, "config.json"), cfg.to_json(), so)  # last: the run exists
     dist.barrier()
     return Start(shards, row_tokens, vocab_uri, skipped=skipped)
+
+
+def scan_once(cfg: TrainConfig, dist: Dist) -> tuple[list[Shard], dict]:
+    """The manifest, read by rank 0 and handed to the others: N ranks reading 10,000 footers
+    each would be N x 10,000 requests to the store. A bad corpus fails on every rank alike."""
+    found = None
+    if dist.is_main:
+        report: dict = {}
+        try:
+            found = (scan_shards(cfg.corpus, cfg.text_column, cfg.storage_options, cfg.on_bad_shard, report), report)
+        except (CorpusError, storage.StorageError) as e:
+            found = e
+    found = dist.broadcast_object(found)
+    if isinstance(found, Exception):
+        raise found
+    return found
 
 
 def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -> Start:
