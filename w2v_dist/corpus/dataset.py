@@ -20,7 +20,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -265,9 +264,9 @@ class _RowGroupReader:
         return pa.chunked_array([flat.filter(pa.array(ok))])
 
 
-# Row groups the vocabulary pass reads ahead of the one it counts, each in a thread: an object
-# store answers every read in a round trip, and 10,000 small shards read one after another wait
-# minutes on them (docs/benchmarks.md). Bounds the text held in memory to this many row groups.
+# Row groups the vocabulary pass reads ahead of the one it counts: an object store answers every
+# read in a round trip, and 10,000 small shards read one after another wait minutes on them
+# (docs/benchmarks.md). Bounds the text held in memory to this many row groups.
 READ_AHEAD = 8
 
 
@@ -277,28 +276,32 @@ def token_stream(shards: list[Shard], tokenizer: TokenizerConfig, rank: int = 0,
     """``(shard, row group, tokens)`` of this rank's share of the row groups (for counting), in
     order, read ``READ_AHEAD`` row groups ahead; the tokens are ``None`` for a row group that was
     skipped as unreadable. Reading every row group here, before training, is what finds bad pages
-    and bad UTF-8 early."""
+    and bad UTF-8 early.
+
+    ``READ_AHEAD`` reader threads, each with its own open file: a file's row groups all go to one
+    of them (by shard), so each file is opened, and its footer read, once; files are read in
+    parallel, the row groups of one file one after another."""
     groups = [(s, g) for s, shard in enumerate(shards) for g, n in enumerate(shard.row_groups) if n > 0]
     mine = iter(groups[rank::world_size])
-    local, readers, lock = threading.local(), [], threading.Lock()
+    readers = [_RowGroupReader(shards, storage_options, on_bad) for _ in range(READ_AHEAD)]
+    threads = [ThreadPoolExecutor(1, thread_name_prefix="w2v_dist-count") for _ in range(READ_AHEAD)]
 
-    def read(s: int, g: int) -> pa.ChunkedArray | None:
-        reader = getattr(local, "reader", None)
-        if reader is None:  # one per thread: it keeps its file open for the next row group
-            reader = local.reader = _RowGroupReader(shards, storage_options, on_bad)
-            with lock:
-                readers.append(reader)
-        return reader.read(Unit(s, g, 0, shards[s].row_groups[g], 0))
+    def submit(s: int, g: int):
+        k = s % READ_AHEAD
+        return (s, g), threads[k].submit(readers[k].read, Unit(s, g, 0, shards[s].row_groups[g], 0))
 
-    with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="w2v_dist-count") as pool:
-        pending = collections.deque((sg, pool.submit(read, *sg)) for sg in itertools.islice(mine, READ_AHEAD))
+    try:
+        pending = collections.deque(submit(*sg) for sg in itertools.islice(mine, READ_AHEAD))
         while pending:
             (s, g), future = pending.popleft()
             column = future.result()
             following = next(mine, None)
             if following is not None:
-                pending.append((following, pool.submit(read, *following)))
+                pending.append(submit(*following))
             yield s, g, None if column is None else tokenize(column, tokenizer)[0]
+    finally:
+        for t in threads:  # the reads in flight end first (docs: train.prefetch)
+            t.shutdown(wait=True, cancel_futures=True)
     if skipped is not None:
         for reader in readers:
             for k, v in reader.skipped.items():
