@@ -42,6 +42,7 @@ class FlakyProxy:
         self.reset_pending = False
         self.injected: collections.Counter = collections.Counter()
         self.log: list[tuple[str, str, str]] = []  # (method, path, what happened), for a failing test's message
+        self.body_bytes: collections.Counter = collections.Counter()  # response bytes from the server, by method
         self.down = threading.Event()
         self.lock = threading.Lock()
         proxy = self
@@ -159,6 +160,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             out = [(k, v) for k, v in r.getheaders() if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
         finally:
             conn.close()
+        with proxy.lock:
+            proxy.body_bytes[self.command] += len(data)
         if self.command != "HEAD" and r.status not in (204, 304):
             out.append(("Content-Length", str(len(data))))
         elif r.getheader("Content-Length") is not None:
