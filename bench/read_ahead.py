@@ -8,7 +8,7 @@ The corpus is prepared into the bucket (``--rows-per-row-group``); every request
 goes through tests/flaky_proxy.py in counting mode (no faults), which adds up the bytes of the
 server's answers. ``train`` runs with ``--token-cache-gb 0`` so that every epoch reads the store
 (with the cache, epochs after the first read nothing). The vocabulary pass and the epochs are
-told apart by the log line that ends the former. The reader alone: the run's own
+told apart by the log line that ends the former (``--token-cache-gb 4``: the default cache). The reader alone: the run's own
 ``CorpusStream`` over the same shards, iterated without training, in this process.
 """
 
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=100_000)
     ap.add_argument("--rows-per-row-group", type=int, default=5_000)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--token-cache-gb", default="0", help="0: every epoch reads the store (default)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -61,7 +62,7 @@ def main() -> None:
             corpus_bytes = fs.du(f"{BUCKET}/shards")
 
             cmd = [sys.executable, "-m", "w2v_dist", "train", f"s3://{BUCKET}/shards", "--output",
-                   f"s3://{BUCKET}/run", "--epochs", str(args.epochs), "--dim", "100", "--token-cache-gb", "0",
+                   f"s3://{BUCKET}/run", "--epochs", str(args.epochs), "--dim", "100", "--token-cache-gb", args.token_cache_gb,
                    "--storage-options", json.dumps(via), "--cache-dir", str(Path(tmp) / "cache")]
             p = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
             marks: dict = {}
