@@ -119,3 +119,34 @@ def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float 
     if check and p.returncode != 0:
         raise AssertionError(f"w2v-dist {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+# gcsfs's default file system asks GCS over gRPC whether a bucket is hierarchical; an emulator
+# does not answer and every open waits out a 60 s timeout (docs/storage.md). Set before gcsfs is
+# imported, here and in every process the tests start.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+def _store(name, tmp_path_factory):
+    from tests import stores
+    store = stores.START[name](tmp_path_factory.mktemp(f"store-{name}"))
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 with an empty bucket (tests/stores.py)."""
+    yield from _store("s3", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gs_store(tmp_path_factory):
+    """fake-gcs-server on 127.0.0.1 with an empty bucket."""
+    yield from _store("gs", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def az_store(tmp_path_factory):
+    """Azurite's blob service on 127.0.0.1 with an empty container."""
+    yield from _store("az", tmp_path_factory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import pickletools
 import zipfile
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import DATA, cli, gcide_lines, write_shards
+from w2v_dist.cli import setup_logging
 
 TRAIN = ["--epochs", "2", "--dim", "32", "--min-count", "3", "--log-every", "0.5", "--workers", "1"]
 
@@ -182,6 +184,7 @@ def _write(path: Path, table: pa.Table) -> Path:
     ("ok", ["--alpha", "inf"], "--alpha must be a finite number, got inf"),
     ("ok", ["--min-alpha", "nan"], "--min-alpha must be a finite number, got nan"),
     ("ok", ["--slice-words", "0"], "--slice-words must be a positive integer, got 0"),
+    ("ok", ["--output-storage-options", "[1]"], "--output-storage-options must be a JSON object"),
 ])
 def test_bad_input_is_one_clear_line_before_training(tmp_path, case, extra, expect):
     corpus = {
@@ -230,3 +233,20 @@ def test_token_cache_changes_nothing_but_the_reading(small_corpus, tmp_path):
     assert len(list(cache.glob("tokens-*/*.npz"))) >= 2
     assert not list((tmp_path / "nocache").glob("tokens-*"))
     np.testing.assert_array_equal(np.load(tmp_path / "a/vectors.npy"), np.load(tmp_path / "b/vectors.npy"))
+
+
+@pytest.mark.parametrize("level, quiet, ours, others", [
+    ("info", False, logging.INFO, logging.WARNING), ("debug", False, logging.DEBUG, logging.DEBUG),
+    ("warning", False, logging.WARNING, logging.WARNING), ("error", False, logging.ERROR, logging.ERROR),
+    ("info", True, logging.WARNING, logging.WARNING),  # -q, or a rank other than 0
+])
+def test_log_level_is_ours_other_libraries_log_warnings(monkeypatch, level, quiet, ours, others):
+    """Guards: the root logger at INFO, which let azure-core print every HTTP request and response
+    into the training log (the end-to-end count is in test_object_stores.py)."""
+    root, pkg = logging.getLogger(), logging.getLogger("w2v_dist")
+    monkeypatch.setattr(root, "handlers", [])  # basicConfig acts only on a root without handlers
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(pkg, "level", pkg.level)
+    setup_logging(level, quiet, rank=0, world=1)
+    assert logging.getLogger("w2v_dist.train").getEffectiveLevel() == ours
+    assert logging.getLogger("azure.core.pipeline.policies.http_logging_policy").getEffectiveLevel() == others

@@ -36,8 +36,9 @@ def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # Settings that do not change the result: they may differ between a run and its resumption.
-OPERATIONAL = {"output", "overwrite", "force_resume", "log_every", "threads", "storage_options", "cache_dir",
-               "token_cache_gb", "device", "backend", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "allow_incomplete"}
+OPERATIONAL = {"output", "overwrite", "force_resume", "log_every", "threads", "storage_options",
+               "output_storage_options", "cache_dir", "token_cache_gb", "device", "backend", "checkpoint_every",
+               "checkpoint_minutes", "keep_checkpoints", "allow_incomplete"}
 
 
 def save(run_uri: str, step: int, tensors: dict[str, torch.Tensor], state: dict, keep: int = 2,
@@ -84,14 +85,10 @@ def config_diff(saved: dict, current: dict) -> dict[str, tuple]:
 
 def committed_steps(run_uri: str, storage_options: dict | None = None) -> list[int]:
     """Steps with a manifest, oldest first."""
-    root = storage.join(run_uri, "checkpoints")
-    fs, path = storage.url_to_fs(root, storage_options)
-    if not fs.exists(path):
-        return []
     steps = []
-    for p in fs.ls(path, detail=False):
-        m = _STEP.search(p.rstrip("/"))
-        if m and fs.exists(p.rstrip("/") + "/manifest.json"):
+    for uri in storage.ls(storage.join(run_uri, "checkpoints"), storage_options):
+        m = _STEP.search(uri)
+        if m and storage.exists(storage.join(uri, "manifest.json"), storage_options):
             steps.append(int(m.group(1)))
     return sorted(steps)
 

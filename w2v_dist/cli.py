@@ -53,16 +53,36 @@ def _diverged() -> type[BaseException]:
     return progress.DivergedError if progress else _NotRaised
 
 
-def _storage_options(text: str | None) -> dict:
+def _storage_options(text: str | None, flag: str = "--storage-options") -> dict:
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"--storage-options must be a JSON object, e.g. '{{\"anon\": true}}' ({e})") from None
+        raise ConfigError(f"{flag} must be a JSON object, e.g. '{{\"anon\": true}}' ({e})") from None
     if not isinstance(value, dict):
-        raise ConfigError("--storage-options must be a JSON object, e.g. '{\"anon\": true}'")
+        raise ConfigError(f"{flag} must be a JSON object, e.g. '{{\"anon\": true}}'")
     return value
+
+
+def _output_storage_options(text: str | None) -> dict | None:
+    """``--output-storage-options``; None when not given (the output then shares --storage-options)."""
+    return None if text is None else _storage_options(text, "--output-storage-options")
+
+
+OUTPUT_OPTIONS_HELP = "JSON object passed to fsspec for --output when it is on another store (default: --storage-options)"
+
+
+def setup_logging(level: str, quiet: bool, rank: int, world: int) -> None:
+    """w2v_dist's loggers at ``level`` (at least WARNING with ``quiet``); every other library's at
+    WARNING (azure-core logs every HTTP request and response at INFO), except with ``debug``,
+    which turns on everything."""
+    ours = getattr(logging, level.upper())
+    if quiet:
+        ours = max(ours, logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if level == "debug" else max(ours, logging.WARNING), datefmt="%H:%M:%S",
+                        format=("%(asctime)s " + (f"[rank {rank}] " if world > 1 else "") + "%(levelname)s %(message)s"))
+    logging.getLogger("w2v_dist").setLevel(ours)
 
 
 def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
@@ -126,7 +146,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="encoded corpus this process may cache in --cache-dir, so later epochs skip reading and "
                         "tokenizing (0: off; default: %(default)s)")
     p.add_argument("--log-all-ranks", action="store_true", help="log from every rank, not only rank 0")
-    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    p.add_argument("--storage-options", default=None,
+                   help="JSON object passed to fsspec for the corpus (and --output); docs/storage.md")
+    p.add_argument("--output-storage-options", default=None, help=OUTPUT_OPTIONS_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
     p.add_argument("--force-resume", action="store_true",
                    help="resume even if settings that change the result differ from the run's (they are listed)")
@@ -153,6 +175,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
         log_every=a.log_every, storage_options=_storage_options(a.storage_options),
+        output_storage_options=_output_storage_options(a.output_storage_options),
         overwrite=a.overwrite, force_resume=a.force_resume, checkpoint_every=a.checkpoint_every,
         checkpoint_minutes=a.checkpoint_minutes, keep_checkpoints=a.keep_checkpoints, on_bad_shard=a.on_bad_shard,
         allow_incomplete=a.allow_incomplete)
@@ -168,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     # -q after the subcommand too; SUPPRESS: a subcommand without it leaves the main parser's value
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                        help="w2v-dist's own log (default: %(default)s); other libraries log warnings and errors "
+                             "only, except with debug, which shows everything (every HTTP request, say)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", parents=[quiet], formatter_class=_Help, help="generate a synthetic corpus, train, evaluate, print results")
@@ -184,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-per-row-group", type=int, default=100_000,
                    help="rows per Parquet row group, the unit train's readers are dealt")
     p.add_argument("--text-field", default="text", help="JSONL field / Parquet column to take (default: text)")
-    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the inputs (and --output)")
     p.add_argument("--overwrite", action="store_true", help="replace the shards of an earlier prepare in --output")
     p.add_argument("--on-bad-input", choices=("error", "skip"), default="error",
                    help="a truncated or corrupt compressed file: stop with an error naming it (default) or keep the "
@@ -192,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-invalid-utf8", type=float, default=0.1,
                    help="fraction of a file's bytes that may be invalid UTF-8 (replaced with U+FFFD) before it is "
                         "refused as not text (default: %(default)s)")
+    p.add_argument("--output-storage-options", default=None, help=OUTPUT_OPTIONS_HELP)
 
     _add_train_args(sub.add_parser("train", parents=[quiet], formatter_class=_Help, help="train word vectors on Parquet shards"))
 
@@ -206,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    ".gz/.bz2/.xz/.zst compress)")
     p.add_argument("--max-words", type=int, default=None,
                    help="only the N most frequent words (default: all; projector: 10000, so the browser copes)")
-    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the run (and --output)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--output-storage-options", default=None, help=OUTPUT_OPTIONS_HELP)
 
     p = sub.add_parser("plot", parents=[quiet], formatter_class=_Help,
                        help="curves.png (loss, learning rate, words/s) and map.png (a 2-D PCA map of words) "
@@ -238,8 +266,7 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     quiet = args.quiet or (rank != 0 and not getattr(args, "log_all_ranks", False))
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, datefmt="%H:%M:%S",
-                        format=("%(asctime)s " + (f"[rank {rank}] " if world > 1 else "") + "%(levelname)s %(message)s"))
+    setup_logging(args.log_level, quiet, rank, world)
     if args.command == "demo":
         from w2v_dist.demo import demo
         demo(output=args.output, tokens=args.tokens, model=args.model, epochs=args.epochs, seed=args.seed)
@@ -248,7 +275,9 @@ def run(argv: list[str] | None = None) -> int:
         try:
             summary = prepare(args.inputs, args.output, rows_per_shard=args.rows_per_shard,
                               rows_per_row_group=args.rows_per_row_group, text_field=args.text_field,
-                              storage_options=_storage_options(args.storage_options), overwrite=args.overwrite,
+                              storage_options=_storage_options(args.storage_options),
+                              output_storage_options=_output_storage_options(args.output_storage_options),
+                              overwrite=args.overwrite,
                               on_bad_input=args.on_bad_input, max_invalid_utf8=args.max_invalid_utf8)
         except KeyboardInterrupt:
             print(f"w2v-dist: prepare interrupted; {args.output} is unfinished (no _SUCCESS: train refuses it). "
@@ -274,8 +303,9 @@ def run(argv: list[str] | None = None) -> int:
         if args.max_words is not None and args.max_words < 1:
             raise ConfigError(f"--max-words must be >= 1, got {args.max_words}")
         so = _storage_options(args.storage_options)
-        for uri in Vectors.load(args.run, so).save(args.output, args.format, so, overwrite=args.overwrite,
-                                                   max_words=args.max_words):
+        out_so = _output_storage_options(args.output_storage_options)
+        for uri in Vectors.load(args.run, so).save(args.output, args.format, so if out_so is None else out_so,
+                                                   overwrite=args.overwrite, max_words=args.max_words):
             print(uri)  # an .npy's words go to a second file, a projector's to three: say so
     elif args.command == "plot":
         from w2v_dist.plot import plot_run
@@ -337,4 +367,10 @@ def _main(argv: list[str] | None) -> int:
         return 3
     except KeyError as e:  # an unknown word in `similar`
         print(f"w2v-dist: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a store that stopped answering where no caller named the object
+        from w2v_dist.storage import unavailable, unavailable_error
+        if not unavailable(e):
+            raise
+        print(f"w2v-dist: error: {unavailable_error(None, e)}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 
@@ -21,6 +22,21 @@ class ConfigError(ValueError):
 # and ZWJ sit inside Persian and Indic words. Splitting on them cut "हिन्दी" into "ह न द".
 DEFAULT_SPLIT_PATTERN = r"[^\p{L}\p{M}\p{N}_\x{200C}\x{200D}]+"
 NORMALIZE_FORMS = ("NFC", "NFKC", "none")
+
+
+# storage options whose values are secrets: AWS keys and tokens, Azure account keys, SAS tokens and
+# connection strings (which hold the account key), GCS tokens and credentials files
+_SECRET = re.compile(r"key|secret|token|password|credential|connection_string|sas", re.IGNORECASE)
+
+
+def redact(options):
+    """``options`` with the value of every secret-looking key replaced by ``"<redacted>"``."""
+    if isinstance(options, dict):
+        return {k: "<redacted>" if _SECRET.search(str(k)) and not isinstance(v, dict) else redact(v)
+                for k, v in options.items()}
+    if isinstance(options, list):
+        return [redact(v) for v in options]
+    return options
 
 
 @dataclass
@@ -93,7 +109,8 @@ class TrainConfig:
     cache_dir: str | None = None  # node-local: a remote vocabulary's copy, encoded units; None: under the temp dir
     token_cache_gb: float = 4.0  # encoded units this process may write to cache_dir (0: tokenize every epoch)
     log_every: float = 10.0  # seconds between log lines
-    storage_options: dict = field(default_factory=dict)
+    storage_options: dict = field(default_factory=dict)  # the corpus's (and the run's, unless the next is set)
+    output_storage_options: dict | None = None  # the run directory's; None: storage_options
     overwrite: bool = False
     force_resume: bool = False  # resume even if result-changing settings differ (they are listed)
     checkpoint_every: int | None = None  # optimizer steps between checkpoints
@@ -154,9 +171,25 @@ class TrainConfig:
             raise ConfigError(f"--on-bad-shard must be error or skip, got {self.on_bad_shard!r}")
         if not self.text_column:
             raise ConfigError("--text-column must name a column")
+        for name in ("storage_options", "output_storage_options"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) and not (value is None and name == "output_storage_options"):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a JSON object, e.g. '{{\"anon\": true}}', "
+                                  f"got {value!r}")
+
+    @property
+    def output_options(self) -> dict:
+        """fsspec options for the run directory (``--output``): ``--output-storage-options`` if
+        given, else ``--storage-options`` (one store for both)."""
+        return self.storage_options if self.output_storage_options is None else self.output_storage_options
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as written into the run (``config.json``, every checkpoint): secrets in
+        the storage options (keys, tokens, connection strings) are left out."""
+        d = dataclasses.asdict(self)
+        for name in ("storage_options", "output_storage_options"):
+            d[name] = redact(d[name])
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

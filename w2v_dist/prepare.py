@@ -96,9 +96,13 @@ class PrepareError(ValueError):
 
 def prepare(inputs: list[str], output: str, *, rows_per_shard: int = 1_000_000,
             rows_per_row_group: int = 100_000, text_field: str = "text",
-            storage_options: dict | None = None, overwrite: bool = False,
-            progress: bool = True, on_bad_input: str = "error", max_invalid_utf8: float = 0.1) -> dict:
+            storage_options: dict | None = None, output_storage_options: dict | None = None,
+            overwrite: bool = False, progress: bool = True, on_bad_input: str = "error",
+            max_invalid_utf8: float = 0.1) -> dict:
     """Convert ``inputs`` into Parquet shards under ``output``; return a JSON-able summary.
+
+    ``storage_options`` are the inputs' fsspec options, and the output's too unless
+    ``output_storage_options`` is given (the output on another store).
 
     The summary holds ``output``, ``shards`` (URIs, in order), ``rows``, ``input_files``,
     ``bytes_in`` (stored, i.e. compressed, size), ``skipped_rows`` (records without text),
@@ -121,13 +125,14 @@ def prepare(inputs: list[str], output: str, *, rows_per_shard: int = 1_000_000,
         raise PrepareError("no inputs given; pass one or more files, directories or globs")
     rows_per_row_group = min(rows_per_row_group, rows_per_shard)
 
-    files = _not_under(output, list_inputs(inputs, storage_options), storage_options)
+    out_options = storage_options if output_storage_options is None else output_storage_options
+    files = _not_under(output, list_inputs(inputs, storage_options), storage_options, out_options)
     sizes = [_size(uri, storage_options) for uri in files]  # fails fast on unreadable inputs
-    _prepare_output(output, overwrite, storage_options, inputs)
+    _prepare_output(output, overwrite, out_options, inputs)
 
     stats = {"skipped_rows": 0, "replaced_utf8": 0, "invalid_utf8_bytes": 0, "bad_inputs": 0}
     bar = _Progress(progress, total_bytes=sum(sizes), n_files=len(files))
-    with _ShardWriter(output, rows_per_shard, rows_per_row_group, storage_options) as writer:
+    with _ShardWriter(output, rows_per_shard, rows_per_row_group, out_options) as writer:
         for i, (uri, size) in enumerate(zip(files, sizes)):
             rows_before = writer.rows
             for column in read_text(uri, text_field, storage_options, stats, bar.advance_to,
@@ -176,10 +181,11 @@ def list_inputs(inputs: list[str], storage_options: dict | None = None) -> list[
     return list(dict.fromkeys(files))  # a file reached by two inputs is read once
 
 
-def _not_under(output: str, files: list[str], storage_options: dict | None) -> list[str]:
+def _not_under(output: str, files: list[str], storage_options: dict | None,
+               output_storage_options: dict | None) -> list[str]:
     """``files`` without those inside ``output``: ``prepare data/ data/shards`` run twice must
     not read its own earlier shards (nor lose them to ``--overwrite`` half-way through)."""
-    out_fs, out_path = storage.url_to_fs(output, storage_options)
+    out_fs, out_path = storage.url_to_fs(output, output_storage_options)
     prefix = out_path.rstrip("/") + "/"
     kept = []
     for uri in files:

@@ -8,7 +8,9 @@ callers (DataLoader workers included) resolve ``(uri, storage_options)`` where t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import os
 import posixpath
 import tempfile
@@ -25,13 +27,104 @@ class StorageError(Exception):
 def url_to_fs(uri: str, storage_options: dict | None = None):
     """Resolve ``uri`` to ``(filesystem, path)``; a missing backend package becomes a clear error."""
     try:
-        return _url_to_fs(uri, **(storage_options or {}))
+        fs, path = _url_to_fs(uri, **(storage_options or {}))
     except ImportError as e:  # e.g. s3fs not installed
         raise StorageError(f"{uri}: {e} (install the matching extra, e.g. pip install 'w2v-dist[s3]')") from e
     except ValueError as e:
         if "Protocol not known" not in str(e):
             raise
         raise StorageError(_unknown_scheme(uri)) from None
+
+    if protocol(uri) in AZURE_PROTOCOLS:
+        _azure_retry(uri, fs, storage_options or {})
+    return fs, path
+
+
+AZURE_PROTOCOLS = ("az", "abfs", "abfss")
+# The Azure SDK's retry settings (azure.storage.blob.ExponentialRetry's arguments) -> the policy's
+# attributes. adlfs takes them among its storage options but does not hand them to the client it
+# builds (https://github.com/fsspec/adlfs/issues/502), so the SDK's default stays: 3 retries
+# 18, 24 and 42 s (+-3) apart. They are set here on the client adlfs made.
+AZURE_RETRY = {"retry_total": "total_retries", "retry_connect": "connect_retries", "retry_read": "read_retries",
+               "retry_status": "status_retries", "initial_backoff": "initial_backoff",
+               "increment_base": "increment_base", "random_jitter_range": "random_jitter_range"}
+
+
+def _azure_retry(uri: str, fs, options: dict) -> None:
+    settings = {AZURE_RETRY[k]: v for k, v in options.items() if k in AZURE_RETRY}
+    if not settings:
+        return
+    pipeline = getattr(getattr(fs, "service_client", None), "_pipeline", None)
+    policies = [p for p in getattr(pipeline, "_impl_policies", ()) if hasattr(p, "total_retries")
+                and hasattr(p, "increment_base")]
+    if not policies:
+        raise StorageError(f"{uri}: cannot apply the retry settings {sorted(k for k in options if k in AZURE_RETRY)} "
+                           "to this azure-storage-blob's client; leave them out to use the SDK's defaults")
+    for policy in policies:
+        for name, value in settings.items():
+            setattr(policy, name, value)
+
+
+def unavailable(e: BaseException | None) -> bool:
+    """Whether ``e`` says that the store did not answer (throttled, a 5xx, a refused, reset or
+    timed-out connection) rather than that an object is missing or bad. Raised after the
+    backend's own retries gave up, it is never a reason to skip data: the run stops, and resumes
+    once the store answers again. Looks through the causes: adlfs wraps the SDK's error in a
+    RuntimeError, s3fs botocore's in an OSError."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (StorageError, FileNotFoundError, PermissionError)):
+            return False
+        if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
+            return True
+        if any(c.__name__ in _CONNECTION_ERRORS for c in type(e).__mro__):
+            return True
+        status = _http_status(e)
+        if status is not None:
+            return status in (408, 429) or status >= 500
+        if isinstance(e, OSError) and e.errno == errno.EBUSY:  # s3fs's SlowDown and ServiceUnavailable
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+# Connection-level failures of the backends' HTTP stacks, by name (none of them need be installed):
+# aiohttp (s3fs, gcsfs, adlfs), azure-core, botocore, fsspec, http.client
+_CONNECTION_ERRORS = {"ClientConnectionError", "ClientPayloadError", "ServerDisconnectedError",
+                      "ServiceRequestError", "ServiceResponseError", "HTTPClientError", "EndpointConnectionError",
+                      "ConnectionClosedError", "ConnectTimeoutError", "ReadTimeoutError", "FSTimeoutError",
+                      "IncompleteRead"}
+
+
+def _http_status(e: BaseException) -> int | None:
+    for attr in ("status_code", "status", "code"):  # azure-core, aiohttp, gcsfs
+        value = getattr(e, attr, None)
+        if isinstance(value, int) and 100 <= value < 600:
+            return value
+    response = getattr(e, "response", None)  # botocore's ClientError
+    if isinstance(response, dict):
+        return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return None
+
+
+def unavailable_error(uri: str | None, e: BaseException) -> StorageError:
+    """One line naming the object, what the store said, and what to do."""
+    said = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return StorageError(f"{uri or 'storage'}: the store did not answer ({said[:200]}) after its client's retries; "
+                        "checkpoints already written are intact: run the same command again once it answers "
+                        "(retries: docs/storage.md)")
+
+
+@contextlib.contextmanager
+def answering(uri: str) -> Iterator[None]:
+    """Turn a store that stopped answering into one :class:`StorageError` naming ``uri``."""
+    try:
+        yield
+    except Exception as e:
+        if unavailable(e):
+            raise unavailable_error(uri, e) from e
+        raise
 
 
 def _unknown_scheme(uri: str) -> str:
@@ -61,35 +154,46 @@ def join(uri: str, *parts: str) -> str:
 
 def exists(uri: str, storage_options: dict | None = None) -> bool:
     fs, path = url_to_fs(uri, storage_options)
-    return fs.exists(path)
+    with answering(uri):
+        return fs.exists(path)
 
 
 def makedirs(uri: str, storage_options: dict | None = None) -> None:
     fs, path = url_to_fs(uri, storage_options)
-    fs.makedirs(path, exist_ok=True)
+    with answering(uri):
+        fs.makedirs(path, exist_ok=True)
 
 
 def open_uri(uri: str, mode: str = "rb", storage_options: dict | None = None,
              compression: str | None = None, **kwargs) -> IO:
     """Open a URI (``compression='infer'`` picks gzip/bz2/zstd from the suffix)."""
-    try:
-        of = fsspec.open(uri, mode, compression=compression, **(storage_options or {}), **kwargs)
-    except ValueError as e:
-        if "Protocol not known" not in str(e):
-            raise
-        raise StorageError(_unknown_scheme(uri)) from None
-    return of.open()
+    fs, path = url_to_fs(uri, storage_options)
+    if compression == "infer":
+        compression = fsspec.utils.infer_compression(uri)
+    with answering(uri):
+        return fsspec.core.OpenFile(fs, path, mode, compression=compression, **kwargs).open()
 
 
 def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
     fs, path = url_to_fs(uri, storage_options)
-    return fs.cat_file(path)
+    with answering(uri):
+        return fs.cat_file(path)
+
+
+def ls(uri: str, storage_options: dict | None = None) -> list[str]:
+    """The names directly under ``uri`` (full URIs); empty if there is nothing there."""
+    fs, path = url_to_fs(uri, storage_options)
+    with answering(uri):
+        if not fs.exists(path):
+            return []
+        return sorted(unstrip(fs, p.rstrip("/")) for p in fs.ls(path, detail=False))
 
 
 def remove(uri: str, storage_options: dict | None = None, recursive: bool = False) -> None:
     fs, path = url_to_fs(uri, storage_options)
-    if fs.exists(path):
-        fs.rm(path, recursive=recursive)
+    with answering(uri):
+        if fs.exists(path):
+            fs.rm(path, recursive=recursive)
 
 
 def unstrip(fs, path: str) -> str:
@@ -103,14 +207,15 @@ def expand(uri: str, suffixes: tuple[str, ...], storage_options: dict | None = N
     A path that names a file is returned as is (whatever its suffix).
     """
     fs, path = url_to_fs(uri, storage_options)
-    if any(ch in path for ch in "*?["):
-        found = [p for p in fs.glob(path) if fs.isfile(p)]
-    elif fs.isfile(path):
-        found = [path]
-    elif fs.isdir(path):
-        found = [p for p in fs.find(path) if p.endswith(suffixes)]
-    else:
-        raise StorageError(f"{uri}: no such file or directory (check the path; cloud URIs need a scheme like s3://)")
+    with answering(uri):
+        if any(ch in path for ch in "*?["):
+            found = [p for p in fs.glob(path) if fs.isfile(p)]
+        elif fs.isfile(path):
+            found = [path]
+        elif fs.isdir(path):
+            found = [p for p in fs.find(path) if p.endswith(suffixes)]
+        else:
+            raise StorageError(f"{uri}: no such file or directory (check the path; cloud URIs need a scheme like s3://)")
     return sorted(unstrip(fs, p) for p in found)
 
 
@@ -140,14 +245,16 @@ def atomic_open(uri: str, mode: str = "wb", storage_options: dict | None = None)
             raise
     else:
         fs, path = url_to_fs(uri, storage_options)
-        buf = fs.open(path, mode)
+        with answering(uri):
+            buf = fs.open(path, mode)
         try:
             yield buf
         except BaseException:
             if hasattr(buf, "discard"):  # fsspec's buffered writers: drop the upload, write nothing
                 buf.discard()
             raise
-        buf.close()
+        with answering(uri):
+            buf.close()  # the upload
 
 
 def umask() -> int:

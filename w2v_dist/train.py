@@ -26,7 +26,7 @@ from w2v_dist import checkpoint, owner, storage
 from w2v_dist.config import ConfigError, TrainConfig
 from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
 from w2v_dist.corpus.plan import ranks_without_data
-from w2v_dist.corpus.shards import Shard, scan_shards
+from w2v_dist.corpus.shards import CorpusError, Shard, scan_shards
 from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
 from w2v_dist.faults import maybe_fail
 from w2v_dist.model import Word2Vec
@@ -72,13 +72,12 @@ class Start:
 def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     """A new run, or the resumption of the one in ``--output``. Bad input and incompatible
     settings fail here, before anything is written."""
-    so, out = cfg.storage_options, cfg.output
+    so, out = cfg.output_options, cfg.output
     finished = storage.exists(storage.join(out, "summary.json"), so)
     started = storage.exists(storage.join(out, "config.json"), so)
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
-    report: dict = {}
-    shards = scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report, cfg.allow_incomplete)
+    shards, report = scan_once(cfg, dist)
     vocab_uri = storage.join(out, "vocab")
     if started and not cfg.overwrite:
         return _resume(cfg, dist, shards, vocab_uri)
@@ -98,8 +97,25 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     return Start(shards, row_tokens, vocab_uri, skipped=skipped)
 
 
+def scan_once(cfg: TrainConfig, dist: Dist) -> tuple[list[Shard], dict]:
+    """The manifest, read by rank 0 and handed to the others: N ranks reading 10,000 footers
+    each would be N x 10,000 requests to the store. A bad corpus fails on every rank alike."""
+    found = None
+    if dist.is_main:
+        report: dict = {}
+        try:
+            found = (scan_shards(cfg.corpus, cfg.text_column, cfg.storage_options, cfg.on_bad_shard, report,
+                                 cfg.allow_incomplete), report)
+        except (CorpusError, storage.StorageError) as e:
+            found = e
+    found = dist.broadcast_object(found)
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
 def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -> Start:
-    so, out = cfg.storage_options, cfg.output
+    so, out = cfg.output_options, cfg.output
     saved = json.loads(storage.read_bytes(storage.join(out, "config.json"), so))
     diff = checkpoint.config_diff(saved, cfg.to_dict())
     if diff:
@@ -370,7 +386,7 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
 
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
-    so, t0 = cfg.storage_options, time.perf_counter()
+    so, t0 = cfg.output_options, time.perf_counter()
     start = start_run(cfg, dist)
     vocab = _load_vocab(start.vocab_uri, cfg, dist)
     log.info("vocabulary: %d words, %d words per epoch, %d shards (%.1fs)", len(vocab), vocab.total_words,
@@ -396,9 +412,9 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         set_rng_states(state["ranks"][dist.rank]["rng"])
     mine = state["ranks"][dist.rank]
     stream = CorpusStream(start.shards, start.vocab_uri, cfg.tokenizer, seed=cfg.seed, epochs=cfg.epochs,
-                          batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size, storage_options=so,
-                          cache_dir=cfg.cache_dir, row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard,
-                          token_cache_bytes=cfg.token_cache_gb * 2**30)
+                          batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size,
+                          storage_options=cfg.storage_options, vocab_storage_options=so, cache_dir=cfg.cache_dir,
+                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard, token_cache_bytes=cfg.token_cache_gb * 2**30)
     feed = Feed(None, mine.get("feed"), cfg.workers)
     stream.load_state_dict({"resume": feed.resume_for_stream()})
     feed.chunks = reader(stream, cfg.workers)
@@ -512,9 +528,12 @@ def reader(stream: CorpusStream, workers: int):
                       worker_init_fn=worker_init, prefetch_factor=4, multiprocessing_context="spawn")
 
 
-def prefetch(it: Iterator, depth: int) -> Iterator:
+def prefetch(it: Iterator, depth: int, join_s: float = 300) -> Iterator:
     """Iterate ``it`` in a background thread, at most ``depth`` items ahead; its exceptions are
-    raised here."""
+    raised here. When the consumer stops early (an error elsewhere), the thread's read in progress
+    is waited for, up to ``join_s``: a process that exits while pyarrow's I/O threads are still
+    inside a read of an object store aborts in the interpreter's shutdown (SIGABRT, not the exit
+    code of the error); the store's client bounds that read with its retries (docs/storage.md)."""
     import queue
     import threading
 
@@ -522,21 +541,24 @@ def prefetch(it: Iterator, depth: int) -> Iterator:
     done = object()
     stop = threading.Event()
 
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run():
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
         except BaseException as e:  # handed to the consumer
-            q.put(e)
+            put(e)
             return
-        q.put(done)
+        put(done)
 
     thread = threading.Thread(target=run, name="w2v_dist-reader", daemon=True)
     thread.start()
@@ -550,6 +572,7 @@ def prefetch(it: Iterator, depth: int) -> Iterator:
             yield item
     finally:
         stop.set()
+        thread.join(join_s)
 
 
 def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync,
@@ -564,7 +587,7 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
                  "vocab_fingerprint": vocab.meta["fingerprint"], "sync": sync.state_dict(),
                  "metrics": progress.records, "loss_tail": [list(t) for t in progress.tail]}
         checkpoint.save(cfg.output, step, model.tables(), state, keep=cfg.keep_checkpoints,
-                        storage_options=cfg.storage_options)
+                        storage_options=cfg.output_options)
     dist.barrier()
 
 
@@ -576,6 +599,6 @@ def _interrupted(cfg: TrainConfig, dist: Dist, control: Control, step: int) -> d
 
 def _load_vocab(vocab_uri: str, cfg: TrainConfig, dist: Dist) -> Vocab:
     """Local rank 0 first: one node-local copy of a remote vocabulary, shared by the node's ranks."""
-    vocab = Vocab.load(vocab_uri, cfg.storage_options, cfg.cache_dir) if dist.is_local_main else None
+    vocab = Vocab.load(vocab_uri, cfg.output_options, cfg.cache_dir) if dist.is_local_main else None
     dist.barrier()
-    return vocab or Vocab.load(vocab_uri, cfg.storage_options, cfg.cache_dir)
+    return vocab or Vocab.load(vocab_uri, cfg.output_options, cfg.cache_dir)

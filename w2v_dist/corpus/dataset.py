@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -26,6 +29,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from w2v_dist import storage
 from w2v_dist.config import TokenizerConfig
 from w2v_dist.corpus.cache import TokenCache
 from w2v_dist.corpus.plan import Unit, assign, make_units
@@ -108,14 +112,16 @@ class CorpusStream(IterableDataset):
     def __init__(self, shards: list[Shard], vocab_uri: str, tokenizer: TokenizerConfig, *, seed: int, epochs: int,
                  batch_words: int = 10_000,
                  rank: int = 0, world_size: int = 1, storage_options: dict | None = None,
-                 cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None,
+                 vocab_storage_options: dict | None = None, cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None,
                  on_bad: str = "error", token_cache_bytes: float = 0):
         self.shards = shards
         self.vocab_uri = vocab_uri
         self.tokenizer = tokenizer
         self.seed, self.epochs, self.batch_words = seed, epochs, batch_words
         self.rank, self.world_size = rank, world_size
-        self.storage_options = storage_options
+        self.storage_options = storage_options  # the shards'
+        # the run's vocabulary (by default with the shards' options)
+        self.vocab_storage_options = storage_options if vocab_storage_options is None else vocab_storage_options
         self.cache_dir = cache_dir
         # (rows, tokens) of every row group; without counts, rows stand in for tokens
         self.row_tokens = row_tokens or [[(n, n) for n in s.row_groups] for s in shards]
@@ -143,7 +149,7 @@ class CorpusStream(IterableDataset):
     def __iter__(self) -> Iterator[Chunk]:
         from w2v_dist.vocab import Vocab  # loaded here, in the worker: the files are mapped, not pickled
 
-        vocab = Vocab.load(self.vocab_uri, self.storage_options, self.cache_dir)
+        vocab = Vocab.load(self.vocab_uri, self.vocab_storage_options, self.cache_dir)
         dl_worker, workers = self._worker()
         first = self.resume.get("first")
         worker = (dl_worker + (int(first) if first is not None else 0)) % workers
@@ -217,7 +223,13 @@ class _RowGroupReader:
         except FileNotFoundError:
             self._skip("vanished_row_groups", f"{shard.uri}: the file disappeared after it was listed")
             return None
-        except (OSError, pa.ArrowException) as e:
+        except storage.StorageError:
+            raise
+        except Exception as e:
+            if storage.unavailable(e):  # the store, not the data: never skipped (docs/storage.md)
+                raise storage.unavailable_error(shard.uri, e) from None
+            if not isinstance(e, (OSError, pa.ArrowException)):
+                raise
             self._skip("bad_row_groups", f"{where}: cannot be read ({e})")
             return None
         if column.null_count:
@@ -252,20 +264,48 @@ class _RowGroupReader:
         return pa.chunked_array([flat.filter(pa.array(ok))])
 
 
+# Row groups the vocabulary pass reads ahead of the one it counts: an object store answers every
+# read in a round trip, and 10,000 small shards read one after another wait minutes on them
+# (docs/benchmarks.md). Bounds the text held in memory to this many row groups.
+READ_AHEAD = 8
+
+
 def token_stream(shards: list[Shard], tokenizer: TokenizerConfig, rank: int = 0, world_size: int = 1,
                  storage_options: dict | None = None, on_bad: str = "error",
                  skipped: dict | None = None) -> Iterator[tuple[int, int, pa.Array | None]]:
-    """``(shard, row group, tokens)`` of this rank's share of the row groups (for counting); the
-    tokens are ``None`` for a row group that was skipped as unreadable. Reading every row group
-    here, before training, is what finds bad pages and bad UTF-8 early."""
+    """``(shard, row group, tokens)`` of this rank's share of the row groups (for counting), in
+    order, read ``READ_AHEAD`` row groups ahead; the tokens are ``None`` for a row group that was
+    skipped as unreadable. Reading every row group here, before training, is what finds bad pages
+    and bad UTF-8 early.
+
+    ``READ_AHEAD`` reader threads, each with its own open file: a file's row groups all go to one
+    of them (by shard), so each file is opened, and its footer read, once; files are read in
+    parallel, the row groups of one file one after another."""
     groups = [(s, g) for s, shard in enumerate(shards) for g, n in enumerate(shard.row_groups) if n > 0]
-    reader = _RowGroupReader(shards, storage_options, on_bad)
-    for s, g in groups[rank::world_size]:
-        column = reader.read(Unit(s, g, 0, shards[s].row_groups[g], 0))
-        yield s, g, None if column is None else tokenize(column, tokenizer)[0]
+    mine = iter(groups[rank::world_size])
+    readers = [_RowGroupReader(shards, storage_options, on_bad) for _ in range(READ_AHEAD)]
+    threads = [ThreadPoolExecutor(1, thread_name_prefix="w2v_dist-count") for _ in range(READ_AHEAD)]
+
+    def submit(s: int, g: int):
+        k = s % READ_AHEAD
+        return (s, g), threads[k].submit(readers[k].read, Unit(s, g, 0, shards[s].row_groups[g], 0))
+
+    try:
+        pending = collections.deque(submit(*sg) for sg in itertools.islice(mine, READ_AHEAD))
+        while pending:
+            (s, g), future = pending.popleft()
+            column = future.result()
+            following = next(mine, None)
+            if following is not None:
+                pending.append(submit(*following))
+            yield s, g, None if column is None else tokenize(column, tokenizer)[0]
+    finally:
+        for t in threads:  # the reads in flight end first (docs: train.prefetch)
+            t.shutdown(wait=True, cancel_futures=True)
     if skipped is not None:
-        for k, v in reader.skipped.items():
-            skipped[k] = skipped.get(k, 0) + v
+        for reader in readers:
+            for k, v in reader.skipped.items():
+                skipped[k] = skipped.get(k, 0) + v
 
 
 def identity(x):
