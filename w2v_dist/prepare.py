@@ -142,13 +142,13 @@ def prepare(inputs: list[str], output: str, *, rows_per_shard: int = 1_000_000,
     bar.close()
 
     if writer.rows == 0:
-        storage.remove(storage.join(output, PREPARING), storage_options)  # nothing was written
+        storage.remove(storage.join(output, PREPARING), out_options)  # nothing was written
         raise PrepareError(f"{', '.join(inputs)}: no text found in {len(files)} file(s) "
                            f"({stats['skipped_rows']} records without text); check the inputs "
                            f"and --text-field (now {text_field!r})")
     summary = {"output": output, "shards": writer.shards, "rows": writer.rows,
                "input_files": len(files), "bytes_in": sum(sizes), **stats}
-    _commit(output, summary, writer.shard_rows, storage_options)
+    _commit(output, summary, writer.shard_rows, out_options)
     logger.info("prepare: wrote %d rows in %d shard(s) to %s from %d file(s) (%d skipped, %d with "
                 "invalid UTF-8 replaced, %d damaged input(s) cut short)", writer.rows, len(writer.shards),
                 output, len(files), stats["skipped_rows"], stats["replaced_utf8"], stats["bad_inputs"])

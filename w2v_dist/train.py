@@ -360,14 +360,14 @@ def train(cfg: TrainConfig) -> dict:
 def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
     """Rank 0 holds the run directory's lock (:mod:`w2v_dist.owner`) from before the first write
     until the run stops; every rank learns whether it got it."""
-    fs, path = storage.url_to_fs(cfg.output, cfg.storage_options)
+    fs, path = storage.url_to_fs(cfg.output, cfg.output_options)
     if fs.isfile(path):  # found now, not after the vocabulary pass, when the first file is written
         raise ConfigError(f"{cfg.output}: is a file; --output must name a run directory (a new path, or an earlier "
                           "run's)")
     lock, error = None, None
     if dist.is_main:
         try:
-            lock = owner.acquire(cfg.output, cfg.storage_options)
+            lock = owner.acquire(cfg.output, cfg.output_options)
         except OSError as e:  # a read-only filesystem, no permission, a path under /proc ...
             error = ConfigError(f"{cfg.output}: cannot write the run directory ({e.strerror or e}); --output must "
                                 "name a place this process may write")
