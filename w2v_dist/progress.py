@@ -51,7 +51,6 @@ class Progress:
         self.board = board  # TensorBoard scalars (w2v_dist.tensorboard.Board), or None
         self.extras = extras  # several ranks: () -> {"sync_bytes": n, "rank_words": [words of each rank]}
         self.last_rank_words: list[int] | None = None
-        self.last_loss = self.records[-1]["loss"] if self.records else 0.0  # of the last interval with examples
         # (words, loss, examples) of the latest steps, as few as hold final_words words: final_loss
         self.tail: collections.deque = collections.deque(tuple(t) for t in (tail or ()))
         self.tail_words, self.final_words = sum(t[0] for t in self.tail), final_words
@@ -79,8 +78,6 @@ class Progress:
         rec = {"time": round(now - self.start, 3), "step": step, "epoch": epoch, "words": self.words,
                "progress": round(self.words / max(self.total, 1), 6), "lr": lr,
                "loss": self.loss / max(self.examples, 1), "examples": self.examples, "words_per_s": round(rate, 1)}
-        if self.examples:
-            self.last_loss = rec["loss"]
         if self.extras is not None:
             extra = dict(self.extras())
             rank_words = extra.pop("rank_words", None)
@@ -117,9 +114,6 @@ class Progress:
             rec = dict(self.records[-1])  # the last step was logged: no empty interval (loss 0, 0 words/s)
         else:
             rec = dict(self.emit(time.perf_counter(), lr, step, epoch))  # the summary's; the line stays as logged
-        # the summary's loss is the last interval's that had examples (with several ranks the last
-        # exchange can bring words but no examples: the rank that logs had run out of data)
-        rec["loss"] = rec["loss"] if rec.get("examples", 1) else self.last_loss
         if self.bar is not None:
             self.bar.close()
         if self.board is not None:
