@@ -87,8 +87,8 @@ MUTATIONS = [
     Mutation(
         "distributed: data plan keyed by the local rank (two nodes read the same half)",
         "w2v_dist/train.py",
-        "rank=dist.rank, world_size=dist.world_size, storage_options=so,",
-        "rank=dist.local_rank, world_size=dist.world_size, storage_options=so,",
+        "batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size,",
+        "batch_words=cfg.batch_words, rank=dist.local_rank, world_size=dist.world_size,",
         ("tests/test_every_row.py::test_two_nodes_train_what_two_ranks_on_one_node_train",)),
     Mutation(
         "cli: an error raised in a reader worker is not unwrapped",
