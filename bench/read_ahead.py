@@ -3,6 +3,7 @@ and tokens per second streamed (the reader alone) against tokens per second trai
 
     python bench/read_ahead.py                      # 100,000 gcide lines, 1 rank, 2 epochs
     python bench/read_ahead.py --lines 20000 --epochs 1
+    python bench/read_ahead.py --latency 0.05       # every request to the store 50 ms late
 
 The corpus is prepared into the bucket (``--rows-per-row-group``); every request of the run then
 goes through tests/flaky_proxy.py in counting mode (no faults), which adds up the bytes of the
@@ -15,6 +16,7 @@ told apart by the log line that ends the former (``--token-cache-gb 4``: the def
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import subprocess
@@ -38,12 +40,14 @@ def main() -> None:
     ap.add_argument("--rows-per-row-group", type=int, default=5_000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--token-cache-gb", default="0", help="0: every epoch reads the store (default)")
+    ap.add_argument("--latency", type=float, default=0.0,
+                    help="seconds the proxy holds every request before forwarding it (a distant store)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_moto(Path(tmp) / "moto.log")
-        proxy = FlakyProxy(url).start()
+        proxy = FlakyProxy(url, every=1 if args.latency else 0, faults=("delay",), delay=args.latency).start()
         try:
             direct = {**KEY, "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}
             via = {**KEY, "client_kwargs": {"endpoint_url": proxy.url, "region_name": "us-east-1"}}
@@ -71,6 +75,7 @@ def main() -> None:
                 for line in p.stderr:
                     if "vocabulary:" in line and "vocab" not in marks:
                         marks["vocab"] = dict(proxy.body_bytes)
+                        marks["vocab_requests"] = len(proxy.log)
             reader = threading.Thread(target=read, daemon=True)
             reader.start()
             p.wait()
@@ -78,6 +83,7 @@ def main() -> None:
             if p.returncode != 0:
                 raise SystemExit(f"train failed ({p.returncode})")
             end = dict(proxy.body_bytes)
+            train_requests = collections.Counter(m for m, _, _ in proxy.log[marks["vocab_requests"]:])
             summary = json.loads(fs.cat_file(f"{BUCKET}/run/summary.json"))
             vocab_get = marks["vocab"].get("GET", 0)
             train_get = end.get("GET", 0) - vocab_get
@@ -91,12 +97,13 @@ def main() -> None:
             stream = CorpusStream(shards, f"s3://{BUCKET}/run/vocab", TokenizerConfig(), seed=1, epochs=1,
                                   storage_options=via, cache_dir=str(Path(tmp) / "cache"),
                                   row_tokens=[[tuple(x) for x in s] for s in plan["row_tokens"]])
-            before = proxy.body_bytes["GET"]
+            before, before_requests = proxy.body_bytes["GET"], len(proxy.log)
             t0, tokens = time.perf_counter(), 0
             for chunk in stream:
                 tokens += len(chunk.tokens.ids)
             streamed_s = time.perf_counter() - t0
             stream_get = proxy.body_bytes["GET"] - before
+            stream_requests = collections.Counter(m for m, _, _ in proxy.log[before_requests:])
         finally:
             proxy.stop()
             proc.terminate()
@@ -104,7 +111,9 @@ def main() -> None:
     out = {"lines": args.lines, "epochs": args.epochs, "corpus_bytes": corpus_bytes,
            "vocab_pass_bytes_per_corpus_byte": vocab_get / corpus_bytes,
            "training_bytes_per_corpus_byte_per_epoch": train_get / corpus_bytes / args.epochs,
+           "training_requests_per_epoch": {m: n / args.epochs for m, n in sorted(train_requests.items())},
            "reader_alone_bytes_per_corpus_byte": stream_get / corpus_bytes,
+           "reader_alone_requests": dict(sorted(stream_requests.items())), "latency_s": args.latency,
            "tokens_per_s_streamed": tokens / streamed_s, "words_per_s_trained": summary["words_per_s"]}
     print(json.dumps(out, indent=2))
     if args.json:

@@ -141,3 +141,49 @@ def test_corpus_and_run_on_different_stores(gs_store, az_store, reference, corpu
     for name in ("counts.npy", "word_bytes.npy", "word_offsets.npy", "neg_alias.npy"):
         assert fs.cat_file(f"w2v-test/cross/run/vocab/{name}") == (reference[0] / "vocab" / name).read_bytes(), name
     assert not _fs(gs_store).exists("w2v-test/cross/run")
+
+
+def test_an_epoch_fetches_the_corpus_once(store, reference, corpus_txt, tmp_path):
+    """Guards (issue 11, item 5): a row group cut into several units of a reader's list fetched
+    once per unit (it was: 3x the corpus an epoch); a file's footer fetched again at every switch
+    between files; s3fs's HEAD for the size of every file it opens (the manifest has it). Counted
+    at the store, through the proxy, while the run's own reader streams one epoch."""
+    from collections import Counter
+
+    from w2v_dist.config import TokenizerConfig
+    from w2v_dist.corpus.dataset import CorpusStream
+    from w2v_dist.corpus.plan import make_units
+    from w2v_dist.corpus.shards import scan_shards
+
+    ref_run, _ = reference
+    shards_uri = f"{store.root}/once/shards"
+    cli("prepare", str(corpus_txt), "--output", shards_uri, *PREPARE, "--output-storage-options",
+        json.dumps(store.options()))
+    row_tokens = [[tuple(x) for x in s] for s in json.loads((ref_run / "plan.json").read_text())["row_tokens"]]
+    groups = sum(len(s) for s in row_tokens)
+    assert len(make_units(row_tokens, 1)) >= 2 * groups  # row groups are cut: the case that fetched them again
+
+    def epoch(shards, options):
+        stream = CorpusStream(shards, str(ref_run / "vocab"), TokenizerConfig(), seed=1, epochs=1,
+                              storage_options=options, vocab_storage_options={}, row_tokens=row_tokens)
+        return [c.tokens.ids for c in stream]
+
+    proxy = FlakyProxy(store.url).start()
+    try:
+        options = store.options(proxy.url)
+        shards = scan_shards(shards_uri, storage_options=options)  # the manifest, read before training
+        start, before = len(proxy.log), proxy.body_bytes["GET"]
+        ids = epoch(shards, options)
+        fetched = proxy.body_bytes["GET"] - before
+        requests = Counter(method for method, _, _ in proxy.log[start:])
+    finally:
+        proxy.stop()
+    local = epoch(scan_shards(str(ref_run.parent / "shards")), None)
+    assert all(np.array_equal(a, b) for a, b in zip(ids, local, strict=True))  # the same words, in the same order
+    corpus = _fs(store).du(shards_uri.split("://")[1])
+    # one GET a row group and one a file (its footer: pyarrow asks for the file's last 64 KiB,
+    # all of these small files); before, the 4 pieces of every row group fetched it 4 times
+    assert requests["GET"] <= groups + len(shards), requests
+    assert fetched <= corpus + len(shards) * 64 * 1024, (fetched, corpus, requests)
+    if store.name == "s3":  # the size came with the manifest
+        assert requests["HEAD"] == 0, requests

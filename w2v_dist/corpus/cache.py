@@ -44,6 +44,10 @@ class TokenCache:
         name = f"{shard.uri}|{shard.footer}|{shard.row_groups}|{unit.row_group}|{unit.start}|{unit.stop}"
         return os.path.join(self.dir, hashlib.sha256(name.encode()).hexdigest()[:32] + ".npz")
 
+    def has(self, shard, unit) -> bool:
+        """Whether the unit is cached (a reader then need not fetch it)."""
+        return self.dir is not None and os.path.exists(self._path(shard, unit))
+
     def get(self, shard, unit) -> Tokenized | None:
         if self.dir is None:
             return None

@@ -156,37 +156,107 @@ class CorpusStream(IterableDataset):
         after = self.resume.get("after", {}).get(str(worker))
         slots = self.world_size * workers
         units = make_units(self.row_tokens, slots)
-        reader = _RowGroupReader(self.shards, self.storage_options, self.on_bad)
         cache = TokenCache(self.cache_dir, vocab.meta["fingerprint"], dataclasses.asdict(self.tokenizer),
                            self.token_cache_bytes)
-        for epoch in range(self.start_epoch, self.epochs):
-            for i, unit in enumerate(assign(units, slots, self.seed, epoch)[self.rank * workers + worker]):
-                if after is not None and [epoch, i] < after[:2]:
-                    continue
-                tok = cache.get(self.shards[unit.shard], unit)
-                if tok is None:
-                    skipped = sum(reader.skipped.values())
-                    column = reader.read(unit)
-                    if column is None:  # skipped as unreadable (counted); its slot still moves on
-                        if after is None or [epoch, i, 0] > after:
-                            yield Chunk(Tokens.empty(), epoch, unit, i, 0, self.rank, worker, dict(reader.skipped))
-                        continue
-                    tok = encode(column, vocab.words, self.tokenizer)
-                    if sum(reader.skipped.values()) == skipped:
-                        cache.put(self.shards[unit.shard], unit, tok)
-                for p, piece in enumerate(split_pieces(tok, self.batch_words)):
-                    if after is not None and [epoch, i, p] <= after:
-                        continue
-                    key = chunk_key(self.seed, epoch, unit.shard, unit.row_group, unit.start, p)
-                    yield Chunk(Tokens.of(piece, key), epoch, unit, i, p, self.rank, worker, dict(reader.skipped))
+        skipped: collections.Counter = collections.Counter()  # this worker's running counts
+        with _ReadAhead(self.shards, self.storage_options, self.on_bad) as ahead:
+            for epoch in range(self.start_epoch, self.epochs):
+                mine = assign(units, slots, self.seed, epoch)[self.rank * workers + worker]
+                todo = [i for i in range(len(mine)) if after is None or [epoch, i] >= after[:2]]
+                ahead.plan([mine[i] for i in todo if not cache.has(self.shards[mine[i].shard], mine[i])])
+                for i in todo:
+                    unit = mine[i]
+                    tok = None if ahead.planned(unit) else cache.get(self.shards[unit.shard], unit)
+                    if tok is None:
+                        column, delta = ahead.take(unit)
+                        skipped += delta
+                        if column is None:  # skipped as unreadable (counted); its slot still moves on
+                            if after is None or [epoch, i, 0] > after:
+                                yield Chunk(Tokens.empty(), epoch, unit, i, 0, self.rank, worker, dict(skipped))
+                            continue
+                        tok = encode(column, vocab.words, self.tokenizer)
+                        if not delta:
+                            cache.put(self.shards[unit.shard], unit, tok)
+                    for p, piece in enumerate(split_pieces(tok, self.batch_words)):
+                        if after is not None and [epoch, i, p] <= after:
+                            continue
+                        key = chunk_key(self.seed, epoch, unit.shard, unit.row_group, unit.start, p)
+                        yield Chunk(Tokens.of(piece, key), epoch, unit, i, p, self.rank, worker, dict(skipped))
+
+
+class _ReadAhead:
+    """Fetches the text of the units a reader will need, ``AHEAD`` units before it needs them, on
+    ``READERS`` threads (a file's units all on one, in order, so that it keeps the file, its footer
+    and the row groups still to come). The network's latency is then hidden behind tokenizing and
+    training; memory holds at most ``AHEAD`` units in flight and each thread's ``HOLD_BYTES``.
+    What is fetched, and so what is trained, does not change: only when."""
+
+    def __init__(self, shards: list[Shard], storage_options: dict | None, on_bad: str):
+        self.readers = [_RowGroupReader(shards, storage_options, on_bad) for _ in range(READERS)]
+        self.threads = [ThreadPoolExecutor(1, thread_name_prefix="w2v_dist-read") for _ in range(READERS)]
+        self.queue: list[Unit] = []
+        self.next = 0
+        self.pending: dict[Unit, object] = {}
+
+    def plan(self, units: list[Unit]) -> None:
+        """The units to fetch, in the order they will be taken (after the ones taken before)."""
+        self.queue, self.next = list(units), 0
+        last = {(u.shard, u.row_group): k for k, u in enumerate(self.queue)}
+        self.keep = [last[(u.shard, u.row_group)] > k for k, u in enumerate(self.queue)]
+        self._fill()
+
+    def planned(self, unit: Unit) -> bool:
+        return unit in self.pending
+
+    def _fill(self) -> None:
+        while len(self.pending) < AHEAD and self.next < len(self.queue):
+            unit, keep = self.queue[self.next], self.keep[self.next]
+            k = unit.shard % READERS
+            self.pending[unit] = self.threads[k].submit(self.readers[k].fetch, unit, keep)
+            self.next += 1
+
+    def take(self, unit: Unit) -> tuple[pa.ChunkedArray | None, collections.Counter]:
+        """The unit's text and what reading it skipped: fetched ahead, or now (a unit the token
+        cache had when planned but could not serve)."""
+        future = self.pending.pop(unit, None)
+        if future is None:
+            k = unit.shard % READERS
+            future = self.threads[k].submit(self.readers[k].fetch, unit, False)
+        try:
+            return future.result()
+        finally:
+            self._fill()
+
+    def __enter__(self) -> "_ReadAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for t in self.threads:  # the reads in flight end first
+            t.shutdown(wait=True, cancel_futures=True)
 
 
 class BadData(CorpusError):
     """Data that cannot be read, found while reading (a bad page, a vanished file, bad UTF-8)."""
 
 
+# Footers a reader keeps (``FileMetaData``, a few KB each): going back to a file it read before
+# costs no footer read (the manifest was read from them too, but on rank 0 and not kept).
+FOOTERS_KEPT = 1024
+# Text a reader keeps of row groups cut into several units of its list, for the units still to come:
+# a unit that is part of a row group reads the whole row group (Parquet reads column chunks), so
+# without this a row group cut in k pieces would be fetched k times an epoch. Beyond the budget a
+# row group is fetched again when its next piece comes.
+HOLD_BYTES = 64 << 20
+# Units fetched ahead of the one being tokenized, and the threads fetching them (each with its own
+# open file: a file's units go to one thread). 4 requests in flight hide a store's round trips
+# behind tokenizing (docs/benchmarks.md, "Reading while training").
+AHEAD = 4
+READERS = 4
+
+
 class _RowGroupReader:
-    """Reads the rows of a unit; keeps the last file and row group (split row groups share it).
+    """Reads the rows of a unit. Keeps the open file, the footers of the files it read, and the
+    text of row groups whose other pieces it is told are still to come (``read(unit, keep=True)``).
 
     Problems found while reading: a file that vanished since it was listed, a corrupt page, text
     that is not UTF-8 (pyarrow does not check on read). ``on_bad="error"`` raises :class:`BadData`
@@ -197,7 +267,8 @@ class _RowGroupReader:
     def __init__(self, shards: list[Shard], storage_options: dict | None, on_bad: str = "error"):
         self.shards, self.storage_options, self.on_bad = shards, storage_options, on_bad
         self.file: tuple[int, object] | None = None
-        self.group: tuple[int, int, pa.ChunkedArray | None] | None = None
+        self.footers: collections.OrderedDict[int, object] = collections.OrderedDict()
+        self.held: dict[tuple[int, int], pa.ChunkedArray | None] = {}
         self.skipped: collections.Counter = collections.Counter()
 
     def _skip(self, what: str, message: str, n: int = 1) -> None:
@@ -206,11 +277,24 @@ class _RowGroupReader:
         log.warning("skipping: %s", message)
         self.skipped[what] += n
 
-    def read(self, unit: Unit) -> pa.ChunkedArray | None:
-        if self.group is None or self.group[:2] != (unit.shard, unit.row_group):
-            self.group = (unit.shard, unit.row_group, self._read_group(unit.shard, unit.row_group))
-        column = self.group[2]
+    def read(self, unit: Unit, keep: bool = False) -> pa.ChunkedArray | None:
+        """The unit's rows; ``keep``: another piece of its row group comes later, hold the text
+        (within ``HOLD_BYTES``)."""
+        key = (unit.shard, unit.row_group)
+        if key in self.held:
+            column = self.held.pop(key)
+        else:
+            column = self._read_group(*key)
+        if keep and (column is None or sum(c.nbytes for c in self.held.values() if c is not None)
+                     + column.nbytes <= HOLD_BYTES):
+            self.held[key] = column
         return None if column is None else column.slice(unit.start, unit.stop - unit.start)
+
+    def fetch(self, unit: Unit, keep: bool) -> tuple[pa.ChunkedArray | None, collections.Counter]:
+        """:meth:`read`, and what reading it skipped (for a reader thread)."""
+        before = collections.Counter(self.skipped)
+        column = self.read(unit, keep)
+        return column, self.skipped - before
 
     def _read_group(self, s: int, g: int) -> pa.ChunkedArray | None:
         shard = self.shards[s]
@@ -218,7 +302,11 @@ class _RowGroupReader:
         try:
             if self.file is None or self.file[0] != s:
                 self.file = None
-                self.file = (s, open_parquet(shard.uri, self.storage_options))
+                self.file = (s, open_parquet(shard.uri, self.storage_options, self.footers.get(s), shard.size))
+                self.footers[s] = self.file[1].metadata
+                self.footers.move_to_end(s)
+                if len(self.footers) > FOOTERS_KEPT:
+                    self.footers.popitem(last=False)
             column = read_row_group(self.file[1], shard, g)
         except FileNotFoundError:
             self._skip("vanished_row_groups", f"{shard.uri}: the file disappeared after it was listed")

@@ -6,6 +6,7 @@ others), so a bad file or column fails before training starts.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import posixpath
@@ -32,17 +33,30 @@ class Shard:
     row_groups: tuple[int, ...]  # rows in each row group
     column: str
     footer: str = ""  # a hash of the footer (sizes, statistics): a rewritten file gets another (corpus/cache.py)
+    size: int = 0  # bytes, when the store told us while listing (0: unknown); saves a HEAD per open
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def open_parquet(uri: str, storage_options: dict | None = None, metadata=None) -> pq.ParquetFile:
+def open_parquet(uri: str, storage_options: dict | None = None, metadata=None, size: int = 0) -> pq.ParquetFile:
     """Open for range reads: no whole-file readahead (``cache_type='none'``); pyarrow's
-    ``pre_buffer`` plans the byte ranges of the columns it needs."""
+    ``pre_buffer`` plans the byte ranges of the columns it needs. ``metadata`` (the footer, read
+    before) saves reading it again; ``size`` saves s3fs the HEAD it sends to learn the size."""
+    return _parquet(_open(uri, storage_options, size), uri, metadata)
+
+
+def _open(uri: str, storage_options: dict | None, size: int = 0):
     fs, path = storage.url_to_fs(uri, storage_options)
     with storage.answering(uri):  # a store that does not answer is not a bad file
-        f = fs.open(path, "rb", cache_type="none") if not isinstance(fs, _local_fs()) else fs.open(path, "rb")
+        if isinstance(fs, _local_fs()):
+            return fs.open(path, "rb")
+        known = {"size": size} if size and "size" in inspect.signature(fs._open).parameters else {}
+        return fs.open(path, "rb", cache_type="none", **known)
+
+
+def _parquet(f, uri: str, metadata=None) -> pq.ParquetFile:
+    with storage.answering(uri):
         # pages written with CRCs (`w2v-dist prepare` writes them) are verified: a flipped byte is an error, not noise
         return pq.ParquetFile(f, metadata=metadata, pre_buffer=True, page_checksum_verification=True)
 
@@ -139,7 +153,8 @@ def _check_all(files: list[str], column: str, storage_options: dict | None) -> l
 
 def _check(f: str, column: str, storage_options: dict | None) -> Shard:
     try:
-        pf = open_parquet(f, storage_options)
+        source = _open(f, storage_options)
+        pf = _parquet(source, f)
         schema = pf.schema_arrow
         md = pf.metadata
     except (pa.ArrowInvalid, OSError) as e:
@@ -152,7 +167,7 @@ def _check(f: str, column: str, storage_options: dict | None) -> Shard:
         raise CorpusError(
             f"{f}: column {column!r} has type {t}, expected string or list<string>; pass --text-column NAME")
     return Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column,
-                 _footer_hash(md))
+                 _footer_hash(md), int(getattr(source, "size", 0) or 0))
 
 
 def _footer_hash(md) -> str:
