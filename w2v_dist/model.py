@@ -1,6 +1,7 @@
 """The two embedding tables of word2vec and the negative-sampling training step on them.
 
-``in_embed`` (word2vec.c's syn0) starts at U(-0.5/d, 0.5/d) and is what gets exported;
+``in_embed`` (word2vec.c's syn0) starts at U(-1/d, 1/d) (gensim's; word2vec.c's is half as wide:
+docs/training.md) and is what gets exported;
 ``out_embed`` (syn1neg) starts at zero. The loss minimised per example is
 ``-log sigmoid(w_o . h) - sum_n log sigmoid(-w_n . h)``.
 
@@ -35,7 +36,7 @@ class Word2Vec(nn.Module):
         super().__init__()
         V = len(vocab)
         g = torch.Generator().manual_seed(seed)
-        init = (torch.rand(V, dim, generator=g) - 0.5) / dim
+        init = (torch.rand(V, dim, generator=g) * 2 - 1) / dim
         self.model, self.window, self.negative, self.batch_pairs = model, window, negative, batch_pairs
         self.keep_prob, self.neg_prob, self.neg_alias = vocab.keep_prob, vocab.neg_prob, vocab.neg_alias
         self.sampler = vocab.sampler
