@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 EXP_TABLE_SIZE = 1000
 MAX_EXP = 6.0
@@ -136,6 +139,49 @@ def _locate(S, V, R, r, t, threads, marks, tag, where, rows, count, overlay):
     return np.int64(r)
 
 
+@njit(inline="always")
+def _draw_centre(state, i, n, window, negative, neg_prob, neg_alias, negs, cbow):
+    """The draws of centre word ``i`` of a sentence of ``n`` kept words: its reach, then its
+    negatives into ``negs``; CBOW draws none for a centre word with no context word (it trains
+    no example)."""
+    state, z = _next(state)
+    reach = 1 + _below(z, window)
+    if not cbow or min(n, i + reach + 1) - max(0, i - reach) >= 2:
+        for k in range(negative):
+            state, z = _next(state)
+            negs[k] = _negative(z, neg_prob, neg_alias)
+    return state, reach
+
+
+@intrinsic
+def _prefetch(typingctx, arr, row, col):
+    """A hint to bring the cache line of ``arr[row, col]`` in (LLVM's ``llvm.prefetch``: read,
+    keep in all levels, data). Changes no result."""
+    sig = types.void(arr, row, col)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        inds = [context.cast(builder, a, t, types.intp) for a, t in zip(args[1:], signature.args[1:])]
+        ptr = cgutils.get_item_pointer2(context, builder, data=ary.data, shape=cgutils.unpack_tuple(builder, ary.shape),
+                                        strides=cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
+                                        inds=inds, wraparound=False, boundscheck=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _prefetch_row(S, r):
+    """Every cache line of row ``r`` of ``S`` (float32: 16 to a 64-byte line)."""
+    for x in range(0, S.shape[1], 16):
+        _prefetch(S, r, x)
+
+
 @njit(fastmath=FASTMATH)
 def _subsample(ids, a, b, keep, state, buf):
     n = 0
@@ -162,18 +208,38 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
         where_o, rows_o, count_o, R_out = ov_out
         d = S_in.shape[1]
         negs = np.empty(negative, np.int64)
+        ahead_negs = np.empty(negative, np.int64)
         loss, terms, examples = 0.0, 0, 0
         for s in range(s0, s1):
             n, state = _subsample(ids, starts[s], starts[s + 1], keep, sentence_seed(key, s), buf)
+            # The draws of a centre word (its reach, then its negatives when they are drawn once
+            # for it: shared, or CBOW's one example) are made one centre word ahead, in the same
+            # order, so that the rows the next centre word will touch can be fetched into the
+            # cache while this one trains: the same numbers, the same updates (the tables of a
+            # large vocabulary are memory-bound without it).
+            # (Negatives drawn per example come after the centre word's reach: nothing is drawn ahead.)
+            ahead = 0
+            if n > 0 and (share or cbow):
+                state, ahead = _draw_centre(state, 0, n, window, negative, neg_prob, neg_alias, ahead_negs, cbow)
             for i in range(n):
-                state, z = _next(state)
-                reach = 1 + _below(z, window)
+                if share or cbow:
+                    reach = ahead
+                    for k in range(negative):
+                        negs[k] = ahead_negs[k]
+                    if i + 1 < n:
+                        state, ahead = _draw_centre(state, i + 1, n, window, negative, neg_prob, neg_alias,
+                                                    ahead_negs, cbow)
+                        if train:  # the next centre word's output rows, and the context row its window adds
+                            _prefetch_row(S_out, buf[i + 1])
+                            for k in range(negative):
+                                _prefetch_row(S_out, ahead_negs[k])
+                            if i + 1 + ahead < n:
+                                _prefetch_row(S_in, buf[i + 1 + ahead])
+                else:
+                    state, z = _next(state)
+                    reach = 1 + _below(z, window)
                 centre = buf[i]
                 lo, hi = max(0, i - reach), min(n, i + reach + 1)
-                if share:  # one draw of negatives for all of this centre word's examples
-                    for k in range(negative):
-                        state, z = _next(state)
-                        negs[k] = _negative(z, neg_prob, neg_alias)
                 if cbow:
                     if hi - lo < 2:
                         continue
@@ -214,7 +280,7 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                         if k == 0:
                             target, label = np.int64(centre), 1.0
                         else:
-                            if share:
+                            if share or cbow:
                                 target = negs[k - 1]
                             else:
                                 state, z = _next(state)
