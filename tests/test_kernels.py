@@ -275,3 +275,21 @@ def test_reference_kernel_is_the_loss_gradient():
     assert got == pytest.approx(float(loss), rel=1e-5)
     torch.testing.assert_close(new_in, W_in - lr * a.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(new_out, W_out - lr * b.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_slice_bounds_are_numpys():
+    """Guards: the compiled cut of a chunk into slices (which sets each slice's learning rate and,
+    with threads, which rows are shared) drifting from its plain definition: slice c of count
+    begins at the first sentence with at least c/count of the expected kept words before it."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        V, n = int(rng.integers(1, 50)), int(rng.integers(1, 3000))
+        keep = rng.random(V).astype(np.float32) * (rng.random() < 0.8)
+        ids = rng.integers(0, V, n).astype(np.int32)
+        starts = np.unique(np.r_[0, rng.integers(0, n, int(rng.integers(0, 200))), n]).astype(np.int64)
+        for slice_words, threads in ((100, 1), (1024, 2), (37, 3), (1, 4)):
+            count = threads * max(1, round(n / (threads * slice_words)))
+            work = np.r_[0.0, np.cumsum(keep[ids], dtype=np.float64)][starts]
+            cuts = np.searchsorted(work[:-1], work[-1] * np.arange(count) / count, side="left")
+            expected = np.unique(np.r_[cuts, len(starts) - 1])
+            np.testing.assert_array_equal(K.slice_bounds(ids, starts, keep, slice_words, threads), expected)

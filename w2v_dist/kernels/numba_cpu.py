@@ -437,12 +437,36 @@ def _train_chunk(kind, S_in, S_out, V, ids, starts, slices, key, lr0, lr1, keep,
 def slice_bounds(ids: np.ndarray, starts: np.ndarray, keep: np.ndarray, slice_words: int, threads: int) -> np.ndarray:
     """Sentence indices where slices begin (and the end). The chunk is cut at sentence starts into
     a multiple of ``threads`` slices of about ``slice_words`` words, balanced by expected kept words
-    (a step waits for its slowest slice)."""
-    n, nsent = int(starts[-1]), len(starts) - 1
+    (a step waits for its slowest slice): slice ``c`` of ``count`` begins at the first sentence
+    with at least ``c / count`` of the chunk's expected kept words before it."""
+    n = int(starts[-1])
     count = threads * max(1, round(n / (threads * slice_words)))
-    work = np.r_[0.0, np.cumsum(keep[ids], dtype=np.float64)][starts]  # expected kept words before each sentence
-    cuts = np.searchsorted(work[:-1], work[-1] * np.arange(count) / count, side="left")
-    return np.unique(np.r_[cuts, nsent]).astype(np.int64)
+    return _slice_bounds(ids, starts, keep, count)
+
+
+@njit(cache=True)  # no fastmath: the sums are numpy's cumsum, in its order
+def _slice_bounds(ids, starts, keep, count):
+    nsent = len(starts) - 1
+    work = np.empty(nsent + 1)  # expected kept words before each sentence
+    acc, p = 0.0, 0
+    for s in range(nsent + 1):
+        while p < starts[s]:
+            acc += np.float64(keep[ids[p]])
+            p += 1
+        work[s] = acc
+    out = np.empty(count + 1, np.int64)
+    m, s = 0, 0
+    for c in range(count):
+        target = work[nsent] * np.float64(c) / count
+        while s < nsent and work[s] < target:
+            s += 1
+        if m == 0 or out[m - 1] != s:
+            out[m] = s
+            m += 1
+    if out[m - 1] != nsent:
+        out[m] = nsent
+        m += 1
+    return out[:m]
 
 
 LINE = 128  # bytes: two 64-byte cache lines (adjacent-line prefetch pairs them)
