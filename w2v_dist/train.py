@@ -414,7 +414,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     stream = CorpusStream(start.shards, start.vocab_uri, cfg.tokenizer, seed=cfg.seed, epochs=cfg.epochs,
                           batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size,
                           storage_options=cfg.storage_options, vocab_storage_options=so, cache_dir=cfg.cache_dir,
-                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard, token_cache_bytes=cfg.token_cache_gb * 2**30)
+                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard, token_cache_bytes=cfg.token_cache_gb * 2**30,
+                          prepare_threads=max(1, _cores() // max(dist.local_world_size, 1) - threads))
     feed = Feed(None, mine.get("feed"), cfg.workers)
     stream.load_state_dict({"resume": feed.resume_for_stream()})
     feed.chunks = reader(stream, cfg.workers)

@@ -19,6 +19,7 @@ import itertools
 import logging
 import signal
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -113,7 +114,7 @@ class CorpusStream(IterableDataset):
                  batch_words: int = 10_000,
                  rank: int = 0, world_size: int = 1, storage_options: dict | None = None,
                  vocab_storage_options: dict | None = None, cache_dir: str | None = None, row_tokens: list[list[tuple[int, int]]] | None = None,
-                 on_bad: str = "error", token_cache_bytes: float = 0):
+                 on_bad: str = "error", token_cache_bytes: float = 0, prepare_threads: int = 1):
         self.shards = shards
         self.vocab_uri = vocab_uri
         self.tokenizer = tokenizer
@@ -127,6 +128,9 @@ class CorpusStream(IterableDataset):
         self.row_tokens = row_tokens or [[(n, n) for n in s.row_groups] for s in shards]
         self.on_bad = on_bad
         self.token_cache_bytes = token_cache_bytes  # corpus/cache.py; 0: tokenize every epoch
+        # units tokenized at once: the cores the kernel leaves (a thread taken from a kernel step
+        # stalls the step: docs/training.md)
+        self.prepare_threads = prepare_threads
         self.start_epoch = 0
         self.resume: dict = {}
 
@@ -159,7 +163,13 @@ class CorpusStream(IterableDataset):
         cache = TokenCache(self.cache_dir, vocab.meta["fingerprint"], dataclasses.asdict(self.tokenizer),
                            self.token_cache_bytes)
         skipped: collections.Counter = collections.Counter()  # this worker's running counts
-        with _ReadAhead(self.shards, self.storage_options, self.on_bad) as ahead:
+        tokenizing = threading.BoundedSemaphore(max(1, self.prepare_threads))
+
+        def prepare(column):
+            with tokenizing:
+                return encode(column, vocab.words, self.tokenizer)
+
+        with _ReadAhead(self.shards, self.storage_options, self.on_bad, prepare) as ahead:
             for epoch in range(self.start_epoch, self.epochs):
                 mine = assign(units, slots, self.seed, epoch)[self.rank * workers + worker]
                 todo = [i for i in range(len(mine)) if after is None or [epoch, i] >= after[:2]]
@@ -168,13 +178,12 @@ class CorpusStream(IterableDataset):
                     unit = mine[i]
                     tok = None if ahead.planned(unit) else cache.get(self.shards[unit.shard], unit)
                     if tok is None:
-                        column, delta = ahead.take(unit)
+                        tok, delta = ahead.take(unit)
                         skipped += delta
-                        if column is None:  # skipped as unreadable (counted); its slot still moves on
+                        if tok is None:  # skipped as unreadable (counted); its slot still moves on
                             if after is None or [epoch, i, 0] > after:
                                 yield Chunk(Tokens.empty(), epoch, unit, i, 0, self.rank, worker, dict(skipped))
                             continue
-                        tok = encode(column, vocab.words, self.tokenizer)
                         if not delta:
                             cache.put(self.shards[unit.shard], unit, tok)
                     for p, piece in enumerate(split_pieces(tok, self.batch_words)):
@@ -184,15 +193,23 @@ class CorpusStream(IterableDataset):
                         yield Chunk(Tokens.of(piece, key), epoch, unit, i, p, self.rank, worker, dict(skipped))
 
 
-class _ReadAhead:
-    """Fetches the text of the units a reader will need, ``AHEAD`` units before it needs them, on
-    ``READERS`` threads (a file's units all on one, in order, so that it keeps the file, its footer
-    and the row groups still to come). The network's latency is then hidden behind tokenizing and
-    training; memory holds at most ``AHEAD`` units in flight and each thread's ``HOLD_BYTES``.
-    What is fetched, and so what is trained, does not change: only when."""
+def _thread_of(unit: Unit) -> int:
+    """The reader thread of a unit: all the pieces of a row group on one (it keeps the row group
+    for the pieces to come), row groups spread over all (a corpus of one file is read in parallel)."""
+    return (unit.shard * 7919 + unit.row_group) % READERS
 
-    def __init__(self, shards: list[Shard], storage_options: dict | None, on_bad: str):
-        self.readers = [_RowGroupReader(shards, storage_options, on_bad) for _ in range(READERS)]
+
+class _ReadAhead:
+    """Fetches and prepares (tokenizes) the units a reader will need, ``AHEAD`` units before it
+    needs them, on ``READERS`` threads (:func:`_thread_of`). The network's latency and the
+    tokenizer's time are then spent beside training, on the cores the kernel leaves, instead of
+    between its steps; memory holds at most ``AHEAD`` prepared units in flight and each thread's
+    ``HOLD_BYTES``. What is read, and so what is trained, does not change: only when and where."""
+
+    def __init__(self, shards: list[Shard], storage_options: dict | None, on_bad: str, prepare):
+        footers = _Footers()
+        self.readers = [_RowGroupReader(shards, storage_options, on_bad, footers) for _ in range(READERS)]
+        self.prepare = prepare
         self.threads = [ThreadPoolExecutor(1, thread_name_prefix="w2v_dist-read") for _ in range(READERS)]
         self.queue: list[Unit] = []
         self.next = 0
@@ -211,17 +228,17 @@ class _ReadAhead:
     def _fill(self) -> None:
         while len(self.pending) < AHEAD and self.next < len(self.queue):
             unit, keep = self.queue[self.next], self.keep[self.next]
-            k = unit.shard % READERS
-            self.pending[unit] = self.threads[k].submit(self.readers[k].fetch, unit, keep)
+            k = _thread_of(unit)
+            self.pending[unit] = self.threads[k].submit(self.readers[k].fetch, unit, keep, self.prepare)
             self.next += 1
 
-    def take(self, unit: Unit) -> tuple[pa.ChunkedArray | None, collections.Counter]:
-        """The unit's text and what reading it skipped: fetched ahead, or now (a unit the token
-        cache had when planned but could not serve)."""
+    def take(self, unit: Unit) -> tuple[object, collections.Counter]:
+        """The unit prepared (``None``: skipped as unreadable) and what reading it skipped: done
+        ahead, or now (a unit the token cache had when planned but could not serve)."""
         future = self.pending.pop(unit, None)
         if future is None:
-            k = unit.shard % READERS
-            future = self.threads[k].submit(self.readers[k].fetch, unit, False)
+            k = _thread_of(unit)
+            future = self.threads[k].submit(self.readers[k].fetch, unit, False, self.prepare)
         try:
             return future.result()
         finally:
@@ -254,9 +271,32 @@ AHEAD = 4
 READERS = 4
 
 
+class _Footers:
+    """The footers (``FileMetaData``) of the files read so far, shared by a process's reader
+    threads, the last ``FOOTERS_KEPT``; a file's first open happens under the lock, so that its
+    footer is fetched once whichever threads read it."""
+
+    def __init__(self):
+        self.kept: collections.OrderedDict[int, object] = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+    def open(self, s: int, shard: Shard, storage_options: dict | None):
+        with self.lock:
+            known = self.kept.get(s)
+            if known is None:
+                pf = open_parquet(shard.uri, storage_options, None, shard.size)
+                self.kept[s] = pf.metadata
+                if len(self.kept) > FOOTERS_KEPT:
+                    self.kept.popitem(last=False)
+                return pf
+            self.kept.move_to_end(s)
+        return open_parquet(shard.uri, storage_options, known, shard.size)
+
+
 class _RowGroupReader:
-    """Reads the rows of a unit. Keeps the open file, the footers of the files it read, and the
-    text of row groups whose other pieces it is told are still to come (``read(unit, keep=True)``).
+    """Reads the rows of a unit. Keeps the open file, the footers of the files read (shared with
+    the process's other readers), and the text of row groups whose other pieces it is told are
+    still to come (``read(unit, keep=True)``).
 
     Problems found while reading: a file that vanished since it was listed, a corrupt page, text
     that is not UTF-8 (pyarrow does not check on read). ``on_bad="error"`` raises :class:`BadData`
@@ -264,10 +304,11 @@ class _RowGroupReader:
     it in ``self.skipped``.
     """
 
-    def __init__(self, shards: list[Shard], storage_options: dict | None, on_bad: str = "error"):
+    def __init__(self, shards: list[Shard], storage_options: dict | None, on_bad: str = "error",
+                 footers: _Footers | None = None):
         self.shards, self.storage_options, self.on_bad = shards, storage_options, on_bad
         self.file: tuple[int, object] | None = None
-        self.footers: collections.OrderedDict[int, object] = collections.OrderedDict()
+        self.footers = footers or _Footers()
         self.held: dict[tuple[int, int], pa.ChunkedArray | None] = {}
         self.skipped: collections.Counter = collections.Counter()
 
@@ -290,11 +331,12 @@ class _RowGroupReader:
             self.held[key] = column
         return None if column is None else column.slice(unit.start, unit.stop - unit.start)
 
-    def fetch(self, unit: Unit, keep: bool) -> tuple[pa.ChunkedArray | None, collections.Counter]:
-        """:meth:`read`, and what reading it skipped (for a reader thread)."""
+    def fetch(self, unit: Unit, keep: bool, prepare) -> tuple[object, collections.Counter]:
+        """``prepare(`` :meth:`read` ``)`` (``None`` for a unit skipped as unreadable), and what
+        reading it skipped: a reader thread's work."""
         before = collections.Counter(self.skipped)
         column = self.read(unit, keep)
-        return column, self.skipped - before
+        return None if column is None else prepare(column), self.skipped - before
 
     def _read_group(self, s: int, g: int) -> pa.ChunkedArray | None:
         shard = self.shards[s]
@@ -302,11 +344,7 @@ class _RowGroupReader:
         try:
             if self.file is None or self.file[0] != s:
                 self.file = None
-                self.file = (s, open_parquet(shard.uri, self.storage_options, self.footers.get(s), shard.size))
-                self.footers[s] = self.file[1].metadata
-                self.footers.move_to_end(s)
-                if len(self.footers) > FOOTERS_KEPT:
-                    self.footers.popitem(last=False)
+                self.file = (s, self.footers.open(s, shard, self.storage_options))
             column = read_row_group(self.file[1], shard, g)
         except FileNotFoundError:
             self._skip("vanished_row_groups", f"{shard.uri}: the file disappeared after it was listed")
@@ -366,27 +404,32 @@ def token_stream(shards: list[Shard], tokenizer: TokenizerConfig, rank: int = 0,
     skipped as unreadable. Reading every row group here, before training, is what finds bad pages
     and bad UTF-8 early.
 
-    ``READ_AHEAD`` reader threads, each with its own open file: a file's row groups all go to one
-    of them (by shard), so each file is opened, and its footer read, once; files are read in
-    parallel, the row groups of one file one after another."""
+    ``READ_AHEAD`` reader threads, which tokenize what they read too (pyarrow's regex kernels
+    release the GIL: a corpus is counted on all the cores); each keeps its open file, and a
+    file's footer is read once for all of them."""
     groups = [(s, g) for s, shard in enumerate(shards) for g, n in enumerate(shard.row_groups) if n > 0]
     mine = iter(groups[rank::world_size])
-    readers = [_RowGroupReader(shards, storage_options, on_bad) for _ in range(READ_AHEAD)]
+    footers = _Footers()
+    readers = [_RowGroupReader(shards, storage_options, on_bad, footers) for _ in range(READ_AHEAD)]
     threads = [ThreadPoolExecutor(1, thread_name_prefix="w2v_dist-count") for _ in range(READ_AHEAD)]
 
+    def count(column):
+        return tokenize(column, tokenizer)[0]
+
     def submit(s: int, g: int):
-        k = s % READ_AHEAD
-        return (s, g), threads[k].submit(readers[k].read, Unit(s, g, 0, shards[s].row_groups[g], 0))
+        k = (s * 7919 + g) % READ_AHEAD
+        unit = Unit(s, g, 0, shards[s].row_groups[g], 0)
+        return (s, g), threads[k].submit(lambda: readers[k].fetch(unit, False, count)[0])
 
     try:
         pending = collections.deque(submit(*sg) for sg in itertools.islice(mine, READ_AHEAD))
         while pending:
             (s, g), future = pending.popleft()
-            column = future.result()
+            tokens = future.result()
             following = next(mine, None)
             if following is not None:
                 pending.append(submit(*following))
-            yield s, g, None if column is None else tokenize(column, tokenizer)[0]
+            yield s, g, tokens
     finally:
         for t in threads:  # the reads in flight end first (docs: train.prefetch)
             t.shutdown(wait=True, cancel_futures=True)
