@@ -163,13 +163,8 @@ class CorpusStream(IterableDataset):
         cache = TokenCache(self.cache_dir, vocab.meta["fingerprint"], dataclasses.asdict(self.tokenizer),
                            self.token_cache_bytes)
         skipped: collections.Counter = collections.Counter()  # this worker's running counts
-        tokenizing = threading.BoundedSemaphore(max(1, self.prepare_threads))
-
-        def prepare(column):
-            with tokenizing:
-                return encode(column, vocab.words, self.tokenizer)
-
-        with _ReadAhead(self.shards, self.storage_options, self.on_bad, prepare) as ahead:
+        with _ReadAhead(self.shards, self.storage_options, self.on_bad,
+                        lambda column: encode(column, vocab.words, self.tokenizer), self.prepare_threads) as ahead:
             for epoch in range(self.start_epoch, self.epochs):
                 mine = assign(units, slots, self.seed, epoch)[self.rank * workers + worker]
                 todo = [i for i in range(len(mine)) if after is None or [epoch, i] >= after[:2]]
@@ -200,17 +195,20 @@ def _thread_of(unit: Unit) -> int:
 
 
 class _ReadAhead:
-    """Fetches and prepares (tokenizes) the units a reader will need, ``AHEAD`` units before it
-    needs them, on ``READERS`` threads (:func:`_thread_of`). The network's latency and the
-    tokenizer's time are then spent beside training, on the cores the kernel leaves, instead of
-    between its steps; memory holds at most ``AHEAD`` prepared units in flight and each thread's
-    ``HOLD_BYTES``. What is read, and so what is trained, does not change: only when and where."""
+    """Fetches the units a reader will need, ``AHEAD`` units before it needs them, on ``READERS``
+    threads (:func:`_thread_of`), and prepares (tokenizes) them in order on ``prepare_threads``
+    others, as they arrive. The network's latency and the tokenizer's time are then spent beside
+    training, on the cores the kernel leaves, instead of between its steps; memory holds at most
+    ``AHEAD`` units in flight and each reader's ``HOLD_BYTES``. What is read, and so what is
+    trained, does not change: only when and where."""
 
-    def __init__(self, shards: list[Shard], storage_options: dict | None, on_bad: str, prepare):
+    def __init__(self, shards: list[Shard], storage_options: dict | None, on_bad: str, prepare,
+                 prepare_threads: int = 1):
         footers = _Footers()
         self.readers = [_RowGroupReader(shards, storage_options, on_bad, footers) for _ in range(READERS)]
         self.prepare = prepare
         self.threads = [ThreadPoolExecutor(1, thread_name_prefix="w2v_dist-read") for _ in range(READERS)]
+        self.preparers = ThreadPoolExecutor(max(1, prepare_threads), thread_name_prefix="w2v_dist-tokenize")
         self.queue: list[Unit] = []
         self.next = 0
         self.pending: dict[Unit, object] = {}
@@ -228,17 +226,24 @@ class _ReadAhead:
     def _fill(self) -> None:
         while len(self.pending) < AHEAD and self.next < len(self.queue):
             unit, keep = self.queue[self.next], self.keep[self.next]
-            k = _thread_of(unit)
-            self.pending[unit] = self.threads[k].submit(self.readers[k].fetch, unit, keep, self.prepare)
+            self.pending[unit] = self._submit(unit, keep)
             self.next += 1
+
+    def _submit(self, unit: Unit, keep: bool):
+        k = _thread_of(unit)
+        fetched = self.threads[k].submit(self.readers[k].fetch, unit, keep)
+        return self.preparers.submit(self._prepared, fetched)
+
+    def _prepared(self, fetched) -> tuple[object, collections.Counter]:
+        column, skipped = fetched.result()
+        return (None if column is None else self.prepare(column)), skipped
 
     def take(self, unit: Unit) -> tuple[object, collections.Counter]:
         """The unit prepared (``None``: skipped as unreadable) and what reading it skipped: done
         ahead, or now (a unit the token cache had when planned but could not serve)."""
         future = self.pending.pop(unit, None)
         if future is None:
-            k = _thread_of(unit)
-            future = self.threads[k].submit(self.readers[k].fetch, unit, False, self.prepare)
+            future = self._submit(unit, False)
         try:
             return future.result()
         finally:
@@ -248,8 +253,11 @@ class _ReadAhead:
         return self
 
     def __exit__(self, *exc) -> None:
-        for t in self.threads:  # the reads in flight end first
-            t.shutdown(wait=True, cancel_futures=True)
+        for t in self.threads:  # what is queued is dropped; the reads in flight end first
+            t.shutdown(wait=False, cancel_futures=True)
+        self.preparers.shutdown(wait=True, cancel_futures=True)
+        for t in self.threads:
+            t.shutdown(wait=True)
 
 
 class BadData(CorpusError):
@@ -273,23 +281,36 @@ READERS = 4
 
 class _Footers:
     """The footers (``FileMetaData``) of the files read so far, shared by a process's reader
-    threads, the last ``FOOTERS_KEPT``; a file's first open happens under the lock, so that its
-    footer is fetched once whichever threads read it."""
+    threads, the last ``FOOTERS_KEPT``. A file's first open holds that file's lock, so that its
+    footer is fetched once whichever threads read it (and no other file waits on it)."""
 
     def __init__(self):
         self.kept: collections.OrderedDict[int, object] = collections.OrderedDict()
+        self.opening: dict[int, threading.Lock] = {}
         self.lock = threading.Lock()
 
-    def open(self, s: int, shard: Shard, storage_options: dict | None):
+    def _known(self, s: int):
         with self.lock:
             known = self.kept.get(s)
-            if known is None:
-                pf = open_parquet(shard.uri, storage_options, None, shard.size)
-                self.kept[s] = pf.metadata
-                if len(self.kept) > FOOTERS_KEPT:
-                    self.kept.popitem(last=False)
-                return pf
-            self.kept.move_to_end(s)
+            if known is not None:
+                self.kept.move_to_end(s)
+            return known
+
+    def open(self, s: int, shard: Shard, storage_options: dict | None):
+        known = self._known(s)
+        if known is None:
+            with self.lock:
+                first = self.opening.setdefault(s, threading.Lock())
+            with first:
+                known = self._known(s)
+                if known is None:
+                    pf = open_parquet(shard.uri, storage_options, None, shard.size)
+                    with self.lock:
+                        self.kept[s] = pf.metadata
+                        self.opening.pop(s, None)
+                        if len(self.kept) > FOOTERS_KEPT:
+                            self.kept.popitem(last=False)
+                    return pf
         return open_parquet(shard.uri, storage_options, known, shard.size)
 
 
@@ -331,12 +352,14 @@ class _RowGroupReader:
             self.held[key] = column
         return None if column is None else column.slice(unit.start, unit.stop - unit.start)
 
-    def fetch(self, unit: Unit, keep: bool, prepare) -> tuple[object, collections.Counter]:
-        """``prepare(`` :meth:`read` ``)`` (``None`` for a unit skipped as unreadable), and what
-        reading it skipped: a reader thread's work."""
+    def fetch(self, unit: Unit, keep: bool, prepare=None) -> tuple[object, collections.Counter]:
+        """:meth:`read` (then ``prepare`` of it, if given; ``None`` for a unit skipped as
+        unreadable), and what reading it skipped: a reader thread's work."""
         before = collections.Counter(self.skipped)
         column = self.read(unit, keep)
-        return None if column is None else prepare(column), self.skipped - before
+        if column is not None and prepare is not None:
+            column = prepare(column)
+        return column, self.skipped - before
 
     def _read_group(self, s: int, g: int) -> pa.ChunkedArray | None:
         shard = self.shards[s]
