@@ -125,6 +125,18 @@ MUTATIONS = [
         "if after is not None and [epoch, i, p] < after:",
         (RESUME_BOUNDARY,)),
     Mutation(
+        "reader: a row group cut into pieces fetched again for each piece (its text not kept)",
+        "w2v_dist/corpus/dataset.py",
+        "            self.held[key] = column",
+        "            pass",
+        ("tests/test_object_stores.py::test_an_epoch_fetches_the_corpus_once[s3]",)),
+    Mutation(
+        "reader: a file's footer fetched again at every open (footers not kept)",
+        "w2v_dist/corpus/dataset.py",
+        "            known = self.kept.get(s)\n            if known is not None:",
+        "            known = None\n            if known is not None:",
+        ("tests/test_object_stores.py::test_an_epoch_fetches_the_corpus_once[s3]",)),
+    Mutation(
         "checkpoint: --checkpoint-minutes read as hours",
         "w2v_dist/train.py",
         "time.monotonic() - self.last >= 60 * self.minutes",
@@ -134,8 +146,8 @@ MUTATIONS = [
     Mutation(
         "kernel: window sizes drawn in [0, window) instead of [1, window]",
         "w2v_dist/kernels/numba_cpu.py",
-        "reach = 1 + _below(z, window)",
-        "reach = _below(z, window)",
+        "reach = 1 + _below(z, window)\n    if not cbow",
+        "reach = _below(z, window)\n    if not cbow",
         ("tests/test_kernels.py::test_window_sizes_are_uniform_in_1_to_window",)),
     Mutation(
         "kernel: subsampling keeps a word with 1 - keep_prob",
