@@ -188,10 +188,10 @@ class CorpusStream(IterableDataset):
                         yield Chunk(Tokens.of(piece, key), epoch, unit, i, p, self.rank, worker, dict(skipped))
 
 
-def _thread_of(unit: Unit) -> int:
-    """The reader thread of a unit: all the pieces of a row group on one (it keeps the row group
-    for the pieces to come), row groups spread over all (a corpus of one file is read in parallel)."""
-    return (unit.shard * 7919 + unit.row_group) % READERS
+def _thread_of(shard: int, row_group: int, threads: int) -> int:
+    """The reader thread of a row group: all its pieces on one (it keeps the row group for the
+    pieces to come), row groups spread over all (a corpus of one file is read in parallel)."""
+    return (shard * 7919 + row_group) % threads
 
 
 class _ReadAhead:
@@ -230,7 +230,7 @@ class _ReadAhead:
             self.next += 1
 
     def _submit(self, unit: Unit, keep: bool):
-        k = _thread_of(unit)
+        k = _thread_of(unit.shard, unit.row_group, READERS)
         fetched = self.threads[k].submit(self.readers[k].fetch, unit, keep)
         return self.preparers.submit(self._prepared, fetched)
 
@@ -272,9 +272,9 @@ FOOTERS_KEPT = 1024
 # without this a row group cut in k pieces would be fetched k times an epoch. Beyond the budget a
 # row group is fetched again when its next piece comes.
 HOLD_BYTES = 64 << 20
-# Units fetched ahead of the one being tokenized, and the threads fetching them (each with its own
-# open file: a file's units go to one thread). 4 requests in flight hide a store's round trips
-# behind tokenizing (docs/benchmarks.md, "Reading while training").
+# Units fetched ahead of the one being trained, and the threads fetching them (each with its own
+# open file; a row group's pieces on one thread: _thread_of). 4 requests in flight hide most of a
+# store's round trips (docs/benchmarks.md, "Reading while training").
 AHEAD = 4
 READERS = 4
 
@@ -440,7 +440,7 @@ def token_stream(shards: list[Shard], tokenizer: TokenizerConfig, rank: int = 0,
         return tokenize(column, tokenizer)[0]
 
     def submit(s: int, g: int):
-        k = (s * 7919 + g) % READ_AHEAD
+        k = _thread_of(s, g, READ_AHEAD)
         unit = Unit(s, g, 0, shards[s].row_groups[g], 0)
         return (s, g), threads[k].submit(lambda: readers[k].fetch(unit, False, count)[0])
 
