@@ -198,10 +198,10 @@ def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
     memory was a traceback from the allocator (or the OOM killer) after the vocabulary pass.
 
     On the CPU every rank of the node holds the two tables and their initialisation (3 x V x dim
-    float32), and with several ranks the sync's snapshot of both; a checkpoint copies the tables
-    again, so this is a floor, not a budget."""
+    float32), and with several ranks the sync's snapshot of both and its buffer for their changes;
+    a checkpoint copies the tables again, so this is a floor, not a budget."""
     tables = vocab_size * cfg.dim * 4
-    need = (3 + 2 * (dist.world_size > 1)) * tables * dist.local_world_size
+    need = (3 + 4 * (dist.world_size > 1)) * tables * dist.local_world_size
     free = _available_memory() if torch.device(dist.device).type == "cpu" else None
     short = int(free is not None and need > free)
     if dist.all_reduce_sum([short])[0]:
