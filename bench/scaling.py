@@ -178,15 +178,16 @@ def main() -> None:
               "sync bytes/word/rank | dense every step |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for label, r in rows.items():
-            base = ref or one
+            base = ref or one or r  # without a reference run (--no-reference, no 1 rank): no deltas
             print(f"| {label} | {r['seconds']:.1f} | {r['words_per_s']:,.0f} | "
-                  f"{r['words_per_s'] / one['words_per_s']:.2f}x | "
+                  f"{(r['words_per_s'] / one['words_per_s']) if one else float('nan'):.2f}x | "
                   f"{(r['words_per_s'] / ref['words_per_s']) if ref else float('nan'):.2f}x | "
                   f"{r['analogy']:.4f} | {r['analogy'] - base['analogy']:+.4f} | {r['ws353']:.4f} | "
                   f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f} | {r['dense_bytes_per_word']:,.0f} |")
         two = rows.get("2 ranks x 1 thread")
         print(f"\n2 independent single-thread {model} trainings at once (no sync, seed {a.seeds[0]}): "
-              f"{independent[model]:,.0f} words/s together = {independent[model] / one['words_per_s']:.2f}x one alone"
+              f"{independent[model]:,.0f} words/s together"
+              + (f" = {independent[model] / one['words_per_s']:.2f}x one alone" if one else "")
               + (f"; 2 ranks reach {two['words_per_s'] / independent[model]:.2f} of that" if two and one else "") + "\n")
         for label, runs in results[model].items():
             print(f"{model} {label} per seed (analogy / WS-353 / words/s): " + "; ".join(

@@ -6,6 +6,7 @@ on the same tokens, and show whether the loss spikes. Prints one markdown table 
     python bench/stress.py --only kjv repeat-paragraph --models sg cbow --seeds 1 2 3
     python bench/stress.py --max-words 200000 --epochs 1 # a small-scale check (minutes)
     python bench/stress.py --only kjv --extra-args='--batch-pairs 1024'   # extra flags for our train only
+    python bench/stress.py --ranks 2 --threads 1 --no-gensim --extra-args='--workers 0'   # 2 torchrun ranks
 
 For each corpus (built by bench/stress_corpora.py into ``--corpora`` when missing): ``w2v-dist
 prepare`` the text, ``w2v-dist train`` it as a subprocess with the README defaults (``--model sg
@@ -77,14 +78,17 @@ def sample_text(src: str, dst: str, total_words: int, max_words: int, block_word
     return {"words": kept_words, "lines": kept_lines, "blocks": n_blocks, "block_words": block_words}
 
 
-def cli(*args: str, log: str, timeout: float | None = None) -> tuple[int | str, float]:
-    """Run ``python -m w2v_dist ARGS`` (the real CLI, a fresh process), stdout and stderr to ``log``;
-    returns (exit code or "timeout", wall seconds)."""
+def cli(*args: str, log: str, timeout: float | None = None, ranks: int = 1) -> tuple[int | str, float]:
+    """Run ``python -m w2v_dist ARGS`` (the real CLI, a fresh process; with ``ranks`` > 1 under
+    ``torchrun --standalone``), stdout and stderr to ``log``; returns (exit code or "timeout", wall
+    seconds)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     with open(log, "w") as f:
         try:
-            rc: int | str = subprocess.run([sys.executable, "-m", "w2v_dist", *args], stdout=f,
+            launch = ([sys.executable] if ranks == 1 else
+                      [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)])
+            rc: int | str = subprocess.run([*launch, "-m", "w2v_dist", *args], stdout=f,
                                            stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
@@ -126,7 +130,7 @@ def run_ours(shards: str, run: str, model: str, seed: int, tokens: int, a: argpa
         args += ["--alpha", str(a.alpha)]
     args += shlex.split(a.extra_args)
     log = run + ".log"
-    rc, seconds = cli("train", *args, log=log, timeout=a.timeout)
+    rc, seconds = cli("train", *args, log=log, timeout=a.timeout, ranks=a.ranks)
     r = {"exit": rc, "seconds": seconds, "words_per_s": tokens * a.epochs / seconds, "log": log,
          "loss": loss_series(run)}
     if rc != 0:
@@ -301,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds per loss interval in metrics.jsonl (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=3600,
                    help="seconds before a train run counts as hung (default: %(default)s)")
+    p.add_argument("--ranks", type=int, default=1,
+                   help="train ours with torchrun, this many ranks of --threads kernel threads each (gensim: --threads workers)")
     p.add_argument("--no-gensim", action="store_true", help="train only w2v_dist")
     p.add_argument("--workdir", default=None,
                    help="shards, tokens and runs (default: a temp dir, removed unless --keep)")
@@ -336,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nd={a.dim} window={a.window} negative={a.negative} sample={a.sample} min_count={a.min_count} "
           f"epochs={a.epochs}; seeds {' '.join(map(str, a.seeds))}; {a.threads} threads"
+          f"{f' x {a.ranks} ranks (torchrun)' if a.ranks > 1 else ''}"
           f"{f'; about {a.max_words:,} words of each corpus' if a.max_words else ''}"
           f"{f'; our train also got: {a.extra_args}' if a.extra_args else ''}; "
           f"{platform.processor() or platform.machine()}. Spike: max interval loss > {SPIKE}x the first. "
