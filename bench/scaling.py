@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.vs_gensim import DATA, evaluate, make_inputs  # noqa: E402
 from w2v_dist.config import TrainConfig  # noqa: E402
-from w2v_dist.sync import bytes_per_sync, rows_at  # noqa: E402
+from w2v_dist.sync import auto_sync_every, bytes_per_sync, rows_at  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
 
 
@@ -158,7 +158,8 @@ def main() -> None:
                 print(model, label, r, file=sys.stderr, flush=True)
 
     print(f"\ncorpus: {a.corpus} ({n_tokens:,} tokens); d={a.dim} window=5 negative=5 sample=1e-3 min_count=5 "
-          f"epochs={a.epochs}; --batch-words {cfg.batch_words}, sync every {cfg.sync_every} steps, "
+          f"epochs={a.epochs}; --batch-words {cfg.batch_words}, sync every "
+          f"{cfg.sync_every or f'{auto_sync_every(2)} steps at 2 ranks, {auto_sync_every(8)} at more'} steps, "
           f"{cfg.sync_rows} rows doubling, {cfg.sync_combine} {a.extra_args}; seeds {' '.join(map(str, a.seeds))} "
           f"(means); {os.cpu_count()} cores; two compute-bound processes get {ceiling:.2f}x what one alone gets "
           f"(the ceiling for 2 ranks vs 1)\n")
@@ -195,12 +196,13 @@ def main() -> None:
                 f"seed {x['seed']}: {x['analogy']:.4f} / {x['ws353']:.4f} / {x['words_per_s']:,.0f}" for x in runs))
         print()
 
-    print("Sync bytes per rank per trained word at |V| = 1M, d = 300, from the sync's schedule "
-          "(computed, not trained):\n")
     wps = cfg.batch_words  # a rank's step is one chunk
-    got = projected_bytes_per_word(1_000_000, 300, wps, cfg.sync_every, cfg.sync_rows, cfg.sync_combine)
+    every = cfg.sync_every or auto_sync_every(8)  # many ranks' default
+    print(f"Sync bytes per rank per trained word at |V| = 1M, d = 300, from the sync's schedule every {every} "
+          "steps (computed, not trained):\n")
+    got = projected_bytes_per_word(1_000_000, 300, wps, every, cfg.sync_rows, cfg.sync_combine)
     dense = 2 * 1_000_000 * 300 * 4 / wps
-    projected = {"words_per_step": wps, "bytes_per_word": got, "dense_bytes_per_word": dense}
+    projected = {"words_per_step": wps, "sync_every": every, "bytes_per_word": got, "dense_bytes_per_word": dense}
     print("| words/step/rank | sync bytes/word/rank | dense every step | ratio |")
     print("|---|---|---|---|")
     print(f"| {wps:,} | {got:,.0f} | {dense:,.0f} | {dense / got:.0f}x fewer |")

@@ -111,7 +111,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("batch_words", int, "words per chunk from the reader: one training step"), ("seed", int, "random seed"),
         ("slice_words", int, "words a kernel thread trains in word2vec.c's order before the threads' updates merge"),
         ("batch_pairs", int, "--kernel torch: examples per summed mini-batch update"),
-        ("sync_every", int, "several ranks: steps between syncs of the frequent rows"),
+        ("sync_every", int, "several ranks: steps between syncs of the frequent rows (0: 64 at 2 ranks, 16 at more)"),
         ("sync_rows", int, "several ranks: rows in the smallest sync"),
         ("sync_lr_scale", float, "several ranks, --sync-combine mean: each rank trains at this x the rate "
                                  "(0: the number of ranks, but no rank above a rate of 0.2)"),

@@ -94,7 +94,7 @@ class TrainConfig:
     nondeterministic: bool = False  # threads update the tables in place, racing (gensim's Hogwild): not repeatable
     batch_pairs: int = 256  # --kernel torch: examples per summed mini-batch update
     sync: str = "local"  # several ranks: "local" (local SGD, rare prefix syncs) or "step" (every step, exact)
-    sync_every: int = 16  # several ranks: steps between syncs of the tables' frequent rows (docs/distributed.md)
+    sync_every: int = 0  # several ranks: steps between syncs of the frequent rows; 0: 64 at 2 ranks, 16 at more (sync.py)
     sync_rows: int = 1024  # rows of the smallest sync (the prefix doubles on every other sync, ...)
     sync_combine: str = "mean"  # how ranks' changes of a row combine: mean (lr x world size), rowmean or sum
     sync_lr_scale: float = 0  # under mean: each rank trains at this x the rate; 0: min(world size, 0.2 / alpha)
@@ -130,10 +130,12 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
         positive = dict(dim=self.dim, window=self.window, epochs=self.epochs, min_count=self.min_count,
                         batch_words=self.batch_words, slice_words=self.slice_words, batch_pairs=self.batch_pairs,
-                        sync_every=self.sync_every, sync_rows=self.sync_rows)
+                        sync_rows=self.sync_rows)
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.sync_every < 0:
+            raise ConfigError(f"--sync-every must be >= 0 (0: chosen by the number of ranks), got {self.sync_every}")
         if self.negative < 1:
             raise ConfigError(f"--negative must be >= 1 (negative sampling is the only objective), got {self.negative}")
         if self.sample < 0:

@@ -1,7 +1,7 @@
 """Keeping the ranks' tables together: local SGD with rare, partial syncs of what changed.
 
 Every rank trains its own copy of the tables with the fused kernel, in place, on its share of the
-data. Every ``--sync-every`` steps the ranks combine what each has changed since the last sync
+data. Every ``--sync-every`` steps (by default 64 at 2 ranks, 16 at more) the ranks combine what each has changed since the last sync
 (``delta = table - snapshot``, one dense ``all_reduce`` per table on a contiguous slice) and all
 continue from the same values. The vocabulary is sorted by frequency, so the rows that change
 fastest are a prefix: sync ``k`` covers the first ``sync_rows * 2**z`` rows (``z`` = the number of
@@ -42,6 +42,12 @@ import torch
 
 from w2v_dist.distributed import Dist
 
+# --sync-every 0: steps between syncs by world size. Measured (docs/benchmarks.md, 3 seeds on gcide
+# and 4 stress corpora at 2 ranks): at 2 ranks 64 loses nothing against 16 and trains 1.3x faster
+# (a sync's cost is mostly the two ranks waiting for each other); at 4 and 8 ranks 64 loses 0.5-1
+# analogy points more than 16 does: the staleness an interval allows grows with the ranks apart
+SYNC_EVERY = {2: 64}
+SYNC_EVERY_MORE = 16
 FULL_EVERY = 64  # syncs: the whole table at least this often (a checkpoint waits for one)
 # mean: each rank trains at lr x min(N, MAX_RANK_ALPHA / alpha): the linear scaling rule up to a rate
 # of 0.2 per update (CBOW at 8 x 0.05 = 0.4 diverged on gcide; at 0.2 neither model did: docs/distributed.md)
@@ -51,6 +57,11 @@ MAX_RANK_ALPHA = 0.2
 def auto_lr_scale(world_size: int, alpha: float) -> float:
     """The rate multiplier of ``--sync-combine mean`` when ``--sync-lr-scale`` is 0."""
     return float(max(1, min(world_size, int(MAX_RANK_ALPHA / alpha + 1e-9))))
+
+
+def auto_sync_every(world_size: int) -> int:
+    """The steps between syncs that ``--sync-every 0`` (the default) gives ``world_size`` ranks."""
+    return SYNC_EVERY.get(world_size, SYNC_EVERY_MORE)
 
 
 def rows_at(k: int, V: int, rows: int) -> int:
@@ -70,10 +81,11 @@ class TableSync:
     >>> sync.full()                # an epoch ended, a checkpoint is due  # doctest: +SKIP
     """
 
-    def __init__(self, tables: dict[str, torch.Tensor], dist: Dist, every: int = 4, rows: int = 1024,
+    def __init__(self, tables: dict[str, torch.Tensor], dist: Dist, every: int = 0, rows: int = 1024,
                  combine: str = "mean", exact: bool = False, lr_scale: float = 0, alpha: float = 0.025):
         if exact:  # --sync step: every step, every row, changes summed
             every, rows, combine = 1, 1 << 62, "sum"
+        every = every or auto_sync_every(dist.world_size)
         self.tables, self.dist, self.every, self.rows, self.combine = tables, dist, every, rows, combine
         self.active = dist.world_size > 1
         self.syncs = 0
