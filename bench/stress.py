@@ -101,7 +101,9 @@ def loss_series(run: str) -> dict:
     if os.path.exists(path):
         with open(path) as f:
             records = [json.loads(line) for line in f if line.strip()]
-    losses = [rec["loss"] for rec in records]
+    # an interval with no examples logs loss 0 (metrics.jsonl's convention; with several ranks
+    # the last one, where rank 0 only hears the others' words): not a loss
+    losses = [rec["loss"] for rec in records if rec.get("examples", 1) > 0] or [rec["loss"] for rec in records]
     if not losses:
         return {"intervals": 0, "spike": None, "flagged": None}
     if all(x == 0 for x in losses):  # the loss is a mean over examples: there were none (one-word lines)
