@@ -52,6 +52,7 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--sample", "nan"], "--sample must be a finite number"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--log-every", "inf"], "--log-every must be a finite number"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--token-cache-gb", "nan"], "--token-cache-gb must be a finite"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--sync-every", "-1"], "--sync-every must be >= 0 (0: chosen by"),
     (["prepare", "{d}/a.txt", "--output", "{d}/o", "--max-invalid-utf8", "nan"], "--max-invalid-utf8 must be"),
     (["export", "{d}/vec.txt", "--output", "{d}/exists.bin"], "{d}/exists.bin: exists; pass --overwrite"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000"],

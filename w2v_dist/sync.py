@@ -1,9 +1,9 @@
 """Keeping the ranks' tables together: local SGD with rare, partial syncs of what changed.
 
 Every rank trains its own copy of the tables with the fused kernel, in place, on its share of the
-data. Every ``--sync-every`` steps (by default 64 at 2 ranks, 16 at more) the ranks combine what each has changed since the last sync
-(``delta = table - snapshot``, one dense ``all_reduce`` per table on a contiguous slice) and all
-continue from the same values. The vocabulary is sorted by frequency, so the rows that change
+data. Every ``--sync-every`` steps (by default 64 at 2 ranks, 16 at more) the ranks combine what
+each has changed since the last sync (``delta = table - snapshot``, one dense ``all_reduce`` on a
+contiguous slice of each table) and all continue from the same values. The vocabulary is sorted by frequency, so the rows that change
 fastest are a prefix: sync ``k`` covers the first ``sync_rows * 2**z`` rows (``z`` = the number of
 trailing zero bits of ``k``), so the hottest rows are synced every time, the next ones every other
 time, ..., and the whole table every ``2**ceil(log2(V / sync_rows))`` syncs (IntelLabs
