@@ -157,9 +157,10 @@ def main() -> None:
                 results[model][label].append(r)
                 print(model, label, r, file=sys.stderr, flush=True)
 
+    interval = (f"{cfg.sync_every} steps" if cfg.sync_every else
+                f"{auto_sync_every(2)} steps at 2 ranks, {auto_sync_every(8)} at more")
     print(f"\ncorpus: {a.corpus} ({n_tokens:,} tokens); d={a.dim} window=5 negative=5 sample=1e-3 min_count=5 "
-          f"epochs={a.epochs}; --batch-words {cfg.batch_words}, sync every "
-          f"{f'{cfg.sync_every} steps' if cfg.sync_every else f'{auto_sync_every(2)} steps at 2 ranks, {auto_sync_every(8)} at more'}, "
+          f"epochs={a.epochs}; --batch-words {cfg.batch_words}, sync every {interval}, "
           f"{cfg.sync_rows} rows doubling, {cfg.sync_combine} {a.extra_args}; seeds {' '.join(map(str, a.seeds))} "
           f"(means); {os.cpu_count()} cores; two compute-bound processes get {ceiling:.2f}x what one alone gets "
           f"(the ceiling for 2 ranks vs 1)\n")

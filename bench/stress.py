@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600,
                    help="seconds before a train run counts as hung (default: %(default)s)")
     p.add_argument("--ranks", type=int, default=1,
-                   help="train ours with torchrun, this many ranks of --threads kernel threads each (gensim: --threads workers)")
+                   help="train ours with torchrun, this many ranks of --threads kernel threads each "
+                        "(gensim: --threads workers)")
     p.add_argument("--no-gensim", action="store_true", help="train only w2v_dist")
     p.add_argument("--workdir", default=None,
                    help="shards, tokens and runs (default: a temp dir, removed unless --keep)")

@@ -68,7 +68,8 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
 IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eval-no-questions",
        "eval-analogies-as-pairs", "train-output-is-a-file", "train-bad-split-pattern", "train-unknown-scheme",
        "prepare-unknown-scheme", "similar-unknown-scheme", "train-sample-nan", "train-log-every-inf",
-       "train-token-cache-nan", "train-sync-every-negative", "prepare-max-invalid-utf8-nan", "export-would-overwrite", "train-dim-too-large",
+       "train-token-cache-nan", "train-sync-every-negative", "prepare-max-invalid-utf8-nan", "export-would-overwrite",
+       "train-dim-too-large",
        "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything"]
 
 

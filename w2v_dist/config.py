@@ -94,7 +94,7 @@ class TrainConfig:
     nondeterministic: bool = False  # threads update the tables in place, racing (gensim's Hogwild): not repeatable
     batch_pairs: int = 256  # --kernel torch: examples per summed mini-batch update
     sync: str = "local"  # several ranks: "local" (local SGD, rare prefix syncs) or "step" (every step, exact)
-    sync_every: int = 0  # several ranks: steps between syncs of the frequent rows; 0: 64 at 2 ranks, 16 at more (sync.py)
+    sync_every: int = 0  # several ranks: steps between syncs of frequent rows; 0: sync.auto_sync_every
     sync_rows: int = 1024  # rows of the smallest sync (the prefix doubles on every other sync, ...)
     sync_combine: str = "mean"  # how ranks' changes of a row combine: mean (lr x world size), rowmean or sum
     sync_lr_scale: float = 0  # under mean: each rank trains at this x the rate; 0: min(world size, 0.2 / alpha)

@@ -3,10 +3,11 @@
 Every rank trains its own copy of the tables with the fused kernel, in place, on its share of the
 data. Every ``--sync-every`` steps (by default 64 at 2 ranks, 16 at more) the ranks combine what
 each has changed since the last sync (``delta = table - snapshot``, one dense ``all_reduce`` on a
-contiguous slice of each table) and all continue from the same values. The vocabulary is sorted by frequency, so the rows that change
-fastest are a prefix: sync ``k`` covers the first ``sync_rows * 2**z`` rows (``z`` = the number of
-trailing zero bits of ``k``), so the hottest rows are synced every time, the next ones every other
-time, ..., and the whole table every ``2**ceil(log2(V / sync_rows))`` syncs (IntelLabs
+contiguous slice of each table) and all continue from the same values. The vocabulary is sorted
+by frequency, so the rows that change fastest are a prefix: sync ``k`` covers the first
+``sync_rows * 2**z`` rows (``z`` = the number of trailing zero bits of ``k``), so the hottest rows
+are synced every time, the next ones every other time, ..., and the whole table every
+``2**ceil(log2(V / sync_rows))`` syncs (IntelLabs
 pWord2Vec's schedule), or every ``FULL_EVERY`` syncs if that comes first. Full syncs also happen
 when an epoch ends on some rank and at the end. All of them fall on steps fixed by the data and
 the settings, never by the clock: checkpoints wait for the next full sync (tables equal on all
@@ -42,12 +43,6 @@ import torch
 
 from w2v_dist.distributed import Dist
 
-# --sync-every 0: steps between syncs by world size. Measured (docs/benchmarks.md, 3 seeds on gcide
-# and 4 stress corpora at 2 ranks): at 2 ranks 64 loses nothing against 16 and trains 1.3x faster
-# (a sync's cost is mostly the two ranks waiting for each other); at 4 and 8 ranks 64 loses 0.5-1
-# analogy points more than 16 does: the staleness an interval allows grows with the ranks apart
-SYNC_EVERY = {2: 64}
-SYNC_EVERY_MORE = 16
 FULL_EVERY = 64  # syncs: the whole table at least this often (a checkpoint waits for one)
 # mean: each rank trains at lr x min(N, MAX_RANK_ALPHA / alpha): the linear scaling rule up to a rate
 # of 0.2 per update (CBOW at 8 x 0.05 = 0.4 diverged on gcide; at 0.2 neither model did: docs/distributed.md)
@@ -60,8 +55,13 @@ def auto_lr_scale(world_size: int, alpha: float) -> float:
 
 
 def auto_sync_every(world_size: int) -> int:
-    """The steps between syncs that ``--sync-every 0`` (the default) gives ``world_size`` ranks."""
-    return SYNC_EVERY.get(world_size, SYNC_EVERY_MORE)
+    """The steps between syncs that ``--sync-every 0`` (the default) gives ``world_size`` ranks.
+
+    Measured (docs/benchmarks.md: 3 seeds on gcide, 4 stress corpora at 2 ranks): at 2 ranks 64
+    loses nothing against 16 and trains 1.3x faster (a sync costs mostly the ranks waiting for each
+    other); at 4 and 8 ranks 64 loses 0.5-1 analogy point more than 16: the staleness an interval
+    allows grows with the number of ranks that train apart."""
+    return 64 if world_size <= 2 else 16
 
 
 def rows_at(k: int, V: int, rows: int) -> int:
