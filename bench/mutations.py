@@ -305,7 +305,9 @@ def run_pytest(tests: tuple[str, ...], repo: Path, env: dict, timeout: float) ->
     passed | skipped | failed | timeout | error N."""
     t0 = time.perf_counter()
     try:
-        p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-rfEs", "-p", "no:cacheprovider", *tests],
+        # one process (-n 0): -x stops at the first failure, and a selection is a few tests
+        p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-rfEs", "-p", "no:cacheprovider", "-n", "0",
+                            *tests],
                            cwd=repo, env={**env, "COLUMNS": "400"}, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return "timeout", f"over {timeout:.0f}s", "", time.perf_counter() - t0
