@@ -7,10 +7,14 @@ trains, analogy accuracy and WS-353 Spearman, for SG and CBOW.
     python bench/scaling.py --extra-args='--sync-every 16'    # other sync settings
 
 Every rank runs one kernel thread and reads in a thread of its own process (``--threads 1
---workers 0``): one rank is one core. On a 2-core machine 2 ranks use the cores one process with
-2 threads (``--threads 2``, the reference for quality and for the "2 ranks vs one 2-thread
-process" ratio) uses; 4 and 8 ranks oversubscribe them, so their speed says nothing and their
-quality is the point. Each run is a whole ``w2v-dist train`` command timed from outside; the
+--workers 0``): one rank is one core for the kernel, and its reader takes part of another while it
+tokenizes (the first epoch; later ones read the token cache): the "cores busy" column is each whole
+command's CPU seconds over its wall seconds (start-up and the vocabulary pass included). On a
+2-core machine 2 ranks use the cores one process with 2 threads (``--threads 2``, the reference
+for quality and for the "2 ranks vs one 2-thread process" ratio) uses; 4 and 8 ranks
+oversubscribe them, so their speed says nothing and their quality is the point. Beside each
+seed's runs, two single-thread trainings that never talk run at once: what this machine gives
+2 ranks with a free sync, measured as close in time as the runs it is compared with. Each run is a whole ``w2v-dist train`` command timed from outside; the
 table's words/s are the training loop's (``summary.json``: the same words, no start-up), the wall
 seconds include start-up and the vocabulary pass.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -46,15 +51,22 @@ from w2v_dist.vectors import Vectors  # noqa: E402
 DIVERGED = 3  # the exit code of a run the divergence guard stopped
 
 
-def run(cmd: list[str], env: dict) -> float | None:
-    """Seconds the command took; None if the divergence guard stopped it (a result of the table)."""
-    t0 = time.perf_counter()
+def cpu_seconds() -> float:
+    """User + system CPU of this process's finished children and theirs (torchrun's ranks)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run(cmd: list[str], env: dict) -> tuple[float, float] | None:
+    """(seconds, CPU seconds) the command took; None if the divergence guard stopped it (a result
+    of the table)."""
+    t0, c0 = time.perf_counter(), cpu_seconds()
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if p.returncode == DIVERGED and "training diverged" in p.stderr:
         return None
     if p.returncode != 0:
         raise SystemExit(f"failed: {shlex.join(cmd)}\n{p.stderr[-4000:]}")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, cpu_seconds() - c0
 
 
 CEILING = """
@@ -102,6 +114,8 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=100)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--no-reference", action="store_true", help="skip the 1-process, 2-thread runs")
+    p.add_argument("--no-independent", action="store_true",
+                   help="skip the two independent trainings run beside each seed (the machine's ceiling)")
     p.add_argument("--extra-args", default="", help="more flags for every train command")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "scaling.json"))
     a = p.parse_args()
@@ -123,31 +137,37 @@ def main() -> None:
                 "--epochs", str(a.epochs), "--seed", str(seed), "--threads", str(threads), "--workers", "0",
                 "--cache-dir", out + "-cache", *shlex.split(a.extra_args)]
 
-    # the machine's ceiling for this very workload: two single-thread trainings of the whole corpus
-    # at the same time, not talking to each other (what 2 ranks could reach with a free sync)
-    independent = {}
-    for model in a.models:
-        outs = [os.path.join(work, f"{model}-independent-{i}") for i in range(2)]
-        procs = [subprocess.Popen(command(model, a.seeds[0], 1, 1, o), cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    def independent_pair(model: str, seed: int) -> float:
+        """The machine's ceiling for this very workload: two single-thread trainings of the whole
+        corpus at the same time, not talking to each other (what 2 ranks could reach with a free
+        sync); their words/s summed. Run beside every seed's setups: the machine drifts."""
+        outs = [os.path.join(work, f"{model}-independent-{seed}-{i}") for i in range(2)]
+        procs = [subprocess.Popen(command(model, seed, 1, 1, o), cwd=ROOT, env=env, stderr=subprocess.PIPE)
                  for o in outs]
         for q in procs:
             if q.wait() != 0:
                 raise SystemExit(f"independent run failed: {q.stderr.read().decode()[-2000:]}")
-        independent[model] = sum(json.loads(Path(o, "summary.json").read_text())["words_per_s"] for o in outs)
-        print(model, "2 independent processes, words/s summed:", independent[model], file=sys.stderr, flush=True)
+        return sum(json.loads(Path(o, "summary.json").read_text())["words_per_s"] for o in outs)
 
+    independent: dict[str, list[float]] = {m: [] for m in a.models}
     results: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in setups} for m in a.models}
     for model in a.models:
         for seed in a.seeds:
+            if not a.no_independent:
+                independent[model].append(independent_pair(model, seed))
+                print(model, "seed", seed, "2 independent processes, words/s summed:", independent[model][-1],
+                      file=sys.stderr, flush=True)
             for label, (ranks, threads) in setups.items():
                 out = os.path.join(work, f"{model}-{ranks}x{threads}-{seed}")
-                seconds = run(command(model, seed, ranks, threads, out), env)
-                if seconds is None:
+                took = run(command(model, seed, ranks, threads, out), env)
+                if took is None:
                     results[model][label].append({"seed": seed, "diverged": True})
                     print(model, label, "seed", seed, "diverged", file=sys.stderr, flush=True)
                     continue
                 summary = json.loads(Path(out, "summary.json").read_text())
+                seconds, cpu = took
                 r = {"seed": seed, "seconds": seconds, "words_per_s": summary["words_per_s"],
+                     "cores_busy": cpu / seconds,  # the whole command's CPU over its wall time
                      "vocab_size": summary["vocab_size"], "steps": summary["steps"],
                      # bytes this rank sent / words this rank trained (words are counted over all ranks)
                      "bytes_per_word": summary["sync_bytes_per_word"] * ranks,
@@ -176,21 +196,24 @@ def main() -> None:
         one = next((r for label, r in rows.items() if label.startswith("1 rank")), None)
         ref = rows.get("1 process, 2 threads")
         print(f"**{model}**\n")
-        print("| setup | wall s | train words/s | vs 1 rank | vs 1 process, 2 threads | analogy | Δ | WS-353 | Δ | "
-              "sync bytes/word/rank | dense every step |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| setup | wall s | cores busy | train words/s | vs 1 rank | vs 1 process, 2 threads | analogy | Δ | "
+              "WS-353 | Δ | sync bytes/word/rank | dense every step |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label, r in rows.items():
             base = ref or one or r  # without a reference run (--no-reference, no 1 rank): no deltas
-            print(f"| {label} | {r['seconds']:.1f} | {r['words_per_s']:,.0f} | "
+            print(f"| {label} | {r['seconds']:.1f} | {r['cores_busy']:.2f} | {r['words_per_s']:,.0f} | "
                   f"{(r['words_per_s'] / one['words_per_s']) if one else float('nan'):.2f}x | "
                   f"{(r['words_per_s'] / ref['words_per_s']) if ref else float('nan'):.2f}x | "
                   f"{r['analogy']:.4f} | {r['analogy'] - base['analogy']:+.4f} | {r['ws353']:.4f} | "
                   f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f} | {r['dense_bytes_per_word']:,.0f} |")
         two = rows.get("2 ranks x 1 thread")
-        print(f"\n2 independent single-thread {model} trainings at once (no sync, seed {a.seeds[0]}): "
-              f"{independent[model]:,.0f} words/s together"
-              + (f" = {independent[model] / one['words_per_s']:.2f}x one alone" if one else "")
-              + (f"; 2 ranks reach {two['words_per_s'] / independent[model]:.2f} of that" if two and one else "") + "\n")
+        if independent[model]:
+            pair = statistics.mean(independent[model])
+            print(f"\n2 independent single-thread {model} trainings at once (no sync; beside each seed's runs): "
+                  f"{pair:,.0f} words/s together"
+                  + (f" = {pair / one['words_per_s']:.2f}x one alone" if one else "")
+                  + (f"; 2 ranks reach {two['words_per_s'] / pair:.2f} of that" if two else "")
+                  + f" (per seed: {', '.join(f'{x:,.0f}' for x in independent[model])})\n")
         for label, runs in results[model].items():
             print(f"{model} {label} per seed (analogy / WS-353 / words/s): " + "; ".join(
                 f"seed {x['seed']}: diverged" if x.get("diverged") else
