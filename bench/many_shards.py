@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import w2v_dist_command  # noqa: E402
+
 BUCKET = "w2v-bench"
 KEY = {"key": "testing", "secret": "testing"}
 
@@ -96,9 +98,7 @@ def first_step(ranks: int, options: dict, log: Path, out: str, timeout: float) -
     so = json.dumps(options)
     train = ["train", f"s3://{BUCKET}/shards/", "--output", out, "--epochs", "1", "--dim", "16", "--min-count", "1",
              "--threads", "1", "--log-every", "0", "--storage-options", so, "--overwrite"]
-    cmd = ([sys.executable, "-m", "w2v_dist", *train] if ranks == 1 else
-           [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
-            "-m", "w2v_dist", *train])
+    cmd = [*w2v_dist_command(ranks), *train]
     before = requests_so_far(log)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
@@ -158,7 +158,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-    print(f"\n| ranks | to the manifest and vocabulary (s) | to the first step (s) | GET | HEAD | plan.json |")
+    print("\n| ranks | to the manifest and vocabulary (s) | to the first step (s) | GET | HEAD | plan.json |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         q = r["requests"]

@@ -14,9 +14,10 @@ command's CPU seconds over its wall seconds (start-up and the vocabulary pass in
 for quality and for the "2 ranks vs one 2-thread process" ratio) uses; 4 and 8 ranks
 oversubscribe them, so their speed says nothing and their quality is the point. Beside each
 seed's runs, two single-thread trainings that never talk run at once: what this machine gives
-2 ranks with a free sync, measured as close in time as the runs it is compared with. Each run is a whole ``w2v-dist train`` command timed from outside; the
-table's words/s are the training loop's (``summary.json``: the same words, no start-up), the wall
-seconds include start-up and the vocabulary pass.
+2 ranks with a free sync, measured as close in time as the runs it is compared with. Each run is
+a whole ``w2v-dist train`` command timed from outside; the table's words/s are the training
+loop's (``summary.json``: the same words, no start-up), the wall seconds include start-up and the
+vocabulary pass.
 
 Bytes: each rank's ``TableSync`` counts what it hands to ``all_reduce`` (deltas, plus a touched
 flag per row for ``rowmean``); the table divides that by the words the rank trained. The row
@@ -42,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import w2v_dist_command  # noqa: E402
 from bench.vs_gensim import DATA, evaluate, make_inputs  # noqa: E402
 from w2v_dist.config import TrainConfig  # noqa: E402
 from w2v_dist.sync import auto_sync_every, bytes_per_sync, rows_at  # noqa: E402
@@ -127,13 +129,10 @@ def main() -> None:
     setups.update({f"{n} rank{'s' * (n > 1)} x 1 thread": (n, 1) for n in a.ranks})
     ceiling = cores_ceiling()
     print(f"2 compute-bound processes on this machine: {ceiling:.2f}x one alone", file=sys.stderr, flush=True)
-    results: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in setups} for m in a.models}
+
     def command(model: str, seed: int, ranks: int, threads: int, out: str) -> list[str]:
-        launch = ([sys.executable, "-m", "w2v_dist"] if ranks == 1 else
-                  [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
-                   "-m", "w2v_dist"])
-        return [*launch, "-q", "train", shards, "--output", out, "--model", model, "--dim", str(a.dim),
-                "--window", "5", "--negative", "5", "--sample", "1e-3", "--min-count", "5",
+        return [*w2v_dist_command(ranks), "-q", "train", shards, "--output", out, "--model", model,
+                "--dim", str(a.dim), "--window", "5", "--negative", "5", "--sample", "1e-3", "--min-count", "5",
                 "--epochs", str(a.epochs), "--seed", str(seed), "--threads", str(threads), "--workers", "0",
                 "--cache-dir", out + "-cache", *shlex.split(a.extra_args)]
 

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import stress_corpora  # noqa: E402
+from bench import stress_corpora, w2v_dist_command  # noqa: E402
 from bench.vs_gensim import evaluate, run_gensim, write_tokens  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
 
@@ -86,9 +86,7 @@ def cli(*args: str, log: str, timeout: float | None = None, ranks: int = 1) -> t
     t0 = time.perf_counter()
     with open(log, "w") as f:
         try:
-            launch = ([sys.executable] if ranks == 1 else
-                      [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)])
-            rc: int | str = subprocess.run([*launch, "-m", "w2v_dist", *args], stdout=f,
+            rc: int | str = subprocess.run([*w2v_dist_command(ranks), *args], stdout=f,
                                            stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
