@@ -45,9 +45,12 @@ def _next(state):
     return np.uint64(s), np.uint64(z)
 
 
-def reference_walk(W_in, W_out, ids, starts, sentences, key, lr, keep, prob, alias, window, negative, cbow, share):
+def reference_walk(W_in, W_out, ids, starts, sentences, key, lr, keep, prob, alias, window, negative, cbow, share,
+                   con=None):
     """word2vec.c's loop in plain Python (float64 arithmetic, the kernel's random stream and sigmoid
-    table): every update is applied before the next example is scored. Returns (loss, examples)."""
+    table): every update is applied before the next example is scored. Returns (loss, examples).
+    ``con``: two arrays (input rows, output rows) to which each update adds its contraction,
+    ``lr * sigmoid'(f) * |h|^2`` (the kernel's merge weighs shared rows by it)."""
     loss, examples = 0.0, 0
 
     def score(f, label):
@@ -84,6 +87,7 @@ def reference_walk(W_in, W_out, ids, starts, sentences, key, lr, keep, prob, ali
             for group in groups:
                 h = np.mean([W_in[kept[j]] for j in group], axis=0)
                 e = np.zeros_like(h)
+                acc = 0.0
                 for k in range(negative + 1):
                     if k == 0:
                         target, label = centre, 1
@@ -98,10 +102,16 @@ def reference_walk(W_in, W_out, ids, starts, sentences, key, lr, keep, prob, ali
                             continue
                     g, term = score(float(h @ W_out[target]), label)
                     loss += term
+                    if con is not None:
+                        sigma = label - g
+                        con[1][target] += lr * sigma * (1 - sigma) * float(h @ h)
+                        acc += sigma * (1 - sigma) * float(W_out[target] @ W_out[target])
                     e += g * lr * W_out[target]
                     W_out[target] += g * lr * h
                 for j in group:
                     W_in[kept[j]] += e
+                    if con is not None:
+                        con[0][kept[j]] += lr * acc / len(group)
                 examples += 1
     return loss, examples
 
@@ -122,11 +132,19 @@ def test_one_thread_is_word2vec_c_sequential_order(model, share):
     np.testing.assert_allclose(k.table_out, W_out, rtol=1e-3, atol=1e-4)
 
 
+def merge_scale(cons):
+    """The kernel's merge, in float64: each row's summed change is scaled by (1 - exp(-sum c)) /
+    sum(1 - exp(-c_t)) over the threads' contractions c_t (1 where no thread's update contracted)."""
+    total, parts = sum(cons), sum(-np.expm1(-c) for c in cons)
+    return np.where(parts > 1e-12, -np.expm1(-total) / np.maximum(parts, 1e-300), 1.0)
+
+
 @pytest.mark.parametrize("model", ["sg", "cbow"])
 def test_threads_merge_their_slices_in_order(model):
     """Several threads: each slice of a step is word2vec.c's sequential loop against the tables as
-    they were at the step's start (plus the thread's own updates), and the steps' changes are added
-    up. The reference replays exactly that with copies."""
+    they were at the step's start (plus the thread's own updates), and each row's changes are added
+    up, scaled by the row's contraction (w2v_dist/kernels/numba_cpu.py). The reference replays
+    exactly that with copies; the chunk's frequent rows saturate, so the scales are far from 1."""
     V, d, lr, T = 40, 8, 0.05, 3
     ids, starts = _chunk(V, n=1200)
     keep, prob, alias = _sampling(V)
@@ -135,16 +153,26 @@ def test_threads_merge_their_slices_in_order(model):
     slices = K.slice_bounds(ids, starts, keep, 100, T)
     assert (len(slices) - 1) % T == 0 and len(slices) - 1 >= 2 * T
     k.train(ids, starts, 11, lr, lr, keep, prob, alias)
+    scales = []
     for step in range(0, len(slices) - 1, T):
         base_in, base_out = W_in.copy(), W_out.copy()
         d_in, d_out = np.zeros_like(W_in), np.zeros_like(W_out)
+        con_in, con_out = [], []
         for s in range(step, step + T):
             a_in, a_out = base_in.copy(), base_out.copy()
+            con = (np.zeros(V), np.zeros(V))
             reference_walk(a_in, a_out, ids, starts, range(slices[s], slices[s + 1]), 11, lr, keep, prob, alias, 3, 4,
-                           model == "cbow", True)
+                           model == "cbow", True, con)
             d_in += a_in - base_in
             d_out += a_out - base_out
-        W_in, W_out = base_in + d_in, base_out + d_out
+            con_in.append(con[0])
+            con_out.append(con[1])
+        s_in, s_out = merge_scale(con_in), merge_scale(con_out)
+        scales.append(s_out.min())
+        for scale in (s_in, s_out):  # between the mean and the sum
+            assert ((scale >= 1 / T - 1e-9) & (scale <= 1 + 1e-9)).all()
+        W_in, W_out = base_in + s_in[:, None] * d_in, base_out + s_out[:, None] * d_out
+    assert min(scales) < 0.8  # the merge did scale some rows back: the test sees it
     np.testing.assert_allclose(k.table_in, W_in, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(k.table_out, W_out, rtol=1e-3, atol=1e-4)
 

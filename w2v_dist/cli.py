@@ -109,7 +109,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("min_count", int, "drop words rarer than this"), ("epochs", int, "passes over the corpus"),
         ("min_alpha", float, "final learning rate"),
         ("batch_words", int, "words per chunk from the reader: one training step"), ("seed", int, "random seed"),
-        ("slice_words", int, "words a kernel thread trains in word2vec.c's order before the threads' updates merge"),
+        ("slice_words", int, "words a kernel thread trains in word2vec.c's order before the threads' updates merge "
+                             "(0: 1,024 / --threads, at least 64: a step of the threads covers about 1,024 words)"),
         ("batch_pairs", int, "--kernel torch: examples per summed mini-batch update"),
         ("sync_every", int, "several ranks: steps between syncs of the frequent rows (0: 64 at 2 ranks, 16 at more)"),
         ("sync_rows", int, "several ranks: rows in the smallest sync"),

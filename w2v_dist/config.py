@@ -89,7 +89,7 @@ class TrainConfig:
     alpha: float | None = None  # None: 0.025 for sg, 0.05 for cbow (word2vec.c defaults)
     min_alpha: float = 1e-4
     batch_words: int = 10_000  # words per chunk handed from the reader to the trainer (one step)
-    slice_words: int = 1024  # words a kernel thread trains sequentially before the threads' updates merge
+    slice_words: int = 0  # words a kernel thread trains in order before the threads merge; 0: 1,024 / threads, >= 64
     share_negatives: bool = True  # skip-gram: one draw of negatives per centre word, shared by its examples
     nondeterministic: bool = False  # threads update the tables in place, racing (gensim's Hogwild): not repeatable
     batch_pairs: int = 256  # --kernel torch: examples per summed mini-batch update
@@ -129,11 +129,13 @@ class TrainConfig:
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
         positive = dict(dim=self.dim, window=self.window, epochs=self.epochs, min_count=self.min_count,
-                        batch_words=self.batch_words, slice_words=self.slice_words, batch_pairs=self.batch_pairs,
+                        batch_words=self.batch_words, batch_pairs=self.batch_pairs,
                         sync_rows=self.sync_rows)
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.slice_words < 0:
+            raise ConfigError(f"--slice-words must be >= 0 (0: 1,024 / --threads, at least 64), got {self.slice_words}")
         if self.sync_every < 0:
             raise ConfigError(f"--sync-every must be >= 0 (0: chosen by the number of ranks), got {self.sync_every}")
         if self.negative < 1:

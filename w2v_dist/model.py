@@ -31,7 +31,7 @@ class Word2Vec(nn.Module):
 
     def __init__(self, vocab, dim: int, model: str = "sg", seed: int = 1, device: str = "cpu",
                  kernel: str = "auto", *, window: int = 5, negative: int = 5, threads: int = 1,
-                 slice_words: int = 1024, max_sentence: int = 1000, share_negatives: bool = True,
+                 slice_words: int = 0, max_sentence: int = 1000, share_negatives: bool = True,
                  nondeterministic: bool = False, batch_pairs: int = 256):
         super().__init__()
         V = len(vocab)

@@ -15,10 +15,10 @@ ranks, one copy to save), so checkpointing, by steps, minutes or on a signal, ne
 a run computes.
 
 ``--sync step`` (the exact mode) syncs every row after every step and sums the ranks' changes:
-N ranks then compute what one process computes with N kernel threads whose slices are the ranks'
-chunks (each rank's updates sequential within its chunk, the ranks' added at the end of the step,
-as the threads' are). It sends the whole tables every step: for a few ranks on a fast link, or to
-check the local mode against.
+each rank's updates are sequential within its chunk, the ranks' are added at the end of the step
+(one step of staleness, as between the kernel's threads, but the plain sum: the kernel scales a
+saturated row's sum back, kernels/numba_cpu.py). It sends the whole tables every step: for a few
+ranks on a fast link, or to check the local mode against.
 
 Combining (``--sync-combine``): ``mean`` (default) averages the ranks' changes (model averaging,
 as pWord2Vec does) and every rank trains with the learning rate times the number of ranks (the
@@ -26,7 +26,7 @@ linear scaling rule of large-batch SGD): where a row's updates are small and add
 ranks' changes at N times the rate is their sum at the rate; where a frequent row's updates
 saturate (its sigmoid does), each rank's change is bounded and so is their mean. The multiplier
 stops where a rank's rate would pass 0.2 (``MAX_RANK_ALPHA``): past it CBOW diverged. ``sum`` adds the
-ranks' changes at the plain rate (what N threads of one process do; it overshoots the frequent
+ranks' changes at the plain rate (it overshoots the frequent
 rows by N and diverged at 4 ranks on gcide); ``rowmean`` averages each row over the ranks that
 changed it (Spark MLlib's rule; every row a rank trains in a sync interval is "changed", so it
 works out as 1/N of the progress: analogy 0.07 against 0.12 at 2 ranks). docs/distributed.md has

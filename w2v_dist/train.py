@@ -398,6 +398,10 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
                      max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
                      nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs)
+    if model.fused is not None:
+        log.info("kernel: %d thread%s, %s", threads, "" if threads == 1 else "s",
+                 "racing (--nondeterministic)" if cfg.nondeterministic and threads > 1
+                 else f"slices of {model.fused.slice_words} words" + (" merged every step" if threads > 1 else ""))
     sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine, exact=cfg.sync == "step",
                      lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha)
     state = {"step": 0, "words_done": 0, "epoch": 0, "ranks": [{}] * dist.world_size, "metrics": []}
@@ -473,6 +477,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     summary = {"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
                "skipped": start.skipped, "skipped_while_training": while_training,
                "world_size": dist.world_size, "threads": threads,
+               "slice_words": model.fused.slice_words if model.fused is not None else None,
                "sync_bytes_per_word": sync.bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
                "final_loss": final["final_loss"], "words_this_session": final["session_words"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}

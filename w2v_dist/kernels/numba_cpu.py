@@ -14,10 +14,27 @@ atomics, so that a run gives the same bits every time for a given ``threads``:
 2. *train*: a row only this thread touches in this step is updated in the table in place; a row
    that other threads touch too is read and written in the thread's private overlay (its value at
    the step's start, copied at first touch, plus this thread's own updates);
-3. *merge*: the overlay rows' changes are added to the tables, thread 0's first.
+3. *merge*: the overlay rows' changes are added to the tables, thread 0's first, each row's sum
+   scaled by how far its updates had already saturated (below).
 
 Sequential inside a slice, one step of staleness across threads for shared rows only. With one
 thread there is no mark, no overlay and no merge: word2vec.c's order exactly.
+
+**The merge.** Each thread's change of a shared row was computed from the row as it was at the
+step's start. Where those changes are small they add up, as sequential updates would; where a
+frequent row's updates saturate within a slice (every thread moved it most of the way to where
+its sigmoids balance), the plain sum moves it ``k`` times as far for ``k`` threads, and the next
+step overshoots further: 4 threads diverged on a 50-word vocabulary, 8 on gcide, 16 on manpages
+and wordnet even with 128-word slices. So each thread also sums, for each shared row, the
+*contraction* of its updates, ``c = sum(lr * sigmoid'(f) * |h|^2)`` (``h`` the vector the row was
+moved along: the context vector for an output row, the output rows for an input row, divided by
+the window for CBOW). For a quadratic loss with that curvature, ``k`` threads' slices run one after
+the other would move the row ``1 - exp(-sum c)`` of the way to its optimum, each alone
+``1 - exp(-c_t)``: the merge adds the changes' sum times ``(1 - exp(-sum c)) / sum(1 - exp(-c_t))``,
+which is 1 for rows far from saturation (the sum) and ``1/k`` for saturated ones (the mean), and
+never more than the sum nor less than the mean: stable by construction, whatever the number of
+threads (``|h|^2`` bounds the curvature along any one direction, so the scale errs towards the
+mean).
 
 Every random draw of a slice comes from a splitmix64 stream keyed by (chunk key, slice), so the
 examples (subsampling, windows, negatives) do not depend on the thread count.
@@ -28,6 +45,8 @@ table so that a diverging run shows a growing loss.
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -204,8 +223,8 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
              neu1e, sig, nls, t, threads, marks_in, marks_out, tag, ov_in, ov_out, out):
         """Walk sentences ``s0..s1`` of the chunk. ``train=False``: only mark the rows the walk
         touches. ``train=True``: train, adding (loss, loss terms, examples) into ``out``."""
-        where_i, rows_i, count_i, R_in = ov_in
-        where_o, rows_o, count_o, R_out = ov_out
+        where_i, rows_i, count_i, R_in, con_i = ov_in
+        where_o, rows_o, count_o, R_out, con_o = ov_out
         d = S_in.shape[1]
         negs = np.empty(negative, np.int64)
         ahead_negs = np.empty(negative, np.int64)
@@ -273,9 +292,13 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                                 neu1[x] = S_in[a, x]
                         else:
                             marks_in[t, buf[j]] = tag
+                    hh, acc = 0.0, 0.0
                     if train:
                         for x in range(d):
                             neu1e[x] = 0.0
+                        if overlay:
+                            for x in range(d):
+                                hh += neu1[x] * neu1[x]
                     for k in range(negative + 1):
                         if k == 0:
                             target, label = np.int64(centre), 1.0
@@ -294,9 +317,21 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                         b = _locate(S_out, V, R_out, target, t, threads, marks_out, tag, where_o, rows_o, count_o,
                                     overlay)
                         f = 0.0
-                        for x in range(d):
-                            f += neu1[x] * S_out[b, x]
+                        ww = 0.0
+                        if overlay and (cbow or a >= V):  # the input row's contraction: only a shared row's
+                            for x in range(d):
+                                f += neu1[x] * S_out[b, x]
+                                ww += S_out[b, x] * S_out[b, x]
+                        else:
+                            for x in range(d):
+                                f += neu1[x] * S_out[b, x]
                         g, term = _score(f, label, lr, sig, nls)
+                        if overlay and lr > 0:
+                            sg_ = label - g / lr
+                            sp = sg_ * (1.0 - sg_)
+                            acc += sp * ww
+                            if b >= V:
+                                con_o[t, b - V - t * R_out] += np.float32(lr * sp * hh)
                         loss += term
                         terms += 1
                         g = np.float32(g)
@@ -313,9 +348,13 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                                             count_i, overlay)
                                 for x in range(d):
                                     S_in[a, x] += neu1e[x]
+                                if overlay and a >= V:
+                                    con_i[t, a - V - t * R_in] += np.float32(lr * acc / (hi - lo - 1))
                     else:
                         for x in range(d):
                             S_in[a, x] += neu1e[x]
+                        if overlay and a >= V:
+                            con_i[t, a - V - t * R_in] += np.float32(lr * acc)
         out[0] += loss
         out[1] += terms
         out[2] += examples
@@ -326,7 +365,7 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
 @njit(fastmath=FASTMATH)
 def _to_delta(S, V, ov, t):
     """The thread's overlay rows become its changes (no thread writes a shared row of the table)."""
-    _, rows, count, R = ov
+    _, rows, count, R, _ = ov
     for i in range(count[t, 0]):
         S[V + t * R + i] -= S[rows[t, i]]
 
@@ -334,14 +373,29 @@ def _to_delta(S, V, ov, t):
 @njit(fastmath=FASTMATH)
 def _merge(S, V, ov, threads, m):
     """Add the overlays' changes of the rows that thread ``m`` owns (row % threads) to the table,
-    thread 0's first, and take those rows out of the overlays."""
-    where, rows, count, R = ov
+    thread 0's first, each row's scaled by its contraction (the module's docstring: 1 for changes
+    that add up, ``1/k`` for ``k`` saturated ones), and take those rows out of the overlays."""
+    where, rows, count, R, con = ov
+    d = S.shape[1]
     for t in range(threads):
         for i in range(count[t, 0]):
             r = rows[t, i]
             if r % threads == m:
-                S[r] += S[V + t * R + i]
+                total, parts = 0.0, 0.0
+                for u in range(threads):
+                    j = where[u, r]
+                    if j >= 0:
+                        total += con[u, j]
+                        parts += -math.expm1(-np.float64(con[u, j]))
+                scale = np.float32(-math.expm1(-total) / parts) if parts > 1e-12 else np.float32(1.0)
+                for x in range(d):
+                    S[r, x] += scale * S[V + t * R + i, x]
+    for t in range(threads):
+        for i in range(count[t, 0]):
+            r = rows[t, i]
+            if r % threads == m:
                 where[t, r] = -1
+                con[t, i] = 0.0
 
 
 MARK, DIRECT, SHARED = 0, 1, 2  # the walk's phases
@@ -471,6 +525,25 @@ def _slice_bounds(ids, starts, keep, count):
 
 LINE = 128  # bytes: two 64-byte cache lines (adjacent-line prefetch pairs them)
 
+# The words all threads of one deterministic step train together: --slice-words 0 gives each of T
+# threads 1,024 / T. A shared row's changes are merged once per step, so the fewer words a step
+# holds the less a frequent row saturates between merges and the less the merge has to scale back
+# (gcide, skip-gram, seed 1: 8 threads of 1,024 words 0.1145 / 0.4169, of 256 words 0.1241 /
+# 0.4419, of 128 words ...; one thread 0.1257 / 0.4536: docs/training.md).
+STEP_WORDS = 1024
+SLICE_WORDS = 1024  # one thread's slice (no merges: only the rate's steps), and --nondeterministic's
+MIN_SLICE_WORDS = 64
+
+
+def auto_slice_words(threads: int, nondeterministic: bool = False) -> int:
+    """``--slice-words 0``: ``1,024 / threads`` words (at least 64) for the deterministic kernel,
+    so that a step covers about 1,024 words whatever the number of threads; 1,024 for one thread
+    and for ``--nondeterministic``."""
+    if threads <= 1 or nondeterministic:
+        return SLICE_WORDS
+    return max(MIN_SLICE_WORDS, STEP_WORDS // threads)
+
+
 
 def _writable(a: np.ndarray, dtype) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=dtype)
@@ -498,9 +571,10 @@ class Fused:
     """
 
     def __init__(self, vocab_size: int, dim: int, threads: int, model: str, window: int, negative: int,
-                 slice_words: int = 1024, max_sentence: int = 1000, share_negatives: bool = True,
+                 slice_words: int = 0, max_sentence: int = 1000, share_negatives: bool = True,
                  nondeterministic: bool = False):
         self.V, self.d, self.threads = vocab_size, dim, threads
+        slice_words = slice_words or auto_slice_words(threads, nondeterministic)
         self.window, self.negative, self.slice_words = window, negative, slice_words
         self.hogwild = bool(nondeterministic)
         self.kind = CBOW if model == "cbow" else SG_SHARED if share_negatives else SG
@@ -520,9 +594,9 @@ class Fused:
         # every thread's row of the small arrays on cache lines of its own: threads writing one
         # line take it from each other on every write (false sharing)
         self.ov_in = (np.full((T, cols), -1, np.int32), np.zeros((T, max(r_in, 1)), np.int32), _lines(T, 1, np.int64),
-                      r_in)
+                      r_in, np.zeros((T, max(r_in, 1)), np.float32))
         self.ov_out = (np.full((T, cols), -1, np.int32), np.zeros((T, max(r_out, 1)), np.int32),
-                       _lines(T, 1, np.int64), r_out)
+                       _lines(T, 1, np.int64), r_out, np.zeros((T, max(r_out, 1)), np.float32))
         self.buf = _lines(T, max_sentence, np.int32)
         self.neu1 = _lines(T, dim, np.float32)
         self.neu1e = _lines(T, dim, np.float32)
