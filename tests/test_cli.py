@@ -227,8 +227,8 @@ def test_divergence_stops_the_run(small_corpus, tmp_path):
 def test_many_threads_stay_stable_on_a_tiny_vocabulary(tmp_path, model):
     """Guards: threads' summed changes of the frequent rows overshooting. Every row of a 50-word
     vocabulary without subsampling saturates within any slice; with the changes of a step simply
-    added, 4 or more threads diverged here (loss 4.2 -> 15 to 19,000 at step 4, skip-gram and
-    CBOW), whatever the slice. Merged by their contraction, 8 threads train as one does."""
+    added, 4 or more threads diverged here (loss 4.2 -> 15 to 19,000 at steps 4-6, skip-gram and
+    CBOW, slices of 256 to 1,024 words). Merged by their contraction, 8 threads train as one does."""
     lines = [" ".join(re.findall(r"[a-z]+", line.lower())) for line in gcide_lines(60_000)]
     top = {w for w, _ in Counter(w for line in lines for w in line.split()).most_common(50)}
     corpus = write_shards(tmp_path / "tiny", [t for t in (" ".join(w for w in line.split() if w in top)
