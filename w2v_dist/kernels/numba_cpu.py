@@ -529,7 +529,7 @@ LINE = 128  # bytes: two 64-byte cache lines (adjacent-line prefetch pairs them)
 # threads 1,024 / T. A shared row's changes are merged once per step, so the fewer words a step
 # holds the less a frequent row saturates between merges and the less the merge has to scale back
 # (gcide, skip-gram, seed 1: 8 threads of 1,024 words 0.1145 / 0.4169, of 256 words 0.1241 /
-# 0.4419, of 128 words ...; one thread 0.1257 / 0.4536: docs/training.md).
+# 0.4419, of 128 words 0.1296 / 0.4499; one thread 0.1257 / 0.4536: docs/training.md).
 STEP_WORDS = 1024
 SLICE_WORDS = 1024  # one thread's slice (no merges: only the rate's steps), and --nondeterministic's
 MIN_SLICE_WORDS = 64
