@@ -123,7 +123,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                        help=f"{help_} (default: %(default)s)")
     p.add_argument("--sync", choices=("local", "step"), default="local",
                    help="several ranks: local (train locally, sync frequent rows every --sync-every steps; default) "
-                        "or step (every step, all rows, changes summed: N ranks act as one process's N threads; "
+                        "or step (every step, all rows, the ranks' changes summed: the exact mode, for checking; "
                         "docs/distributed.md)")
     p.add_argument("--sync-combine", choices=("mean", "rowmean", "sum"), default="mean",
                    help="several ranks: how the ranks' changes of a row combine (default: mean, with the learning rate times the number of ranks; docs/distributed.md)")
