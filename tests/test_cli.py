@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import pickletools
-import re
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import DATA, cli, gcide_lines, write_shards
+from tests.conftest import DATA, cli, gcide_lines, plain_lines, write_shards
 from w2v_dist.cli import setup_logging
 
 TRAIN = ["--epochs", "2", "--dim", "32", "--min-count", "3", "--log-every", "0.5", "--workers", "1"]
@@ -229,7 +228,7 @@ def test_many_threads_stay_stable_on_a_tiny_vocabulary(tmp_path, model):
     vocabulary without subsampling saturates within any slice; with the changes of a step simply
     added, 4 or more threads diverged here (loss 4.2 -> 15 to 19,000 at steps 4-6, skip-gram and
     CBOW, slices of 256 to 1,024 words). Merged by their contraction, 8 threads train as one does."""
-    lines = [" ".join(re.findall(r"[a-z]+", line.lower())) for line in gcide_lines(60_000)]
+    lines = plain_lines(60_000)
     top = {w for w, _ in Counter(w for line in lines for w in line.split()).most_common(50)}
     corpus = write_shards(tmp_path / "tiny", [t for t in (" ".join(w for w in line.split() if w in top)
                                                           for line in lines) if t])
