@@ -2,6 +2,7 @@
 
     w2v-dist demo
     w2v-dist prepare corpus.txt.gz --output data/shards/
+    w2v-dist encode data/shards/ --output data/encoded/      # optional: tokenize once, for many runs
     w2v-dist train data/shards/ --output runs/r1 --model sg --dim 100 --epochs 5
     w2v-dist export runs/r1 --format word2vec-binary --output r1.bin
     w2v-dist export runs/r1 --format projector --output r1-projector/
@@ -141,10 +142,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu); under torchrun cuda means cuda:LOCAL_RANK")
     p.add_argument("--backend", default=None, help="process-group backend (default: nccl on cuda, gloo on cpu)")
     p.add_argument("--cache-dir", default=None,
-                   help="node-local directory for a copy of a remote vocabulary and the encoded corpus "
+                   help="node-local directory for a copy of a remote vocabulary and the token cache "
                         "(default: under the system temp dir)")
     p.add_argument("--token-cache-gb", type=float, default=4.0,
-                   help="encoded corpus this process may cache in --cache-dir, so later epochs skip reading and "
+                   help="token ids this process may cache in --cache-dir, so later epochs skip reading and "
                         "tokenizing (0: off; default: %(default)s)")
     p.add_argument("--log-all-ranks", action="store_true", help="log from every rank, not only rank 0")
     p.add_argument("--storage-options", default=None,
@@ -221,6 +222,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "refused as not text (default: %(default)s)")
     p.add_argument("--output-storage-options", default=None, help=OUTPUT_OPTIONS_HELP)
 
+    p = sub.add_parser("encode", parents=[quiet], formatter_class=_Help,
+                       help="count and tokenize Parquet shards once: token ids that train reads without tokenizing")
+    p.add_argument("corpus", help="Parquet shards: a directory/prefix, a file or a glob (any fsspec URI)")
+    p.add_argument("--output", required=True, help="directory for the encoded corpus (any fsspec URI)")
+    p.add_argument("--min-count", type=int, default=5,
+                   help="drop words rarer than this; a run on the result may ask for more, not fewer")
+    p.add_argument("--max-vocab", type=int, default=None, help="keep only the N most frequent words")
+    p.add_argument("--max-vocab-size", type=int, default=None,
+                   help="prune the raw count table above this many distinct tokens while counting (gensim's max_vocab_size)")
+    p.add_argument("--text-column", default="text", help="string or list<string> column (default: text)")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the corpus (and --output)")
+    p.add_argument("--output-storage-options", default=None, help=OUTPUT_OPTIONS_HELP)
+    p.add_argument("--on-bad-shard", choices=("error", "skip"), default="error",
+                   help="unreadable files, row groups or rows: stop with an error (default) or skip and count them")
+    p.add_argument("--overwrite", action="store_true", help="replace an encoded corpus in --output")
+    _add_tokenizer_args(p)
+
     _add_train_args(sub.add_parser("train", parents=[quiet], formatter_class=_Help, help="train word vectors on Parquet shards"))
 
     p = sub.add_parser("export", parents=[quiet], formatter_class=_Help,
@@ -285,6 +303,16 @@ def run(argv: list[str] | None = None) -> int:
                   "Run the same command with --overwrite to start again.", file=sys.stderr)
             return 130
         print(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
+    elif args.command == "encode":
+        from w2v_dist.encode import EncodeConfig, encode_corpus
+        tok = TokenizerConfig(lowercase=args.lowercase, split_pattern=args.split_pattern,
+                              max_sentence_length=args.max_sentence_length, normalize=args.normalize)
+        cfg = EncodeConfig(args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab,
+                           args.max_vocab_size, _storage_options(args.storage_options),
+                           _output_storage_options(args.output_storage_options), args.on_bad_shard, args.overwrite)
+        manifest = encode_corpus(cfg)
+        print(json.dumps({k: manifest[k] for k in ("vocab_size", "raw_tokens", "total_words")}
+                         | {"files": len(manifest["files"]), "output": args.output}))
     elif args.command == "train":
         cfg = config_from_args(args)  # bad flags fail here, before torch is loaded
         from w2v_dist.train import train

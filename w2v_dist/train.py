@@ -14,7 +14,7 @@ import logging
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -28,6 +28,8 @@ from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream
 from w2v_dist.corpus.plan import ranks_without_data
 from w2v_dist.corpus.shards import CorpusError, Shard, scan_shards
 from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
+from w2v_dist.encode import COLUMN as ENCODED_COLUMN
+from w2v_dist.encode import check_tokenizer, encoded_vocab, read_manifest
 from w2v_dist.faults import maybe_fail
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
@@ -67,6 +69,7 @@ class Start:
     vocab_uri: str
     checkpoint: tuple[int, dict, dict] | None = None  # (step, tensors, state)
     skipped: dict = field(default_factory=dict)  # data left out before training (--on-bad-shard skip)
+    encoded: bool = False  # the corpus is token ids (`w2v-dist encode`): no tokenizing, no token cache
 
 
 def start_run(cfg: TrainConfig, dist: Dist) -> Start:
@@ -77,11 +80,19 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     started = storage.exists(storage.join(out, "config.json"), so)
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
-    shards, report = scan_once(cfg, dist)
+    encoded = read_manifest(cfg.corpus, cfg.storage_options)
+    if encoded:
+        check_tokenizer(cfg.tokenizer, encoded, cfg.corpus)
+    shards, report = scan_once(cfg, dist, encoded is not None)
     vocab_uri = storage.join(out, "vocab")
     if started and not cfg.overwrite:
-        return _resume(cfg, dist, shards, vocab_uri)
-    vocab, row_tokens, skipped = build_vocab(cfg, shards, dist)
+        return replace(_resume(cfg, dist, shards, vocab_uri), encoded=encoded is not None)
+    if encoded:  # counted when encoding: no vocabulary pass
+        vocab, row_tokens, skipped = encoded_vocab(cfg, encoded, shards)
+        log.info("%s: an encoded corpus (`w2v-dist encode`): %d words of its %d; no vocabulary pass",
+                 cfg.corpus, len(vocab), encoded["vocab_size"])
+    else:
+        vocab, row_tokens, skipped = build_vocab(cfg, shards, dist)
     check_memory(cfg, dist, len(vocab))  # before the run is written: a refused run leaves nothing
     skipped.update(bad_files=len(report.get("bad_files", [])), empty_files=report["empty_files"],
                    empty_row_groups=report["empty_row_groups"])
@@ -94,18 +105,19 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
         storage.write_text(storage.join(out, "plan.json"), json.dumps(plan), so)
         storage.write_text(storage.join(out, "config.json"), cfg.to_json(), so)  # last: the run exists
     dist.barrier()
-    return Start(shards, row_tokens, vocab_uri, skipped=skipped)
+    return Start(shards, row_tokens, vocab_uri, skipped=skipped, encoded=encoded is not None)
 
 
-def scan_once(cfg: TrainConfig, dist: Dist) -> tuple[list[Shard], dict]:
+def scan_once(cfg: TrainConfig, dist: Dist, encoded: bool = False) -> tuple[list[Shard], dict]:
     """The manifest, read by rank 0 and handed to the others: N ranks reading 10,000 footers
     each would be N x 10,000 requests to the store. A bad corpus fails on every rank alike."""
     found = None
     if dist.is_main:
         report: dict = {}
         try:
-            found = (scan_shards(cfg.corpus, cfg.text_column, cfg.storage_options, cfg.on_bad_shard, report,
-                                 cfg.allow_incomplete), report)
+            column = ENCODED_COLUMN if encoded else cfg.text_column
+            found = (scan_shards(cfg.corpus, column, cfg.storage_options, cfg.on_bad_shard, report,
+                                 cfg.allow_incomplete, ids=encoded), report)
         except (CorpusError, storage.StorageError) as e:
             found = e
     found = dist.broadcast_object(found)
@@ -418,7 +430,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     stream = CorpusStream(start.shards, start.vocab_uri, cfg.tokenizer, seed=cfg.seed, epochs=cfg.epochs,
                           batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size,
                           storage_options=cfg.storage_options, vocab_storage_options=so, cache_dir=cfg.cache_dir,
-                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard, token_cache_bytes=cfg.token_cache_gb * 2**30,
+                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard, token_cache_bytes=0 if start.encoded else cfg.token_cache_gb * 2**30,
                           prepare_threads=max(1, _cores() // max(dist.local_world_size, 1) - threads))
     feed = Feed(None, mine.get("feed"), cfg.workers)
     stream.load_state_dict({"resume": feed.resume_for_stream()})

@@ -421,11 +421,12 @@ READ_AHEAD = 8
 
 def token_stream(shards: list[Shard], tokenizer: TokenizerConfig, rank: int = 0, world_size: int = 1,
                  storage_options: dict | None = None, on_bad: str = "error",
-                 skipped: dict | None = None) -> Iterator[tuple[int, int, pa.Array | None]]:
+                 skipped: dict | None = None, prepare=None) -> Iterator[tuple[int, int, pa.Array | None]]:
     """``(shard, row group, tokens)`` of this rank's share of the row groups (for counting), in
     order, read ``READ_AHEAD`` row groups ahead; the tokens are ``None`` for a row group that was
-    skipped as unreadable. Reading every row group here, before training, is what finds bad pages
-    and bad UTF-8 early.
+    skipped as unreadable. ``prepare(column)``, if given, replaces tokenizing (``w2v-dist encode``
+    makes its ids in these threads). Reading every row group here, before training, is what finds
+    bad pages and bad UTF-8 early.
 
     ``READ_AHEAD`` reader threads, which tokenize what they read too (pyarrow's regex kernels
     release the GIL: a corpus is counted on all the cores); each keeps its open file, and a
@@ -437,7 +438,7 @@ def token_stream(shards: list[Shard], tokenizer: TokenizerConfig, rank: int = 0,
     threads = [ThreadPoolExecutor(1, thread_name_prefix="w2v_dist-count") for _ in range(READ_AHEAD)]
 
     def count(column):
-        return tokenize(column, tokenizer)[0]
+        return tokenize(column, tokenizer)[0] if prepare is None else prepare(column)
 
     def submit(s: int, g: int):
         k = _thread_of(s, g, READ_AHEAD)

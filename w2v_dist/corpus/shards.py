@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from w2v_dist import storage
-from w2v_dist.corpus.tokenize import is_text_type, is_token_list_type
+from w2v_dist.corpus.tokenize import is_id_list_type, is_text_type, is_token_list_type
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,13 @@ def _local_fs():
 
 
 def scan_shards(uri: str, column: str = "text", storage_options: dict | None = None,
-                on_bad: str = "error", report: dict | None = None, allow_incomplete: bool = False) -> list[Shard]:
+                on_bad: str = "error", report: dict | None = None, allow_incomplete: bool = False,
+                ids: bool = False) -> list[Shard]:
     """List the Parquet files under ``uri`` (a directory/prefix, a file, or a glob) and check
     every footer. A file that is not Parquet, is truncated, or lacks a usable text column is an
     error, or with ``on_bad="skip"`` is left out and counted in ``report["bad_files"]``. A
     directory that ``w2v-dist prepare`` did not finish is an error unless ``allow_incomplete``
-    (:func:`check_prepared`)."""
+    (:func:`check_prepared`). ``ids``: an encoded corpus, whose ``column`` is ``list<int32>``."""
     report = {} if report is None else report
     try:
         files = storage.expand(uri, (".parquet", ".parq", ".pq"), storage_options)
@@ -84,7 +85,7 @@ def scan_shards(uri: str, column: str = "text", storage_options: dict | None = N
     if not files:
         raise CorpusError(f"{uri}: no Parquet files found (expected *.parquet; make shards with `w2v-dist prepare`)")
     shards = []
-    for found in _check_all(files, column, storage_options):
+    for found in _check_all(files, column, storage_options, ids):
         if isinstance(found, Shard):
             shards.append(found)
             continue
@@ -135,13 +136,13 @@ def check_prepared(uri: str, files: list[str], storage_options: dict | None = No
 SCAN_CONCURRENCY = 32
 
 
-def _check_all(files: list[str], column: str, storage_options: dict | None) -> list[Shard | CorpusError]:
+def _check_all(files: list[str], column: str, storage_options: dict | None, ids: bool = False) -> list[Shard | CorpusError]:
     """:func:`_check` of every file, ``SCAN_CONCURRENCY`` at a time, in order; a file's
     :class:`CorpusError` is returned in its place, anything else (a store that stopped
     answering) raised."""
     def check(f: str) -> Shard | CorpusError:
         try:
-            return _check(f, column, storage_options)
+            return _check(f, column, storage_options, ids)
         except CorpusError as e:
             return e
 
@@ -151,7 +152,7 @@ def _check_all(files: list[str], column: str, storage_options: dict | None) -> l
         return list(pool.map(check, files))
 
 
-def _check(f: str, column: str, storage_options: dict | None) -> Shard:
+def _check(f: str, column: str, storage_options: dict | None, ids: bool = False) -> Shard:
     try:
         source = _open(f, storage_options)
         pf = _parquet(source, f)
@@ -160,17 +161,26 @@ def _check(f: str, column: str, storage_options: dict | None) -> Shard:
     except (pa.ArrowInvalid, OSError) as e:
         raise CorpusError(f"{f}: not a readable Parquet file ({e}); pass --on-bad-shard skip to leave it out") from None
     if column not in schema.names:
+        if ids:
+            raise CorpusError(f"{f}: has no column {column!r}: not a file `w2v-dist encode` wrote (added or replaced "
+                              "since); remove it or run encode again")
+        if "ids" in schema.names and is_id_list_type(schema.field("ids").type):
+            raise CorpusError(f"{f}: holds token ids but its directory has no encoded.json: an unfinished "
+                              "`w2v-dist encode`; run it again")
         raise CorpusError(
             f"{f}: no column {column!r} (columns: {', '.join(schema.names)}); pass --text-column NAME")
     t = schema.field(column).type
-    if not (is_text_type(t) or is_token_list_type(t)):
+    if ids and not is_id_list_type(t):
+        raise CorpusError(f"{f}: column {column!r} has type {t}, not the list<int32> of token ids `w2v-dist encode` "
+                          "writes; run encode again")
+    if not ids and not (is_text_type(t) or is_token_list_type(t)):
         raise CorpusError(
             f"{f}: column {column!r} has type {t}, expected string or list<string>; pass --text-column NAME")
     return Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column,
-                 _footer_hash(md), int(getattr(source, "size", 0) or 0))
+                 footer_hash(md), int(getattr(source, "size", 0) or 0))
 
 
-def _footer_hash(md) -> str:
+def footer_hash(md) -> str:
     """Sizes and offsets of every column chunk: they change when the data does. (Not the min/max
     statistics: they may not decode, and then the bad rows are found later, by the reader.)"""
     h = hashlib.sha256()

@@ -42,6 +42,11 @@ def is_token_list_type(t: pa.DataType) -> bool:
     return (pa.types.is_list(t) or pa.types.is_large_list(t)) and is_text_type(t.value_type)
 
 
+def is_id_list_type(t: pa.DataType) -> bool:
+    """The ``ids`` column of an encoded corpus (w2v_dist/encode.py)."""
+    return pa.types.is_list(t) and pa.types.is_int32(t.value_type)
+
+
 def tokenize(column: pa.Array | pa.ChunkedArray, cfg: TokenizerConfig) -> tuple[pa.Array, np.ndarray]:
     """Tokens of every row, flattened, and the row index of each token.
 
@@ -104,12 +109,25 @@ class Tokenized:
 
 
 def encode(column: pa.Array | pa.ChunkedArray, vocab_words: pa.Array, cfg: TokenizerConfig) -> Tokenized:
-    """Tokenize ``column`` and map tokens to vocabulary ids, dropping unknown tokens."""
-    tokens, rows = tokenize(column, cfg)
-    ids = pc.index_in(tokens, value_set=vocab_words)
-    known = pc.is_valid(ids).to_numpy(zero_copy_only=False)
-    ids = pc.filter(ids, known).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    rows = rows[known]
+    """Tokenize ``column`` and map tokens to vocabulary ids, dropping unknown tokens. An encoded
+    corpus's ``list<int32>`` column holds the ids already (of a vocabulary of which ``vocab_words``
+    is a prefix: ids past it are words this run leaves out)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if is_id_list_type(column.type):
+        ids = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+        rows = pc.list_parent_indices(column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        if len(ids) and int(ids.min()) < 0:
+            raise ValueError("an encoded corpus holds a negative token id: its files are damaged; run `w2v-dist encode` again")
+        known = ids < len(vocab_words)
+        if not known.all():
+            ids, rows = ids[known], rows[known]
+    else:
+        tokens, rows = tokenize(column, cfg)
+        ids = pc.index_in(tokens, value_set=vocab_words)
+        known = pc.is_valid(ids).to_numpy(zero_copy_only=False)
+        ids = pc.filter(ids, known).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        rows = rows[known]
     if len(rows):
         # position of each token inside its row, then a sentence key that also changes every
         # max_sentence_length tokens of one row

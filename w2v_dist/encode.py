@@ -1,0 +1,227 @@
+"""``w2v-dist encode``: a corpus tokenized once, stored as token ids, for any number of runs.
+
+``train`` on text reads every row group twice before its first step (counting, then the first
+epoch) and tokenizes it both times with regular expressions; only later epochs come from the
+node-local token cache. ``encode`` does the counting and the tokenizing once and writes:
+
+=========================  ==================================================================
+``part-NNNNN.parquet``     one per input file, row group for row group and row for row: a
+                           ``list<int32>`` column ``ids``, each row's in-vocabulary tokens as
+                           vocabulary ids (frequency order: 0 is the most frequent word)
+``vocab/``                 the vocabulary those ids index (:mod:`w2v_dist.vocab`'s files)
+``encoded.json``           the manifest, written last: the tokenizer, ``--min-count``, the
+                           vocabulary's fingerprint, every file's rows and tokens per row group
+=========================  ==================================================================
+
+``train`` on such a directory skips the vocabulary pass (the counts are in ``vocab/``) and reads
+the ids without copying (Arrow's list values are the int32 array the kernel takes). A run may ask
+for a smaller vocabulary than the one encoded (a higher ``--min-count``, a ``--max-vocab``): the
+vocabulary is sorted by frequency, so it is a prefix of the encoded one and its ids are the same;
+the others are dropped as out-of-vocabulary words are. The rows, row groups and files match the
+input's one for one, so a run on the encoded corpus trains on exactly the examples, in exactly
+the order, of the same run on the text: the same vectors, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from w2v_dist import storage
+from w2v_dist.config import ConfigError, TokenizerConfig
+from w2v_dist.corpus.tokenize import VERSION, tokenize
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "encoded.json"
+COLUMN = "ids"
+FORMAT = "w2v_dist-encoded"
+SCHEMA = pa.schema([pa.field(COLUMN, pa.list_(pa.int32()))])
+# the tokenizer settings applied when encoding (max_sentence_length is applied by train, to the ids)
+TOKENIZER_FIELDS = ("lowercase", "split_pattern", "normalize")
+
+
+@dataclass
+class EncodeConfig:
+    corpus: str
+    output: str
+    text_column: str = "text"
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    min_count: int = 5
+    max_vocab: int | None = None
+    max_vocab_size: int | None = None
+    storage_options: dict = field(default_factory=dict)
+    output_storage_options: dict | None = None
+    on_bad_shard: str = "error"
+    overwrite: bool = False
+    sample: float = 1e-3  # only for the stored keep-probabilities; train recomputes them with its own --sample
+
+    def __post_init__(self):
+        if self.min_count < 1:
+            raise ConfigError(f"--min-count must be >= 1, got {self.min_count}")
+        if self.max_vocab is not None and self.max_vocab < 1:
+            raise ConfigError(f"--max-vocab must be >= 1, got {self.max_vocab}")
+        if self.max_vocab_size is not None and self.max_vocab_size < 1:
+            raise ConfigError(f"--max-vocab-size must be >= 1, got {self.max_vocab_size}")
+        if self.corpus.rstrip("/") == self.output.rstrip("/"):
+            raise ConfigError(f"--output {self.output}: is the corpus itself; choose another directory")
+
+    @property
+    def output_options(self) -> dict:
+        return self.storage_options if self.output_storage_options is None else self.output_storage_options
+
+
+def read_manifest(uri: str, storage_options: dict | None = None) -> dict | None:
+    """The manifest of an encoded corpus at ``uri``, or ``None`` if ``uri`` is not one."""
+    path = storage.join(uri, MANIFEST)
+    if not storage.exists(path, storage_options):
+        return None
+    manifest = json.loads(storage.read_bytes(path, storage_options))
+    if manifest.get("format") != FORMAT or manifest.get("tokenize_version") != VERSION:
+        raise ConfigError(f"{uri}: encoded by another version of w2v-dist (tokenizer rules {manifest.get('tokenize_version')}, "
+                          f"now {VERSION}); run `w2v-dist encode` again")
+    return manifest
+
+
+def encode_corpus(cfg: EncodeConfig) -> dict:
+    """Count, then write the ids; returns the manifest."""
+    from w2v_dist.corpus.dataset import token_stream
+    from w2v_dist.corpus.shards import footer_hash, open_parquet, scan_shards
+    from w2v_dist.distributed import Dist
+    from w2v_dist.train import build_vocab
+
+    so, out_so = cfg.storage_options, cfg.output_options
+    _check_output(cfg.output, cfg.overwrite, out_so)
+    t0 = time.perf_counter()
+    report: dict = {}
+    shards = scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report)
+    vocab, _, skipped = build_vocab(cfg, shards, Dist())
+    log.info("counted %d tokens in %d file(s): %d words occur --min-count=%d times or more (%.1f s)",
+             vocab.meta["raw_tokens"], len(shards), len(vocab), cfg.min_count, time.perf_counter() - t0)
+    for name in (MANIFEST, "vocab"):  # the manifest first: from here on the directory reads as unfinished
+        storage.remove(storage.join(cfg.output, name), out_so, recursive=True)
+    for old in storage.expand(cfg.output, (".parquet",), out_so) if storage.exists(cfg.output, out_so) else ():
+        if posixpath.basename(old).startswith("part-"):
+            storage.remove(old, out_so)
+    storage.makedirs(cfg.output, out_so)
+
+    files, t1, last = [], time.perf_counter(), time.perf_counter()
+    stream = token_stream(shards, cfg.tokenizer, storage_options=so, on_bad=cfg.on_bad_shard,
+                          prepare=lambda column: _ids_per_row(column, vocab.words, cfg.tokenizer))
+    pending = next(stream, None)
+    for s, shard in enumerate(shards):
+        name = f"part-{s:05d}.parquet"
+        row_tokens = []
+        with storage.atomic_open(storage.join(cfg.output, name), "wb", out_so) as f, \
+                pq.ParquetWriter(f, SCHEMA, compression="zstd", write_page_checksum=True) as writer:
+            while pending is not None and pending[0] == s:
+                _, g, encoded = pending
+                lists, tokens = encoded if encoded is not None else ([], 0)
+                if len(lists):  # none: a row group skipped as unreadable (--on-bad-shard skip), or all its rows
+                    writer.write_table(pa.Table.from_arrays([lists], schema=SCHEMA), row_group_size=max(len(lists), 1))
+                    row_tokens.append([len(lists), tokens])
+                pending = next(stream, None)
+        written = open_parquet(storage.join(cfg.output, name), out_so).metadata
+        files.append({"name": name, "source": shard.uri, "rows": sum(r for r, _ in row_tokens),
+                      "footer": footer_hash(written), "row_tokens": row_tokens})
+        if time.perf_counter() - last > 10:
+            last = time.perf_counter()
+            log.info("encoded %d of %d file(s)", s + 1, len(shards))
+    vocab.save(storage.join(cfg.output, "vocab"), out_so)
+    manifest = {
+        "format": FORMAT, "tokenize_version": VERSION, "source": cfg.corpus, "column": COLUMN,
+        "tokenizer": {k: getattr(cfg.tokenizer, k) for k in TOKENIZER_FIELDS},
+        "min_count": cfg.min_count, "max_vocab": cfg.max_vocab, "max_vocab_size": cfg.max_vocab_size,
+        "vocab_size": len(vocab), "vocab_fingerprint": vocab.meta["fingerprint"],
+        "raw_tokens": vocab.meta["raw_tokens"], "total_words": vocab.total_words,
+        "skipped": {**skipped, "bad_files": len(report.get("bad_files", []))}, "files": files,
+    }
+    storage.write_text(storage.join(cfg.output, MANIFEST), json.dumps(manifest, indent=1), out_so)  # last: committed
+    log.info("encoded %s into %s: %d file(s), %d ids (%.1f s writing, %.1f s in all)", cfg.corpus, cfg.output,
+             len(files), vocab.total_words, time.perf_counter() - t1, time.perf_counter() - t0)
+    return manifest
+
+
+def _check_output(output: str, overwrite: bool, storage_options: dict | None) -> None:
+    if not storage.exists(output, storage_options) or overwrite:
+        return
+    fs, path = storage.url_to_fs(output, storage_options)
+    if fs.isfile(path):
+        raise ConfigError(f"--output {output}: is a file; it must be a directory")
+    names = {posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)}
+    if MANIFEST in names or any(n.endswith(".parquet") for n in names):
+        raise ConfigError(f"--output {output}: already holds an encoded corpus or Parquet files; pass --overwrite to "
+                          "replace them or choose another directory")
+
+
+def _ids_per_row(column: pa.ChunkedArray, vocab_words: pa.Array, tokenizer: TokenizerConfig) -> tuple[pa.Array, int]:
+    """Every row's in-vocabulary tokens as ids (a list per row, empty for a row with none), and the
+    row group's token count (all tokens, as the vocabulary pass counts them)."""
+    tokens, rows = tokenize(column, tokenizer)
+    ids = pc.index_in(tokens, value_set=vocab_words)
+    known = pc.is_valid(ids).to_numpy(zero_copy_only=False)
+    values = pc.filter(ids, known).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    per_row = np.bincount(rows[known], minlength=len(column))
+    offsets = np.zeros(len(column) + 1, np.int32)
+    np.cumsum(per_row, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32())), len(tokens)
+
+
+def encoded_vocab(cfg, manifest: dict, shards) -> tuple:
+    """``train`` on an encoded corpus: the run's vocabulary (a prefix of the encoded one), the data
+    plan's ``(rows, tokens)`` per row group, and what encoding skipped; the flags checked against
+    what the corpus was encoded with, each mismatch one line naming the flag."""
+    from w2v_dist.corpus.shards import CorpusError
+    from w2v_dist.vocab import Vocab
+
+    where = cfg.corpus
+    m = manifest["min_count"]
+    if cfg.min_count < m:
+        raise ConfigError(f"{where}: was encoded with --min-count {m}, so rarer words are not in it; train with "
+                          f"--min-count {m} or more, or encode again with a lower one")
+    if manifest["max_vocab"] is not None and (cfg.max_vocab is None or cfg.max_vocab > manifest["max_vocab"]):
+        raise ConfigError(f"{where}: was encoded with --max-vocab {manifest['max_vocab']}; train with --max-vocab "
+                          f"{manifest['max_vocab']} or less, or encode again without it")
+    if cfg.max_vocab_size is not None and cfg.max_vocab_size != manifest["max_vocab_size"]:
+        raise ConfigError(f"{where}: is encoded (counted with --max-vocab-size {manifest['max_vocab_size']}); "
+                          "--max-vocab-size applies when counting: drop it, or pass it to `w2v-dist encode`")
+    vocab = Vocab.load(storage.join(where, "vocab"), cfg.storage_options, cfg.cache_dir)
+    if vocab.meta["fingerprint"] != manifest["vocab_fingerprint"]:
+        raise CorpusError(f"{where}: vocab/ is not the vocabulary the ids were encoded with; run `w2v-dist encode` again")
+    table = pa.table({"word": vocab.words, "count": pa.array(np.asarray(vocab.counts))})
+    run_vocab = Vocab.build(table, cfg.min_count, cfg.max_vocab, cfg.sample, raw_tokens=manifest["raw_tokens"],
+                            source=where)
+    files = {f["name"]: f for f in manifest["files"]}
+    row_tokens = []
+    for shard in shards:
+        f = files.get(posixpath.basename(shard.uri))
+        if f is None or f.get("footer") != shard.footer or [r for r, _ in f["row_tokens"]] != list(shard.row_groups):
+            raise CorpusError(f"{shard.uri}: is not the file `w2v-dist encode` wrote (added or rewritten since); "
+                              "run encode again")
+        row_tokens.append([tuple(x) for x in f["row_tokens"]])
+    if len(shards) != len(files):
+        raise CorpusError(f"{where}: {len(files) - len(shards)} of the files `w2v-dist encode` wrote are missing; "
+                          "restore them or run encode again")
+    return run_vocab, row_tokens, dict(manifest.get("skipped", {}))
+
+
+def check_tokenizer(cfg_tokenizer: TokenizerConfig, manifest: dict, where: str) -> None:
+    """A run on an encoded corpus tokenizes nothing: flags left at their defaults mean "as
+    encoded"; a flag set to something else than the encoding's is an error (the tokens cannot
+    change now). ``--max-sentence-length`` is the run's: it applies to the ids."""
+    encoded = manifest["tokenizer"]
+    default = TokenizerConfig()
+    for k in TOKENIZER_FIELDS:
+        mine = getattr(cfg_tokenizer, k)
+        if mine != getattr(default, k) and mine != encoded[k]:
+            flag = "--no-lowercase" if k == "lowercase" else f"--{k.replace('_', '-')} {mine}"
+            raise ConfigError(f"{where}: was encoded with {k}={encoded[k]!r}; {flag} cannot change its tokens now: "
+                              "drop the flag, or encode again with it")
