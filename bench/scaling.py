@@ -5,6 +5,7 @@ trains, analogy accuracy and WS-353 Spearman, for SG and CBOW.
     python bench/scaling.py                                   # gcide, sg and cbow, 1 2 4 8 ranks, seeds 1 2 3
     python bench/scaling.py --models sg --ranks 1 2 --seeds 1 --lines 100000 --epochs 1   # a quick look
     python bench/scaling.py --extra-args='--sync-every 16'    # other sync settings
+    python bench/scaling.py --ranks 1 2 --encoded             # every run on the corpus `w2v-dist encode` wrote
 
 Every rank runs one kernel thread and reads in a thread of its own process (``--threads 1
 --workers 0``): one rank is one core for the kernel, and its reader takes part of another while it
@@ -119,10 +120,16 @@ def main() -> None:
     p.add_argument("--no-independent", action="store_true",
                    help="skip the two independent trainings run beside each seed (the machine's ceiling)")
     p.add_argument("--extra-args", default="", help="more flags for every train command")
+    p.add_argument("--encoded", action="store_true",
+                   help="train on the corpus `w2v-dist encode` writes (the readers tokenize nothing; the same vectors)")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "scaling.json"))
     a = p.parse_args()
     work = tempfile.mkdtemp(prefix="w2v-bench-scaling-")
     shards, _, n_tokens = make_inputs(a.corpus, work, a.lines)
+    if a.encoded:
+        subprocess.run([sys.executable, "-m", "w2v_dist", "-q", "encode", shards, "--output", shards + "-encoded"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        shards += "-encoded"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cfg = TrainConfig(corpus=shards, output=work)
     setups = {} if a.no_reference else {"1 process, 2 threads": (1, 2)}
@@ -178,7 +185,7 @@ def main() -> None:
 
     interval = (f"{cfg.sync_every} steps" if cfg.sync_every else
                 f"{auto_sync_every(2)} steps at 2 ranks, {auto_sync_every(8)} at more")
-    print(f"\ncorpus: {a.corpus} ({n_tokens:,} tokens); d={a.dim} window=5 negative=5 sample=1e-3 min_count=5 "
+    print(f"\ncorpus: {a.corpus} ({n_tokens:,} tokens{', encoded' if a.encoded else ''}); d={a.dim} window=5 negative=5 sample=1e-3 min_count=5 "
           f"epochs={a.epochs}; --batch-words {cfg.batch_words}, sync every {interval}, "
           f"{cfg.sync_rows} rows doubling, {cfg.sync_combine} {a.extra_args}; seeds {' '.join(map(str, a.seeds))} "
           f"(means); {os.cpu_count()} cores; two compute-bound processes get {ceiling:.2f}x what one alone gets "

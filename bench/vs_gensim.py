@@ -5,11 +5,13 @@ WS-353 Spearman for each) and writes the numbers as JSON.
     python bench/vs_gensim.py                       # ../shared/data/gcide_en.txt.gz, sg and cbow, seeds 1 2 3
     python bench/vs_gensim.py --models sg --epochs 1 --lines 100000 --seeds 1   # a quick look
     python bench/vs_gensim.py --extra-args='--workers 1'                          # our flags on top
+    python bench/vs_gensim.py --encoded              # also ours on the corpus `w2v-dist encode` wrote
 
 Both are timed as whole commands, each in a fresh process: ``w2v-dist train`` on the Parquet
 shards (imports, vocabulary pass, training, writing the run), and a Python process that imports
 gensim and runs ``Word2Vec(corpus_file=...)`` (vocabulary pass and training) on the same tokens,
-one line per row. Words/s = raw tokens x epochs / seconds for both.
+one line per row. Words/s = raw tokens x epochs / seconds for both. ``--encoded`` encodes the
+shards once (timed apart) and trains ours on the result too, beside the text, with every seed.
 
 One run's analogy accuracy moves by about half a point with the seed (for gensim as for us: ~7,800
 answerable questions), so each system is trained with every seed and the table shows the means,
@@ -183,12 +185,20 @@ def main() -> None:
                    help="our --threads (default 0: our default, the cores less one for the reader thread)")
     p.add_argument("--workers", type=int, default=0, help="our reader processes (0: a reader thread)")
     p.add_argument("--extra-args", default="", help="more flags for our train command, e.g. '--slice-words 2048'")
+    p.add_argument("--encoded", action="store_true",
+                   help="also train ours on the corpus `w2v-dist encode` writes (no tokenizing, no vocabulary pass)")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "vs_gensim.json"))
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     work = tempfile.mkdtemp(prefix="w2v-bench-")
     shards, tok_path, n_tokens = make_inputs(a.corpus, work, a.lines)
+    encoded, encode_s = os.path.join(work, "encoded"), 0.0
+    if a.encoded:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "w2v_dist", "-q", "encode", shards, "--output", encoded,
+                        "--min-count", str(a.min_count)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        encode_s = time.perf_counter() - t0
     rows = []
     for model in a.models:
         runs = []
@@ -197,8 +207,14 @@ def main() -> None:
             g = run_gensim_process(tok_path, model, a, os.path.join(work, f"gensim-{model}.bin"))
             o = run_ours(shards, model, a, os.path.join(work, f"run-{model}"))
             runs.append({"seed": seed, "gensim": g, "w2v_dist": o})
+            if a.encoded:
+                import numpy as np
+                runs[-1]["encoded"] = e = run_ours(encoded, model, a, os.path.join(work, f"run-{model}-encoded"))
+                e["same_vectors"] = float(np.array_equal(*(np.load(os.path.join(work, f"run-{model}{s}", "vectors.npy"))
+                                                             for s in ("", "-encoded"))))
+                print(f"{model} seed {seed}: encoded {e}", file=sys.stderr)
             print(f"{model} seed {seed}: gensim {g}\n{model} seed {seed}: w2v_dist {o}", file=sys.stderr)
-        mean = {who: {k: statistics.mean(r[who][k] for r in runs) for k in runs[0][who]} for who in ("gensim", "w2v_dist")}
+        mean = {who: {k: statistics.mean(r[who][k] for r in runs) for k in runs[0][who]} for who in runs[0] if who != "seed"}
         rows.append({"model": model, "runs": runs, **mean})
 
     print(f"\ncorpus: {a.corpus} ({n_tokens:,} tokens{'' if a.lines is None else f', first {a.lines} lines'}); "
@@ -214,13 +230,23 @@ def main() -> None:
               f"{o['words_per_s']:,.0f} | {o['words_per_s'] / g['words_per_s']:.2f} | {g['analogy']:.4f} | "
               f"{o['analogy']:.4f} | {o['analogy'] - g['analogy']:+.4f} | {g['ws353']:.4f} | {o['ws353']:.4f} | "
               f"{o['ws353'] - g['ws353']:+.4f} |")
+    if a.encoded:
+        print(f"\nThe encoded corpus (`w2v-dist encode`, {encode_s:.1f} s once, not in the times below): ours on it "
+              "against ours on the text and gensim, same seeds\n")
+        print("| model | text s | encoded s | encoded words/s | vs text | vs gensim | vectors as on the text |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            g, o, e = r["gensim"], r["w2v_dist"], r["encoded"]
+            print(f"| {r['model']} | {o['seconds']:.1f} | {e['seconds']:.1f} | {e['words_per_s']:,.0f} | "
+                  f"{e['words_per_s'] / o['words_per_s']:.2f} | {e['words_per_s'] / g['words_per_s']:.2f} | "
+                  f"{'bitwise the same' if e['same_vectors'] == 1 else 'DIFFERENT'} |")
     for r in rows:
         print(f"\n{r['model']} per seed (analogy / WS-353): " + "; ".join(
             f"seed {x['seed']}: gensim {x['gensim']['analogy']:.4f} / {x['gensim']['ws353']:.4f}, "
             f"w2v_dist {x['w2v_dist']['analogy']:.4f} / {x['w2v_dist']['ws353']:.4f}" for x in r["runs"]))
     os.makedirs(os.path.dirname(a.json), exist_ok=True)
     with open(a.json, "w") as f:
-        json.dump({"args": vars(a), "tokens": n_tokens, "rows": rows}, f, indent=2)
+        json.dump({"args": vars(a), "tokens": n_tokens, "encode_s": encode_s, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
