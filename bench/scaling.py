@@ -107,6 +107,11 @@ def projected_bytes_per_word(V: int, dim: int, words_per_step: float, every: int
     return sent / (syncs * every * words_per_step)
 
 
+def _ratio(r: dict, base: dict | None) -> str:
+    """``r``'s words/s over ``base``'s, or a dash where the run was not made (``--no-reference``)."""
+    return f"{r['words_per_s'] / base['words_per_s']:.2f}x" if base else "—"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=str(DATA / "gcide_en.txt.gz"))
@@ -208,8 +213,7 @@ def main() -> None:
         for label, r in rows.items():
             base = ref or one or r  # without a reference run (--no-reference, no 1 rank): no deltas
             print(f"| {label} | {r['seconds']:.1f} | {r['cores_busy']:.2f} | {r['words_per_s']:,.0f} | "
-                  f"{(r['words_per_s'] / one['words_per_s']) if one else float('nan'):.2f}x | "
-                  f"{(r['words_per_s'] / ref['words_per_s']) if ref else float('nan'):.2f}x | "
+                  f"{_ratio(r, one)} | {_ratio(r, ref)} | "
                   f"{r['analogy']:.4f} | {r['analogy'] - base['analogy']:+.4f} | {r['ws353']:.4f} | "
                   f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f} | {r['dense_bytes_per_word']:,.0f} |")
         two = rows.get("2 ranks x 1 thread")
