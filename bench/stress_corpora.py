@@ -181,13 +181,14 @@ def build_kjv(ctx: Context) -> Iterator[str]:
             yield _clean(verse)
 
 
-def _man_pages(packages: tuple[str, ...]) -> list[str]:
+def _man_pages(packages: tuple[str, ...], lang: str = "") -> list[str]:
     files = []
+    where = f"/usr/share/man/{lang + '/' if lang else ''}man[^/]+/[^/]+\\.gz"
     for pkg in packages:
         listed = subprocess.run(["dpkg-query", "-L", pkg], check=True, capture_output=True, text=True).stdout
         for path in listed.splitlines():
-            # English pages only; links and .so stubs are other names for a page already listed
-            if re.fullmatch(r"/usr/share/man/man[^/]+/[^/]+\.gz", path) and not os.path.islink(path):
+            # the pages of one language; links and .so stubs are other names for a page already listed
+            if re.fullmatch(where, path) and not os.path.islink(path):
                 with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
                     if f.readline().startswith(".so "):
                         continue
@@ -195,11 +196,12 @@ def _man_pages(packages: tuple[str, ...]) -> list[str]:
     return sorted(files)
 
 
-def build_manpages(ctx: Context) -> Iterator[str]:
+def build_manpages(ctx: Context, packages: tuple[str, ...] = ("manpages", "manpages-dev"),
+                   lang: str = "") -> Iterator[str]:
     """Linux man-pages (sections 1-8, manpages + manpages-dev) rendered by groff with a line
     length of 2000 characters, so that a filled paragraph comes out as one line."""
     _need_tool("groff", "groff-base")
-    files = _man_pages(("manpages", "manpages-dev"))
+    files = _man_pages(packages, lang)
     ctx.notes["files"] = len(files)
     for path in files:
         with gzip.open(path, "rb") as f:
@@ -211,6 +213,18 @@ def build_manpages(ctx: Context) -> Iterator[str]:
             line = _clean(line)
             if line:
                 yield line
+
+
+def build_manpages_de(ctx: Context) -> Iterator[str]:
+    """The German translations of manual pages (manpages-de: Linux man-pages and many tools'),
+    rendered as build_manpages does: a language no default was tuned on, with umlauts and ß."""
+    return build_manpages(ctx, ("manpages-de",), "de")
+
+
+def build_manpages_ru(ctx: Context) -> Iterator[str]:
+    """The Russian translations of manual pages (manpages-ru): Cyrillic, and a richly inflected
+    language whose words spread over many forms."""
+    return build_manpages(ctx, ("manpages-ru",), "ru")
 
 
 def build_wordnet(ctx: Context) -> Iterator[str]:
@@ -360,6 +374,12 @@ CORPORA = [
     Corpus("manpages", "manual pages: Linux man-pages 1-8, boilerplate headers, SYNOPSIS/ERRORS formulae, code",
            build_manpages, ("manpages", "manpages-dev", "groff-base"),
            "Linux man-pages: mixed free licenses (Linux-man-pages-copyleft, GPL-2+, BSD, Expat; see copyright)"),
+    Corpus("manpages-de", "German: manual pages translated by the manpages-l10n project (umlauts, compounds)",
+           build_manpages_de, ("manpages-de", "groff-base"),
+           "manpages-l10n translations: GPL-3+; the pages themselves: their authors' free licenses (see copyright)"),
+    Corpus("manpages-ru", "Russian: manual pages translated by the manpages-l10n project (Cyrillic, inflection)",
+           build_manpages_ru, ("manpages-ru", "groff-base"),
+           "manpages-l10n translations: GPL-3+; the pages themselves: their authors' free licenses (see copyright)"),
     Corpus("wordnet", "thesaurus: WordNet 3.0 senses with [syn: ...] lists, each synset repeated under every member",
            build_wordnet, ("dict-wn",), "WordNet 3.0 license (BSD-like); packaging GPL-2+"),
     Corpus("computing-dicts", "dictionaries: FOLDOC + Jargon File + V.E.R.A. acronyms (short formulaic entries)",

@@ -80,9 +80,13 @@ class EncodeConfig:
 
 
 def read_manifest(uri: str, storage_options: dict | None = None) -> dict | None:
-    """The manifest of an encoded corpus at ``uri``, or ``None`` if ``uri`` is not one."""
+    """The manifest of an encoded corpus at ``uri``, or ``None`` if ``uri`` is not one (or cannot be
+    looked at: the scan of the shards that follows names the corpus in its own error)."""
     path = storage.join(uri, MANIFEST)
-    if not storage.exists(path, storage_options):
+    try:
+        if not storage.exists(path, storage_options):
+            return None
+    except storage.StorageError:
         return None
     manifest = json.loads(storage.read_bytes(path, storage_options))
     if manifest.get("format") != FORMAT or manifest.get("tokenize_version") != VERSION:
