@@ -21,7 +21,12 @@ construction never climbs above where it started. A run that diverges and still 
 recorded like any other: that is what the table is for.
 
 Analogy accuracy counts only the questions whose four words are in the vocabulary; with fewer
-than 100 such questions the table shows n/a (the JSON keeps the number). ``--extra-args`` go to
+than 100 such questions the table shows n/a (the JSON keeps the number). A measure that needs no
+questions, for corpora in other languages: **neighbour agreement**, the share of the 10 nearest
+neighbours of the 1,000 most frequent words that two sets of vectors agree on (cosine, among the
+10,000 most frequent words). The table gives ours against gensim's of the same seed, then
+gensim's against gensim's of the previous seed and ours against ours likewise: two runs of one
+trainer that differ only in the seed set the scale (with one seed, no scale). ``--extra-args`` go to
 our ``train`` only: to change a hyper-parameter for both systems use its own option (``--sample``).
 """
 
@@ -116,6 +121,29 @@ def loss_series(run: str) -> dict:
             "records": [{k: rec[k] for k in ("time", "step", "epoch", "words", "lr")} for rec in records]}
 
 
+AGREE_QUERIES, AGREE_POOL, AGREE_K = 1_000, 10_000, 10
+
+
+def neighbour_agreement(a: Vectors | None, b: Vectors | None, queries: int = AGREE_QUERIES,
+                        pool: int = AGREE_POOL, k: int = AGREE_K) -> float | None:
+    """The mean share of the ``k`` nearest neighbours (cosine, among the ``pool`` most frequent
+    words both know, in ``a``'s order) of the ``queries`` most frequent that ``a`` and ``b`` agree
+    on; None without both, or with too few common words."""
+    if a is None or b is None:
+        return None
+    words = [w for w in a.words[:2 * pool] if w in b][:pool]
+    if len(words) <= k + 1:
+        return None
+    sets = []
+    for v in (a, b):
+        m = np.stack([v[w] for w in words]).astype(np.float64)
+        m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+        sims = m[:queries] @ m.T
+        np.fill_diagonal(sims, -np.inf)  # a word is not its own neighbour
+        sets.append(np.argpartition(-sims, k, axis=1)[:, :k])
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(*sets)]))
+
+
 def _last_line(log: str) -> str:
     lines = [x for x in Path(log).read_text(errors="replace").splitlines() if x.strip()]
     return lines[-1] if lines else ""
@@ -151,6 +179,7 @@ def run_ours(shards: str, run: str, model: str, seed: int, tokens: int, a: argpa
             vectors = Vectors.load(run)
             r["nonfinite_vectors"] = int((~np.isfinite(vectors.vectors)).any(axis=1).sum())
             r.update(evaluate(vectors))
+            r["_vectors"] = vectors  # for neighbour_agreement; not written to the JSON
         except Exception as e:  # a diverged run's vectors are still evaluated if they load at all
             r["eval_error"] = f"{type(e).__name__}: {e}"
     return r
@@ -159,7 +188,7 @@ def run_ours(shards: str, run: str, model: str, seed: int, tokens: int, a: argpa
 def run_theirs(tok_path: str, model: str, seed: int, a: argparse.Namespace) -> dict:
     ns = argparse.Namespace(**{**vars(a), "seed": seed})
     try:
-        return run_gensim(tok_path, model, ns, corpus_file=True)
+        return run_gensim(tok_path, model, ns, corpus_file=True, keep_vectors=True)
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"}
 
@@ -184,11 +213,17 @@ def run_corpus(name: str, a: argparse.Namespace, work: str) -> dict:
     tok_path = os.path.join(corpus_dir, "tokens.txt")
     out["tokens"] = write_tokens(pq.read_table(shards, columns=["text"]).column("text").combine_chunks(), tok_path)
     for model in a.models:
-        runs = []
+        runs, before, mine_before = [], None, None  # the previous seed's vectors, gensim's and ours
         for seed in a.seeds:
             run = os.path.join(corpus_dir, f"run-{model}-{seed}")
             ours = run_ours(shards, run, model, seed, out["tokens"], a)
             theirs = run_theirs(tok_path, model, seed, a) if not a.no_gensim else {}
+            mine, gensims = ours.pop("_vectors", None), theirs.pop("_vectors", None)
+            ours["agree_gensim"] = neighbour_agreement(mine, gensims)
+            ours["agree_prev_seed"] = neighbour_agreement(mine, mine_before)
+            if theirs:
+                theirs["agree_prev_seed"] = neighbour_agreement(gensims, before)
+            before, mine_before = gensims, mine
             runs.append({"seed": seed, "w2v_dist": ours, "gensim": theirs})
             loss = ours["loss"]
             print(f"{name} {model} seed {seed}: exit {ours['exit']}, loss "
@@ -213,9 +248,12 @@ def _mean(runs: list[dict], who: str, key: str) -> float | None:
     return statistics.mean(xs) if xs else None
 
 
+def _fmt(x: float | None, fmt: str = ".4f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
 def _pair(ours: float | None, theirs: float | None, fmt: str = ".4f") -> str:
-    f = lambda x: "—" if x is None else format(x, fmt)  # noqa: E731
-    return f"{f(ours)}/{f(theirs)}"
+    return f"{_fmt(ours, fmt)}/{_fmt(theirs, fmt)}"
 
 
 def _g(x) -> str:
@@ -254,17 +292,19 @@ def table_row(corpus: dict, row: dict) -> str:
         f" (oov {ws_oov:.0%})" if ws_oov is not None else "")
     ours_s, theirs_s = (_mean(runs, who, "train_loop_words_per_s") for who in ("w2v_dist", "gensim"))
     speed = f"{ours_s / theirs_s:.2f}" if ours_s and theirs_s else "—"
+    agree = "/".join(_fmt(_mean(runs, who, key), ".2f") for who, key in (
+        ("w2v_dist", "agree_gensim"), ("gensim", "agree_prev_seed"), ("w2v_dist", "agree_prev_seed")))
     return (f"| {corpus['corpus']} | {corpus.get('tokens', 0):,} | {row['model']} | {losses} | {spike} | {exits} | "
-            f"{analogy} | {ws} | {speed} |")
+            f"{analogy} | {ws} | {speed} | {agree} |")
 
 
 def print_table(results: list[dict]) -> None:
     print("| corpus | words | model | w2v_dist loss first/max/last | spike | exit | analogy w2v/gensim "
-          "| WS-353 w2v/gensim | speed ratio (train loop, w2v/gensim) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| WS-353 w2v/gensim | speed ratio (train loop, w2v/gensim) | neighbours w2v–gensim/gensim–gensim/w2v–w2v |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for c in results:
         if "prepare_error" in c:
-            print(f"| {c['corpus']} | — | — | prepare failed: {c['prepare_error']} | | | | | |")
+            print(f"| {c['corpus']} | — | — | prepare failed: {c['prepare_error']} | | | | | | |")
         for row in c["rows"]:
             print(table_row(c, row))
 

@@ -207,7 +207,9 @@ def build_manpages(ctx: Context, packages: tuple[str, ...] = ("manpages", "manpa
         with gzip.open(path, "rb") as f:
             source = f.read()
         # -t: tables through tbl; -rLL/-rHY: no wrapping, no hyphenation; -P-cbu: no overstrike
-        out = subprocess.run(["groff", "-t", "-Tutf8", "-man", "-rLL=2000n", "-rHY=0", "-P-c", "-P-b", "-P-u"],
+        # -Kutf-8: the translations are UTF-8, which groff would read as Latin-1 ("Ãbersetzung")
+        encoding = ["-Kutf-8"] if lang else []
+        out = subprocess.run(["groff", "-t", *encoding, "-Tutf8", "-man", "-rLL=2000n", "-rHY=0", "-P-c", "-P-b", "-P-u"],
                              input=source, capture_output=True).stdout.decode("utf-8", errors="replace")
         for line in out.splitlines():
             line = _clean(line)

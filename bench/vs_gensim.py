@@ -102,9 +102,11 @@ def evaluate(vectors: Vectors) -> dict:
             "analogy_answered": an["correct"] + an["incorrect"], "ws353": ws["spearman"], "ws353_oov": ws["oov_ratio"]}
 
 
-def run_gensim(tok_path: str, model: str, a: argparse.Namespace, corpus_file: bool = False) -> dict:
+def run_gensim(tok_path: str, model: str, a: argparse.Namespace, corpus_file: bool = False,
+               keep_vectors: bool = False) -> dict:
     """gensim on the tokens file; ``corpus_file`` reads it with gensim's corpus_file mode (each
-    worker thread reads its own part of the file) instead of a LineSentence iterator."""
+    worker thread reads its own part of the file) instead of a LineSentence iterator.
+    ``keep_vectors``: the :class:`Vectors` too, under ``"_vectors"``."""
     from gensim.models import Word2Vec
     from gensim.models.word2vec import LineSentence
 
@@ -118,7 +120,8 @@ def run_gensim(tok_path: str, model: str, a: argparse.Namespace, corpus_file: bo
     words = m.corpus_total_words  # raw words per epoch
     vectors = Vectors(list(m.wv.index_to_key), m.wv.vectors)
     return {"seconds": seconds, "words_per_s": words * a.epochs / seconds, **evaluate(vectors),
-            "train_loop_words_per_s": words * a.epochs / max(m.total_train_time, 1e-9)}  # without the vocabulary pass
+            "train_loop_words_per_s": words * a.epochs / max(m.total_train_time, 1e-9),  # without the vocabulary pass
+            **({"_vectors": vectors} if keep_vectors else {})}
 
 
 GENSIM_PROCESS = """

@@ -10,6 +10,7 @@ import math
 import os
 import re
 
+import numpy as np
 import pytest
 
 from bench import stress
@@ -180,3 +181,19 @@ def test_the_table_marks_spikes_and_hides_analogies_with_too_few_questions():
     assert cells[3:7] == ["4/8/3", "2 **SPIKE**", "0 (7 non-finite vectors)", "n/a (99 q)"]
     cells = [c.strip() for c in stress.table_row(*_row(1.2, 100)).split("|")[1:-1]]
     assert cells[4] == "1.2" and cells[6].startswith("0.1000/0.2000 (100 q") and cells[8] == "0.50"
+
+
+def test_neighbour_agreement_is_one_for_a_rotation_and_low_for_noise():
+    """Cosine neighbours do not change under a rotation of the space; unrelated vectors share
+    about k / pool of them by chance."""
+    from w2v_dist.vectors import Vectors
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(600)]
+    a = rng.standard_normal((600, 20))
+    q, _ = np.linalg.qr(rng.standard_normal((20, 20)))
+    args = dict(queries=100, pool=500, k=10)
+    assert stress.neighbour_agreement(Vectors(words, a), Vectors(words[::-1], (a @ q)[::-1]), **args) == 1.0
+    noise = stress.neighbour_agreement(Vectors(words, a), Vectors(words, rng.standard_normal((600, 20))), **args)
+    assert noise < 0.1
+    assert stress.neighbour_agreement(Vectors(words, a), None) is None
