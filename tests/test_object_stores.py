@@ -187,3 +187,17 @@ def test_an_epoch_fetches_the_corpus_once(store, reference, corpus_txt, tmp_path
     assert fetched <= corpus + len(shards) * 64 * 1024, (fetched, corpus, requests)
     if store.name == "s3":  # the size came with the manifest
         assert requests["HEAD"] == 0, requests
+
+
+def test_an_encoded_corpus_on_a_store_trains_as_the_text_did(s3_store, reference, tmp_path):
+    """`w2v-dist encode` from local shards to s3://, then 2 ranks train from there: the reference's
+    vectors, bit for bit (encode writes its files through fsspec as prepare does)."""
+    ref_run, _ = reference
+    encoded, opts = f"{s3_store.root}/encoded", json.dumps(s3_store.options())
+    cli("encode", str(ref_run.parent / "shards"), "--output", encoded, "--min-count", "3",
+        "--output-storage-options", opts)
+    assert _fs(s3_store).exists("w2v-test/encoded/encoded.json")
+    run = tmp_path / "run"
+    torchrun("train", encoded, "--output", str(run), *TRAIN, "--storage-options", opts, "--output-storage-options", "{}",
+             "--cache-dir", str(tmp_path / "cache"))
+    assert np.array_equal(np.load(run / "vectors.npy"), np.load(ref_run / "vectors.npy"))
