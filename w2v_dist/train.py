@@ -94,8 +94,9 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     else:
         vocab, row_tokens, skipped = build_vocab(cfg, shards, dist)
     check_memory(cfg, dist, len(vocab))  # before the run is written: a refused run leaves nothing
-    skipped.update(bad_files=len(report.get("bad_files", [])), empty_files=report["empty_files"],
-                   empty_row_groups=report["empty_row_groups"])
+    # (an encoded corpus's: what encoding left out, then what this scan did)
+    skipped.update(bad_files=skipped.get("bad_files", 0) + len(report.get("bad_files", [])),
+                   empty_files=report["empty_files"], empty_row_groups=report["empty_row_groups"])
     if dist.is_main:
         for name in RUN_FILES if started or finished else ():
             storage.remove(storage.join(out, name), so, recursive=True)
