@@ -86,7 +86,9 @@ def setup_logging(level: str, quiet: bool, rank: int, world: int) -> None:
     logging.getLogger("w2v_dist").setLevel(ours)
 
 
-def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
+def _add_tokenizer_args(p: argparse.ArgumentParser, sentences: bool = True) -> None:
+    """The tokenizer's flags; ``sentences=False`` leaves out --max-sentence-length (``encode``
+    keeps rows whole: a run cuts them, with its own)."""
     g = p.add_argument_group("tokenizer")
     g.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case")
     g.add_argument("--split-pattern", default=DEFAULT_SPLIT_PATTERN,
@@ -95,8 +97,9 @@ def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--normalize", choices=NORMALIZE_FORMS, default="NFC",
                    help="Unicode normalization before lowercasing and splitting (default: %(default)s; "
                         "NFKC also folds compatibility forms such as full-width letters and ligatures)")
-    g.add_argument("--max-sentence-length", type=int, default=1000,
-                   help="cut longer rows into pieces of this many words (default: %(default)s, as word2vec.c)")
+    if sentences:
+        g.add_argument("--max-sentence-length", type=int, default=1000,
+                       help="cut longer rows into pieces of this many words (default: %(default)s, as word2vec.c)")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -237,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-shard", choices=("error", "skip"), default="error",
                    help="unreadable files, row groups or rows: stop with an error (default) or skip and count them")
     p.add_argument("--overwrite", action="store_true", help="replace an encoded corpus in --output")
-    _add_tokenizer_args(p)
+    _add_tokenizer_args(p, sentences=False)
 
     _add_train_args(sub.add_parser("train", parents=[quiet], formatter_class=_Help, help="train word vectors on Parquet shards"))
 
@@ -305,8 +308,7 @@ def run(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
     elif args.command == "encode":
         from w2v_dist.encode import EncodeConfig, encode_corpus
-        tok = TokenizerConfig(lowercase=args.lowercase, split_pattern=args.split_pattern,
-                              max_sentence_length=args.max_sentence_length, normalize=args.normalize)
+        tok = TokenizerConfig(lowercase=args.lowercase, split_pattern=args.split_pattern, normalize=args.normalize)
         cfg = EncodeConfig(args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab,
                            args.max_vocab_size, _storage_options(args.storage_options),
                            _output_storage_options(args.output_storage_options), args.on_bad_shard, args.overwrite)
