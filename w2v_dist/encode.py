@@ -32,17 +32,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from w2v_dist import storage
 from w2v_dist.config import ConfigError, TokenizerConfig
-from w2v_dist.corpus.tokenize import VERSION, tokenize
+from w2v_dist.corpus.tokenize import ID_COLUMN, VERSION, token_ids
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "encoded.json"
-COLUMN = "ids"
+COLUMN = ID_COLUMN
 FORMAT = "w2v_dist-encoded"
 SCHEMA = pa.schema([pa.field(COLUMN, pa.list_(pa.int32()))])
 # the tokenizer settings applied when encoding (max_sentence_length is applied by train, to the ids)
@@ -169,14 +168,10 @@ def _check_output(output: str, overwrite: bool, storage_options: dict | None) ->
 def _ids_per_row(column: pa.ChunkedArray, vocab_words: pa.Array, tokenizer: TokenizerConfig) -> tuple[pa.Array, int]:
     """Every row's in-vocabulary tokens as ids (a list per row, empty for a row with none), and the
     row group's token count (all tokens, as the vocabulary pass counts them)."""
-    tokens, rows = tokenize(column, tokenizer)
-    ids = pc.index_in(tokens, value_set=vocab_words)
-    known = pc.is_valid(ids).to_numpy(zero_copy_only=False)
-    values = pc.filter(ids, known).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    per_row = np.bincount(rows[known], minlength=len(column))
+    values, rows, tokens = token_ids(column, vocab_words, tokenizer)
     offsets = np.zeros(len(column) + 1, np.int32)
-    np.cumsum(per_row, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32())), len(tokens)
+    np.cumsum(np.bincount(rows, minlength=len(column)), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32())), tokens
 
 
 def encoded_vocab(cfg, manifest: dict, shards) -> tuple:

@@ -80,10 +80,9 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     started = storage.exists(storage.join(out, "config.json"), so)
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
-    encoded = read_manifest(cfg.corpus, cfg.storage_options)
+    shards, report, encoded = scan_once(cfg, dist)
     if encoded:
         check_tokenizer(cfg.tokenizer, encoded, cfg.corpus)
-    shards, report = scan_once(cfg, dist, encoded is not None)
     vocab_uri = storage.join(out, "vocab")
     if started and not cfg.overwrite:
         return replace(_resume(cfg, dist, shards, vocab_uri), encoded=encoded is not None)
@@ -109,17 +108,19 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     return Start(shards, row_tokens, vocab_uri, skipped=skipped, encoded=encoded is not None)
 
 
-def scan_once(cfg: TrainConfig, dist: Dist, encoded: bool = False) -> tuple[list[Shard], dict]:
+def scan_once(cfg: TrainConfig, dist: Dist) -> tuple[list[Shard], dict, dict | None]:
     """The manifest, read by rank 0 and handed to the others: N ranks reading 10,000 footers
-    each would be N x 10,000 requests to the store. A bad corpus fails on every rank alike."""
+    each would be N x 10,000 requests to the store. A bad corpus fails on every rank alike. Also
+    ``encoded.json`` when the corpus is one ``w2v-dist encode`` wrote (else None)."""
     found = None
     if dist.is_main:
         report: dict = {}
         try:
+            encoded = read_manifest(cfg.corpus, cfg.storage_options)
             column = ENCODED_COLUMN if encoded else cfg.text_column
             found = (scan_shards(cfg.corpus, column, cfg.storage_options, cfg.on_bad_shard, report,
-                                 cfg.allow_incomplete, ids=encoded), report)
-        except (CorpusError, storage.StorageError) as e:
+                                 cfg.allow_incomplete, ids=encoded is not None), report, encoded)
+        except (CorpusError, ConfigError, storage.StorageError) as e:
             found = e
     found = dist.broadcast_object(found)
     if isinstance(found, Exception):
@@ -431,7 +432,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     stream = CorpusStream(start.shards, start.vocab_uri, cfg.tokenizer, seed=cfg.seed, epochs=cfg.epochs,
                           batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size,
                           storage_options=cfg.storage_options, vocab_storage_options=so, cache_dir=cfg.cache_dir,
-                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard, token_cache_bytes=0 if start.encoded else cfg.token_cache_gb * 2**30,
+                          row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard,
+                          token_cache_bytes=0 if start.encoded else cfg.token_cache_gb * 2**30,
                           prepare_threads=max(1, _cores() // max(dist.local_world_size, 1) - threads))
     feed = Feed(None, mine.get("feed"), cfg.workers)
     stream.load_state_dict({"resume": feed.resume_for_stream()})

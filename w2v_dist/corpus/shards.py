@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from w2v_dist import storage
-from w2v_dist.corpus.tokenize import is_id_list_type, is_text_type, is_token_list_type
+from w2v_dist.corpus.tokenize import ID_COLUMN, is_id_list_type, is_text_type, is_token_list_type
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _check(f: str, column: str, storage_options: dict | None, ids: bool = False)
         if ids:
             raise CorpusError(f"{f}: has no column {column!r}: not a file `w2v-dist encode` wrote (added or replaced "
                               "since); remove it or run encode again")
-        if "ids" in schema.names and is_id_list_type(schema.field("ids").type):
+        if ID_COLUMN in schema.names and is_id_list_type(schema.field(ID_COLUMN).type):
             raise CorpusError(f"{f}: holds token ids but its directory has no encoded.json: an unfinished "
                               "`w2v-dist encode`; run it again")
         raise CorpusError(

@@ -42,8 +42,11 @@ def is_token_list_type(t: pa.DataType) -> bool:
     return (pa.types.is_list(t) or pa.types.is_large_list(t)) and is_text_type(t.value_type)
 
 
+ID_COLUMN = "ids"  # an encoded corpus's column (w2v_dist/encode.py)
+
+
 def is_id_list_type(t: pa.DataType) -> bool:
-    """The ``ids`` column of an encoded corpus (w2v_dist/encode.py)."""
+    """The type of an encoded corpus's ``ids`` column."""
     return pa.types.is_list(t) and pa.types.is_int32(t.value_type)
 
 
@@ -108,6 +111,16 @@ class Tokenized:
         return len(self.ids)
 
 
+def token_ids(column: pa.Array | pa.ChunkedArray, vocab_words: pa.Array,
+              cfg: TokenizerConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """Tokenize and look the tokens up, dropping unknown ones: ``(ids: int32, row of each id:
+    int64, tokens before dropping)``."""
+    tokens, rows = tokenize(column, cfg)
+    ids = pc.index_in(tokens, value_set=vocab_words)
+    known = pc.is_valid(ids).to_numpy(zero_copy_only=False)
+    return pc.filter(ids, known).to_numpy(zero_copy_only=False).astype(np.int32, copy=False), rows[known], len(tokens)
+
+
 def encode(column: pa.Array | pa.ChunkedArray, vocab_words: pa.Array, cfg: TokenizerConfig) -> Tokenized:
     """Tokenize ``column`` and map tokens to vocabulary ids, dropping unknown tokens. An encoded
     corpus's ``list<int32>`` column holds the ids already (of a vocabulary of which ``vocab_words``
@@ -123,11 +136,7 @@ def encode(column: pa.Array | pa.ChunkedArray, vocab_words: pa.Array, cfg: Token
         if not known.all():
             ids, rows = ids[known], rows[known]
     else:
-        tokens, rows = tokenize(column, cfg)
-        ids = pc.index_in(tokens, value_set=vocab_words)
-        known = pc.is_valid(ids).to_numpy(zero_copy_only=False)
-        ids = pc.filter(ids, known).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-        rows = rows[known]
+        ids, rows, _ = token_ids(column, vocab_words, cfg)
     if len(rows):
         # position of each token inside its row, then a sentence key that also changes every
         # max_sentence_length tokens of one row
