@@ -53,6 +53,8 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--log-every", "inf"], "--log-every must be a finite number"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--token-cache-gb", "nan"], "--token-cache-gb must be a finite"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--sync-every", "-1"], "--sync-every must be >= 0 (0: chosen by"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--sync", "step", "--sync-overlap"],
+     "--sync-overlap needs --sync local"),
     (["prepare", "{d}/a.txt", "--output", "{d}/o", "--max-invalid-utf8", "nan"], "--max-invalid-utf8 must be"),
     (["export", "{d}/vec.txt", "--output", "{d}/exists.bin"], "{d}/exists.bin: exists; pass --overwrite"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000"],
@@ -68,7 +70,7 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
 IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eval-no-questions",
        "eval-analogies-as-pairs", "train-output-is-a-file", "train-bad-split-pattern", "train-unknown-scheme",
        "prepare-unknown-scheme", "similar-unknown-scheme", "train-sample-nan", "train-log-every-inf",
-       "train-token-cache-nan", "train-sync-every-negative", "prepare-max-invalid-utf8-nan", "export-would-overwrite",
+       "train-token-cache-nan", "train-sync-every-negative", "train-sync-step-overlap", "prepare-max-invalid-utf8-nan", "export-would-overwrite",
        "train-dim-too-large",
        "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything"]
 

@@ -186,6 +186,77 @@ with setup() as dist:
 """
 
 
+OVERLAP_SCRIPT = """
+import sys, numpy as np, torch
+from w2v_dist.distributed import setup
+from w2v_dist.sync import TableSync
+
+with setup() as dist:
+    r = dist.rank
+    table = torch.rand(50, 4, generator=torch.Generator().manual_seed(0))
+    sync = TableSync({"t": table}, dist, every=1, rows=8, combine=sys.argv[1], overlap=True)
+    table[r] += 1.0 + r
+    table[10:20] += 0.5 * (1 + r)
+    sync.after_step(1)  # sync 1, rows 0..7: sent, not yet applied
+    first = table.clone()
+    table[r] += 10.0 * (1 + r)  # trained while sync 1 is summed
+    table[30 + r] += 3.0
+    sync.after_step(2)  # sync 2 (rows 0..15) applies sync 1, then sends
+    second = table.clone()
+    sync.full()  # applies sync 2 and syncs every row, waiting
+    out = [torch.zeros_like(table) for _ in range(2)]
+    torch.distributed.all_gather(out, table)
+    if r == 0:
+        np.savez(sys.argv[2], first=first.numpy(), second=second.numpy(), r0=out[0].numpy(), r1=out[1].numpy())
+"""
+
+
+@pytest.mark.parametrize("combine", ["mean", "rowmean"])
+def test_overlapped_sync_lands_one_interval_late(tmp_path, combine):
+    """``--sync-overlap`` through real torchrun and gloo: a sync leaves the table as it was (the
+    ranks' changes are summed while they train on); the next sync gives each synced row the
+    combined change in place of the rank's own, keeping what the rank trained meanwhile; a full
+    sync leaves the ranks equal, each row with the combination of each rank's changes per interval.
+    Guards: a rank's own change counted twice or lost, the interval's training overwritten by the
+    late result, ranks apart after a full sync (a checkpoint of one rank's table)."""
+    (tmp_path / "overlap.py").write_text(OVERLAP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(tmp_path / "overlap.py"), combine, str(tmp_path / "out.npz")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-4000:]
+    got = np.load(tmp_path / "out.npz")
+    start = torch.rand(50, 4, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float64)
+    one = [np.zeros((50, 4)), np.zeros((50, 4))]  # each rank's changes before sync 1
+    two = [np.zeros((50, 4)), np.zeros((50, 4))]  # ... between syncs 1 and 2
+    for r in (0, 1):
+        one[r][r] += 1.0 + r
+        one[r][10:20] += 0.5 * (1 + r)
+        two[r][r] += 10.0 * (1 + r)
+        two[r][30 + r] += 3.0
+
+    def combined(d0, d1):
+        if combine == "mean":
+            return (d0 + d1) / 2
+        touched = (d0 != 0).any(1).astype(float) + (d1 != 0).any(1).astype(float)
+        return (d0 + d1) / np.maximum(touched, 1)[:, None]
+
+    np.testing.assert_allclose(got["first"], start + one[0], rtol=1e-6, atol=1e-6)  # nothing applied yet
+    c1 = combined(one[0], one[1])
+    want = start + one[0] + two[0]  # rank 0 after sync 2: rows 0..7 get c1 in place of its own changes
+    want[:8] += (c1 - one[0])[:8]
+    np.testing.assert_allclose(got["second"], want, rtol=1e-6, atol=1e-6)
+    # the full sync: rows 0..15 were combined per interval (rows 0..7: sync 1, then 0..15: sync 2 with
+    # what was left of interval 1 in rows 8..15); the rest in one go
+    c_rest = combined(one[0] + two[0], one[1] + two[1])
+    c2 = combined(two[0] + np.where(np.arange(50)[:, None] < 8, 0, one[0]),
+                  two[1] + np.where(np.arange(50)[:, None] < 8, 0, one[1]))
+    rows = np.arange(50)[:, None]
+    final = start + np.where(rows < 8, c1 + c2, np.where(rows < 16, c2, c_rest))
+    np.testing.assert_array_equal(got["r0"], got["r1"])
+    np.testing.assert_allclose(got["r0"], final, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("combine", ["rowmean", "sum", "mean"])
 def test_sync_combines_the_ranks_changes(tmp_path, combine):
     """Through real torchrun and gloo: the prefix sync touches the first rows only, a full sync

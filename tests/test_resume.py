@@ -163,13 +163,16 @@ def test_keep_checkpoints_refuses_one(corpus, tmp_path):
     assert p.returncode == 2 and "--keep-checkpoints must be >= 2" in p.stderr
 
 
-def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["", "overlap"])
+def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_path, overlap):
     """With the local sync every 4 steps (a prefix of the rows, all rows every 8th sync here: 6.4k
     words), a checkpoint asked for at step 5 is written at the next full sync (step 32), so
     checkpointing does not change what the ranks compute: killed at step 40 and rerun, the run
     ends in the uninterrupted run's vectors. Guards: a checkpoint that forces its own sync (the
-    result would depend on when checkpoints happen) or one taken while ranks' tables differ."""
-    default_sync = [*TRAIN[:-len(SYNC_EVERY_STEP)], "--sync-every", "4"]
+    result would depend on when checkpoints happen) or one taken while ranks' tables differ.
+    With ``--sync-overlap`` the same holds (a full sync waits for the sync in flight and leaves
+    the ranks equal), and the overlapped run's vectors are not the plain one's."""
+    default_sync = [*TRAIN[:-len(SYNC_EVERY_STEP)], "--sync-every", "4", *(["--sync-overlap"] if overlap else [])]
     ref, run = tmp_path / "ref", tmp_path / "b"
     torchrun("train", str(small_corpus), "--output", str(ref), *default_sync, "--checkpoint-every", "1000")
     p = torchrun("train", str(small_corpus), "--output", str(run), *default_sync, check=False,
@@ -179,6 +182,10 @@ def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_p
     p = torchrun("train", str(small_corpus), "--output", str(run), *default_sync)
     assert "checkpoints/step-32" in p.stderr
     _same(ref, run)
+    if overlap:
+        plain = tmp_path / "plain"
+        torchrun("train", str(small_corpus), "--output", str(plain), *default_sync[:-1])
+        assert not np.array_equal(np.load(plain / "vectors.npy"), np.load(run / "vectors.npy"))
 
 
 def test_checkpoint_minutes_saves_on_the_clock(small_corpus, tmp_path):

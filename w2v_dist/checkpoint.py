@@ -40,6 +40,9 @@ OPERATIONAL = {"output", "overwrite", "force_resume", "log_every", "threads", "s
                "output_storage_options", "cache_dir", "token_cache_gb", "device", "backend", "checkpoint_every",
                "checkpoint_minutes", "keep_checkpoints", "allow_incomplete"}
 
+# settings added since runs began writing config.json, with the value a run from before them had
+ADDED = {"sync_overlap": False}
+
 
 def save(run_uri: str, step: int, tensors: dict[str, torch.Tensor], state: dict, keep: int = 2,
          storage_options: dict | None = None) -> str:
@@ -80,6 +83,7 @@ def latest(run_uri: str, storage_options: dict | None = None) -> tuple[int, dict
 def config_diff(saved: dict, current: dict) -> dict[str, tuple]:
     """Settings that would change the result, ``{name: (saved, current)}``."""
     keys = (set(saved) | set(current)) - OPERATIONAL
+    saved = {**ADDED, **saved}
     return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
 
 

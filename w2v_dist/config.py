@@ -98,6 +98,7 @@ class TrainConfig:
     sync_rows: int = 1024  # rows of the smallest sync (the prefix doubles on every other sync, ...)
     sync_combine: str = "mean"  # how ranks' changes of a row combine: mean (lr x world size), rowmean or sum
     sync_lr_scale: float = 0  # under mean: each rank trains at this x the rate; 0: min(world size, 0.2 / alpha)
+    sync_overlap: bool = False  # several ranks: train on while a sync is summed; its result lands one interval late
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -167,6 +168,8 @@ class TrainConfig:
             raise ConfigError(f"--checkpoint-minutes must be > 0, got {self.checkpoint_minutes}")
         if self.sync not in ("local", "step"):
             raise ConfigError(f"--sync must be local or step, got {self.sync!r}")
+        if self.sync == "step" and self.sync_overlap:
+            raise ConfigError("--sync-overlap needs --sync local: --sync step syncs every step, before the next")
         if self.sync_combine not in ("mean", "rowmean", "sum"):
             raise ConfigError(f"--sync-combine must be mean, rowmean or sum, got {self.sync_combine!r}")
         if self.sync_lr_scale < 0 or (0 < self.sync_lr_scale < 1):

@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import gc
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -26,6 +26,10 @@ class Dist:
     local_world_size: int = 1
     device: str = "cpu"
     backend: str | None = None
+    # the overlapped table syncs' own process group, made at the first (on every rank alike): on
+    # NCCL a collective queues behind the ones before it in its group, so the lockstep exchange
+    # would wait for the tables' all_reduce in flight
+    _groups: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -63,12 +67,32 @@ class Dist:
             td.all_reduce(tensor)
         return tensor
 
+    def all_reduce_start(self, tensor: torch.Tensor) -> "Pending":
+        """Start summing ``tensor`` over ranks, in place, in a process group of its own; the sum is
+        there after the returned handle's ``wait()``. Every rank starts the same ones in the same order."""
+        if self.backend is None:
+            return Pending(None)
+        if "overlap" not in self._groups:
+            self._groups["overlap"] = td.new_group(backend=self.backend)
+        return Pending(td.all_reduce(tensor, group=self._groups["overlap"], async_op=True))
+
     def all_gather_object(self, obj) -> list:
         if self.backend is None:
             return [obj]
         out = [None] * self.world_size
         td.all_gather_object(out, obj)
         return out
+
+
+@dataclass
+class Pending:
+    """A collective in flight (torch's ``Work``), or none (one process)."""
+    work: object
+
+    def wait(self) -> None:
+        if self.work is not None:
+            self.work.wait()
+            self.work = None
 
 
 class Lockstep:

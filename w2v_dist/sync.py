@@ -14,6 +14,10 @@ the settings, never by the clock: checkpoints wait for the next full sync (table
 ranks, one copy to save), so checkpointing, by steps, minutes or on a signal, never changes what
 a run computes.
 
+``--sync-overlap`` starts a prefix sync's ``all_reduce`` and trains on: its result is applied at
+the next sync, one interval late (:meth:`TableSync.start`, :meth:`TableSync.finish`); full syncs
+still wait. It hides the collective where the link is slow, for rows one interval staler.
+
 ``--sync step`` (the exact mode) syncs every row after every step and sums the ranks' changes:
 each rank's updates are sequential within its chunk, the ranks' are added at the end of the step
 (one step of staleness, as between the kernel's threads, but the plain sum: the kernel scales a
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import torch
 
-from w2v_dist.distributed import Dist
+from w2v_dist.distributed import Dist, Pending
 
 FULL_EVERY = 64  # syncs: the whole table at least this often (a checkpoint waits for one)
 # mean: each rank trains at lr x min(N, MAX_RANK_ALPHA / alpha): the linear scaling rule up to a rate
@@ -82,16 +86,21 @@ class TableSync:
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], dist: Dist, every: int = 0, rows: int = 1024,
-                 combine: str = "mean", exact: bool = False, lr_scale: float = 0, alpha: float = 0.025):
+                 combine: str = "mean", exact: bool = False, lr_scale: float = 0, alpha: float = 0.025,
+                 overlap: bool = False):
         if exact:  # --sync step: every step, every row, changes summed
-            every, rows, combine = 1, 1 << 62, "sum"
+            every, rows, combine, overlap = 1, 1 << 62, "sum", False
         every = every or auto_sync_every(dist.world_size)
         self.tables, self.dist, self.every, self.rows, self.combine = tables, dist, every, rows, combine
         self.active = dist.world_size > 1
+        self.overlap = overlap and self.active
         self.syncs = 0
         self.bytes = 0  # sent by this rank
+        # the rows as the ranks last agreed on them: the same on every rank
         self.snapshot = {k: t.detach().clone() for k, t in tables.items()} if self.active else {}
         self.buffer: torch.Tensor | None = None  # the deltas of a sync, summed in place
+        self.sent: torch.Tensor | None = None  # overlapped: this rank's own deltas of the sync in flight
+        self.pending: tuple[int, Pending] | None = None  # overlapped: (rows, the all_reduce in flight)
         # model averaging moves a row 1/N as far as the sum of the ranks' updates would, where the
         # updates are small and add up: the linear scaling rule (Goyal et al. 2017) gives it back,
         # up to a point: each rank trains at that rate, and 8 x --alpha diverged
@@ -118,6 +127,9 @@ class TableSync:
         k = self.syncs
         V = len(next(iter(self.tables.values())))
         rows = rows_at(k, V, self.rows)
+        if self.overlap and rows < V:
+            self.start(rows)
+            return False
         self.sync(rows)
         return rows == V
 
@@ -125,13 +137,12 @@ class TableSync:
         if self.active:
             self.sync(len(next(iter(self.tables.values()))))
 
-    @torch.no_grad()
-    def sync(self, rows: int) -> None:
-        """One all_reduce for both tables' prefixes (and, for rowmean, their touched-row flags):
-        on loaded cores a collective's cost is its round trips more than its bytes. The deltas are
-        written into one buffer kept for the run: allocating and concatenating them anew every sync
-        cost 11 ms of a rank's core per sync (2 ranks, 2 epochs of gcide: 0.38 s of CPU in 35 syncs;
-        with the buffer 0.24 s)."""
+    def _deltas(self, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Each table's first ``rows`` rows less their snapshot, into the run's one buffer: (the
+        flat buffer to all_reduce, its deltas as (tables, rows, dim), rowmean's touched flags). On
+        loaded cores a collective's cost is its round trips more than its bytes, so both tables go
+        in one; allocating and concatenating them anew every sync cost 11 ms of a rank's core per
+        sync (2 ranks, 2 epochs of gcide: 0.38 s of CPU in 35 syncs; with the buffer 0.24 s)."""
         names, first = list(self.tables), next(iter(self.tables.values()))
         dim, flags = first.shape[1], self.combine == "rowmean"
         if self.buffer is None:  # a full sync's size
@@ -140,18 +151,65 @@ class TableSync:
         deltas = flat[:len(names) * rows * dim].view(len(names), rows, dim)
         for i, k in enumerate(names):
             torch.sub(self.tables[k][:rows], self.snapshot[k][:rows], out=deltas[i])
+        touched = None
         if flags:
             touched = flat[len(names) * rows * dim:].view(len(names), rows, 1)
             for i in range(len(names)):
                 touched[i].copy_((deltas[i] != 0).any(dim=1, keepdim=True))
+        return flat, deltas, touched
+
+    def _combine(self, summed: torch.Tensor, touched: torch.Tensor | None) -> None:
+        """The ranks' summed deltas, in place, to the change every rank applies."""
+        for i in range(len(summed)):
+            if self.combine == "rowmean":
+                summed[i] /= touched[i].clamp(min=1)
+            elif self.combine == "mean":
+                summed[i] /= self.dist.world_size
+
+    @torch.no_grad()
+    def sync(self, rows: int) -> None:
+        """One all_reduce for both tables' prefixes (and, for rowmean, their touched-row flags);
+        the ranks wait for it and leave with equal rows."""
+        self.finish()
+        flat, deltas, touched = self._deltas(rows)
         self.dist.all_reduce_(flat)
         self.bytes += flat.numel() * flat.element_size()
-        for i, k in enumerate(names):
-            delta = deltas[i]
-            if self.combine == "rowmean":
-                delta /= touched[i].clamp(min=1)
-            elif self.combine == "mean":
-                delta /= self.dist.world_size
+        self._combine(deltas, touched)
+        for i, k in enumerate(self.tables):
             snap = self.snapshot[k][:rows]
-            snap += delta
+            snap += deltas[i]
             self.tables[k][:rows].copy_(snap)
+
+    @torch.no_grad()
+    def start(self, rows: int) -> None:
+        """``--sync-overlap``: send this rank's deltas and train on while they are summed; the
+        ranks' combined change arrives at the next sync (:meth:`finish`), one interval late."""
+        self.finish()
+        flat, deltas, _ = self._deltas(rows)
+        if self.sent is None:
+            self.sent = torch.empty_like(self.buffer)
+        self.sent[:deltas.numel()].copy_(deltas.reshape(-1))
+        self.bytes += flat.numel() * flat.element_size()
+        self.pending = (rows, self.dist.all_reduce_start(flat))
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Apply the overlapped sync in flight, if any. The snapshot (the rows the ranks agreed on)
+        adds the ranks' combined change: the same numbers on every rank, so a full sync leaves
+        the ranks' tables bitwise equal. The table gets the combined change in place of this
+        rank's own, which it already has, and keeps what the rank trained since it sent."""
+        if self.pending is None:
+            return
+        rows, work = self.pending
+        self.pending = None
+        work.wait()
+        names, dim = list(self.tables), next(iter(self.tables.values())).shape[1]
+        n, flags = len(names) * rows * dim, self.combine == "rowmean"
+        combined = self.buffer[:n].view(len(names), rows, dim)
+        touched = self.buffer[n:n + len(names) * rows].view(len(names), rows, 1) if flags else None
+        self._combine(combined, touched)
+        sent = self.sent[:n].view(len(names), rows, dim)
+        for i, k in enumerate(names):
+            self.snapshot[k][:rows] += combined[i]
+            combined[i] -= sent[i]
+            self.tables[k][:rows] += combined[i]

@@ -212,10 +212,11 @@ def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
     memory was a traceback from the allocator (or the OOM killer) after the vocabulary pass.
 
     On the CPU every rank of the node holds the two tables and their initialisation (3 x V x dim
-    float32), and with several ranks the sync's snapshot of both and its buffer for their changes;
-    a checkpoint copies the tables again, so this is a floor, not a budget."""
+    float32), and with several ranks the sync's snapshot of both and its buffer for their changes
+    (--sync-overlap: and a copy of what the rank sent); a checkpoint copies the tables again, so
+    this is a floor, not a budget."""
     tables = vocab_size * cfg.dim * 4
-    need = (3 + 4 * (dist.world_size > 1)) * tables * dist.local_world_size
+    need = (3 + (4 + 2 * cfg.sync_overlap) * (dist.world_size > 1)) * tables * dist.local_world_size
     free = _available_memory() if torch.device(dist.device).type == "cpu" else None
     short = int(free is not None and need > free)
     if dist.all_reduce_sum([short])[0]:
@@ -417,7 +418,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                  "racing (--nondeterministic)" if cfg.nondeterministic and threads > 1
                  else f"slices of {model.fused.slice_words} words" + (" merged every step" if threads > 1 else ""))
     sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine, exact=cfg.sync == "step",
-                     lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha)
+                     lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha, overlap=cfg.sync_overlap)
     state = {"step": 0, "words_done": 0, "epoch": 0, "ranks": [{}] * dist.world_size, "metrics": []}
     if start.checkpoint:
         _, tensors, state = start.checkpoint
