@@ -40,6 +40,22 @@ def test_every_row_becomes_its_in_vocabulary_words_as_ids(plain_corpus, encoded)
     assert manifest["total_words"] == int(counts.sum())
 
 
+def test_ranks_under_torchrun_write_what_one_process_writes(plain_corpus, encoded, tmp_path):
+    """``torchrun ... -m w2v_dist encode``, 4 ranks for 3 files (one rank writes none): the ranks
+    count and write their shares, and every file (ids, vocabulary, manifest) is byte for byte what
+    one process wrote; rank 0 alone prints the summary. Guards: every rank doing the whole encode
+    (N times the work, each rank removing what the others had written), a rank's files missing
+    from the manifest, counts of one rank's share only."""
+    one, printed = encoded
+    out = tmp_path / "ids"
+    p = torchrun("encode", str(plain_corpus), "--output", str(out), "--min-count", "3", nproc=4)
+    assert [json.loads(line) for line in p.stdout.strip().splitlines()] == [{**printed, "output": str(out)}]
+    files = sorted(f.relative_to(one) for f in one.rglob("*") if f.is_file())
+    assert files == sorted(f.relative_to(out) for f in out.rglob("*") if f.is_file()) and len(files) > 4
+    for f in files:
+        assert (one / f).read_bytes() == (out / f).read_bytes(), f
+
+
 def test_training_on_the_ids_equals_training_on_the_text(plain_run, encoded, tmp_path):
     """The same flags on the encoded corpus: the same vocabulary, examples and order, so the same
     vectors to the bit; and no vocabulary pass."""

@@ -317,9 +317,10 @@ def run(argv: list[str] | None = None) -> int:
         cfg = EncodeConfig(args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab,
                            args.max_vocab_size, _storage_options(args.storage_options),
                            _output_storage_options(args.output_storage_options), args.on_bad_shard, args.overwrite)
-        manifest = encode_corpus(cfg)
-        print(json.dumps({k: manifest[k] for k in ("vocab_size", "raw_tokens", "total_words")}
-                         | {"files": len(manifest["files"]), "output": args.output}))
+        manifest = encode_corpus(cfg)  # under torchrun, by every rank
+        if rank == 0:
+            print(json.dumps({k: manifest[k] for k in ("vocab_size", "raw_tokens", "total_words")}
+                             | {"files": len(manifest["files"]), "output": args.output}))
     elif args.command == "train":
         cfg = config_from_args(args)  # bad flags fail here, before torch is loaded
         from w2v_dist.train import train

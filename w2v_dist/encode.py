@@ -95,50 +95,52 @@ def read_manifest(uri: str, storage_options: dict | None = None) -> dict | None:
 
 
 def encode_corpus(cfg: EncodeConfig) -> dict:
-    """Count, then write the ids; returns the manifest."""
-    from w2v_dist.corpus.dataset import token_stream
-    from w2v_dist.corpus.shards import footer_hash, open_parquet, scan_shards
-    from w2v_dist.distributed import Dist
+    """Count, then write the ids; returns the manifest.
+
+    Under torchrun the ranks count their shares of the row groups as ``train``'s vocabulary pass
+    does, each writes the files dealt to it (whole files, balanced by tokens), and rank 0 writes the
+    vocabulary and, last, the manifest: the same files, byte for byte, as one process writes."""
+    from w2v_dist.distributed import setup
+
+    with setup() as dist:
+        return _encode(cfg, dist)
+
+
+def _encode(cfg: EncodeConfig, dist) -> dict:
+    from w2v_dist.corpus.shards import CorpusError, scan_shards
     from w2v_dist.train import build_vocab
 
     so, out_so = cfg.storage_options, cfg.output_options
-    _check_output(cfg.output, cfg.overwrite, out_so)
     t0 = time.perf_counter()
-    report: dict = {}
-    shards = scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report)
-    vocab, _, skipped = build_vocab(cfg, shards, Dist())
+    found = None
+    if dist.is_main:  # one rank looks at the output and reads the footers; the others are told
+        try:
+            _check_output(cfg.output, cfg.overwrite, out_so)
+            report: dict = {}
+            found = (scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report), report)
+        except (CorpusError, ConfigError, storage.StorageError) as e:  # raised on every rank, none left waiting
+            found = e
+    found = dist.broadcast_object(found)
+    if isinstance(found, Exception):
+        raise found
+    shards, report = found
+    vocab, row_tokens, skipped = build_vocab(cfg, shards, dist)
     log.info("counted %d tokens in %d file(s): %d words occur --min-count=%d times or more (%.1f s)",
              vocab.meta["raw_tokens"], len(shards), len(vocab), cfg.min_count, time.perf_counter() - t0)
-    for name in (MANIFEST, "vocab"):  # the manifest first: from here on the directory reads as unfinished
-        storage.remove(storage.join(cfg.output, name), out_so, recursive=True)
-    for old in storage.expand(cfg.output, (".parquet",), out_so) if storage.exists(cfg.output, out_so) else ():
-        if posixpath.basename(old).startswith("part-"):
-            storage.remove(old, out_so)
-    storage.makedirs(cfg.output, out_so)
+    if dist.is_main:
+        for name in (MANIFEST, "vocab"):  # the manifest first: from here on the directory reads as unfinished
+            storage.remove(storage.join(cfg.output, name), out_so, recursive=True)
+        for old in storage.expand(cfg.output, (".parquet",), out_so) if storage.exists(cfg.output, out_so) else ():
+            if posixpath.basename(old).startswith("part-"):
+                storage.remove(old, out_so)
+        storage.makedirs(cfg.output, out_so)
+    dist.barrier()
 
-    files, t1, last = [], time.perf_counter(), time.perf_counter()
-    stream = token_stream(shards, cfg.tokenizer, storage_options=so, on_bad=cfg.on_bad_shard,
-                          prepare=lambda column: _ids_per_row(column, vocab.words, cfg.tokenizer))
-    pending = next(stream, None)
-    for s, shard in enumerate(shards):
-        name = f"part-{s:05d}.parquet"
-        row_tokens = []
-        with storage.atomic_open(storage.join(cfg.output, name), "wb", out_so) as f, \
-                pq.ParquetWriter(f, SCHEMA, compression="zstd", write_page_checksum=True) as writer:
-            while pending is not None and pending[0] == s:
-                _, g, encoded = pending
-                lists, tokens = encoded if encoded is not None else ([], 0)
-                if len(lists):  # none: a row group skipped as unreadable (--on-bad-shard skip), or all its rows
-                    writer.write_table(pa.Table.from_arrays([lists], schema=SCHEMA), row_group_size=max(len(lists), 1))
-                    row_tokens.append([len(lists), tokens])
-                pending = next(stream, None)
-        written = open_parquet(storage.join(cfg.output, name), out_so).metadata
-        files.append({"name": name, "source": shard.uri, "rows": sum(r for r, _ in row_tokens),
-                      "footer": footer_hash(written), "row_tokens": row_tokens})
-        if time.perf_counter() - last > 10:
-            last = time.perf_counter()
-            log.info("encoded %d of %d file(s)", s + 1, len(shards))
-    vocab.save(storage.join(cfg.output, "vocab"), out_so)
+    t1, mine = time.perf_counter(), deal_files(row_tokens, dist.world_size)[dist.rank]
+    files = list(zip(mine, _write_ids(cfg, shards, mine, vocab)))
+    if dist.world_size > 1:
+        files = [f for part in dist.all_gather_object(files) for f in part]
+    files = [f for _, f in sorted(files, key=lambda x: x[0])]
     manifest = {
         "format": FORMAT, "tokenize_version": VERSION, "source": cfg.corpus, "column": COLUMN,
         "tokenizer": {k: getattr(cfg.tokenizer, k) for k in TOKENIZER_FIELDS},
@@ -147,10 +149,57 @@ def encode_corpus(cfg: EncodeConfig) -> dict:
         "raw_tokens": vocab.meta["raw_tokens"], "total_words": vocab.total_words,
         "skipped": {**skipped, "bad_files": len(report.get("bad_files", []))}, "files": files,
     }
-    storage.write_text(storage.join(cfg.output, MANIFEST), json.dumps(manifest, indent=1), out_so)  # last: committed
-    log.info("encoded %s into %s: %d file(s), %d ids (%.1f s writing, %.1f s in all)", cfg.corpus, cfg.output,
-             len(files), vocab.total_words, time.perf_counter() - t1, time.perf_counter() - t0)
+    if dist.is_main:
+        vocab.save(storage.join(cfg.output, "vocab"), out_so)
+        storage.write_text(storage.join(cfg.output, MANIFEST), json.dumps(manifest, indent=1), out_so)  # last
+        log.info("encoded %s into %s: %d file(s), %d ids (%.1f s writing, %.1f s in all)", cfg.corpus, cfg.output,
+                 len(files), vocab.total_words, time.perf_counter() - t1, time.perf_counter() - t0)
+    dist.barrier()  # no rank reports success before the manifest is there
     return manifest
+
+
+def deal_files(row_tokens: list[list[tuple[int, int]]], ranks: int) -> list[list[int]]:
+    """The files each rank encodes: whole files (each is one output file), largest first to the
+    rank with the fewest tokens so far; every rank computes the same deal."""
+    load, dealt = [0] * ranks, [[] for _ in range(ranks)]
+    tokens = [sum(t for _, t in groups) for groups in row_tokens]
+    for s in sorted(range(len(tokens)), key=lambda s: (-tokens[s], s)):
+        r = min(range(ranks), key=lambda r: (load[r], r))
+        dealt[r].append(s)
+        load[r] += tokens[s]
+    return [sorted(d) for d in dealt]
+
+
+def _write_ids(cfg: EncodeConfig, shards, mine: list[int], vocab) -> list[dict]:
+    """Write ``part-NNNNN.parquet`` for each of the files ``mine`` (indices into ``shards``);
+    returns their manifest entries."""
+    from w2v_dist.corpus.dataset import token_stream
+    from w2v_dist.corpus.shards import footer_hash, open_parquet
+
+    so, out_so = cfg.storage_options, cfg.output_options
+    files, last = [], time.perf_counter()
+    stream = token_stream([shards[s] for s in mine], cfg.tokenizer, storage_options=so, on_bad=cfg.on_bad_shard,
+                          prepare=lambda column: _ids_per_row(column, vocab.words, cfg.tokenizer))
+    pending = next(stream, None)
+    for i, s in enumerate(mine):
+        name = f"part-{s:05d}.parquet"
+        row_tokens = []
+        with storage.atomic_open(storage.join(cfg.output, name), "wb", out_so) as f, \
+                pq.ParquetWriter(f, SCHEMA, compression="zstd", write_page_checksum=True) as writer:
+            while pending is not None and pending[0] == i:
+                _, g, encoded = pending
+                lists, tokens = encoded if encoded is not None else ([], 0)
+                if len(lists):  # none: a row group skipped as unreadable (--on-bad-shard skip), or all its rows
+                    writer.write_table(pa.Table.from_arrays([lists], schema=SCHEMA), row_group_size=max(len(lists), 1))
+                    row_tokens.append([len(lists), tokens])
+                pending = next(stream, None)
+        written = open_parquet(storage.join(cfg.output, name), out_so).metadata
+        files.append({"name": name, "source": shards[s].uri, "rows": sum(r for r, _ in row_tokens),
+                      "footer": footer_hash(written), "row_tokens": row_tokens})
+        if time.perf_counter() - last > 10:
+            last = time.perf_counter()
+            log.info("encoded %d of %d file(s)%s", i + 1, len(mine), " (this rank's)" if len(mine) < len(shards) else "")
+    return files
 
 
 def _check_output(output: str, overwrite: bool, storage_options: dict | None) -> None:
