@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import gc
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -104,6 +105,7 @@ class Lockstep:
         self.words = 0
         self.flags: list[int] = []
         self.rank_words: list[int] = []  # words each rank trained in this attempt, as of the last exchange
+        self.seconds = 0.0  # this session's time in the exchanges, waiting for the other ranks included
 
     def state_dict(self) -> dict:
         return {"words": self.words, "flags": list(self.flags)}
@@ -146,7 +148,9 @@ def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: [], lo
             # the logs), for world_size more integers in a collective that runs anyway
             mine = [0] * dist.world_size
             mine[dist.rank] = lock.words
+            t = time.perf_counter()
             active, *rest = dist.all_reduce_sum([int(b is not None), *lock.flags, *mine])
+            lock.seconds += time.perf_counter() - t
             summed, per_rank = rest[:len(lock.flags)], rest[len(lock.flags):]
             words = sum(per_rank)
             lock.rank_words = [a + b for a, b in zip(lock.rank_words or [0] * dist.world_size, per_rank)]

@@ -43,6 +43,8 @@ training loop), so a run is repeatable for a fixed world size. NCCL and gloo bot
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from w2v_dist.distributed import Dist, Pending
@@ -96,6 +98,7 @@ class TableSync:
         self.overlap = overlap and self.active
         self.syncs = 0
         self.bytes = 0  # sent by this rank
+        self.seconds = 0.0  # this session's time in syncs, waiting for the other ranks included
         # the rows as the ranks last agreed on them: the same on every rank
         self.snapshot = {k: t.detach().clone() for k, t in tables.items()} if self.active else {}
         self.buffer: torch.Tensor | None = None  # the deltas of a sync, summed in place
@@ -127,15 +130,19 @@ class TableSync:
         k = self.syncs
         V = len(next(iter(self.tables.values())))
         rows = rows_at(k, V, self.rows)
+        t = time.perf_counter()
         if self.overlap and rows < V:
             self.start(rows)
-            return False
-        self.sync(rows)
+        else:
+            self.sync(rows)
+        self.seconds += time.perf_counter() - t
         return rows == V
 
     def full(self) -> None:
         if self.active:
+            t = time.perf_counter()
             self.sync(len(next(iter(self.tables.values()))))
+            self.seconds += time.perf_counter() - t
 
     def _deltas(self, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Each table's first ``rows`` rows less their snapshot, into the run's one buffer: (the

@@ -486,7 +486,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock)
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
-    while_training = sum_counts(dist.all_gather_object(feed.skipped_total()))
+    gathered = dist.all_gather_object((feed.skipped_total(), round(sync.seconds, 3), round(lock.seconds, 3)))
+    while_training = sum_counts(r[0] for r in gathered)
     if any(start.skipped.values()) or any(while_training.values()):
         log.warning("skipped data (--on-bad-shard %s): %s; while training: %s", cfg.on_bad_shard, start.skipped,
                     while_training)
@@ -497,6 +498,14 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                "sync_bytes_per_word": sync.bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
                "final_loss": final["final_loss"], "words_this_session": final["session_words"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
+    if dist.world_size > 1:  # each rank's seconds in the collectives, waiting for the others included
+        summary.update(rank_sync_s=[r[1] for r in gathered], rank_exchange_s=[r[2] for r in gathered])
+        share = [(r[1] + r[2]) / max(final["elapsed_s"], 1e-9) for r in gathered]
+        log.log(logging.INFO if dist.is_main else logging.DEBUG,
+                "ranks spent %.0f-%.0f%% of the training time in collectives (table syncs %.1f-%.1f s, exchanges of "
+                "words and flags %.1f-%.1f s), waiting for each other included; docs/distributed.md says what "
+                "moves it", 100 * min(share), 100 * max(share), min(r[1] for r in gathered),
+                max(r[1] for r in gathered), min(r[2] for r in gathered), max(r[2] for r in gathered))
     if dist.is_main:
         buf = io.BytesIO()
         np.save(buf, model.vectors())
