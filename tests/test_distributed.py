@@ -126,6 +126,14 @@ def test_plan_balances_tokens_and_covers_every_row():
     per_slot = [sum(u.tokens for u in slot) for slot in assign(units, 4, seed=1, epoch=0)]
     assert max(per_slot) - min(per_slot) <= max(u.tokens for u in units)
     assert assign(units, 4, 1, 0) == assign(units, 4, 1, 0) != assign(units, 4, 1, 1)
+    # over the epochs of a run too: the extra unit of an epoch goes to another slot the next one, so
+    # the ranks do not end a run one unit per epoch apart (the others stepping empty)
+    units = make_units([[(7, 7_000)] * 9], slots=2)  # 9 equal units for 2 slots: one slot gets 5
+    run = [0, 0]
+    for epoch in range(6):
+        run = [a + sum(u.tokens for u in slot) for a, slot in zip(run, assign(units, 2, 1, epoch))]
+        assert abs(run[0] - run[1]) <= max(u.tokens for u in units), (epoch, run)
+    assert run[0] == run[1]
 
 
 def test_rank_with_far_less_data_does_not_hang(tmp_path):
