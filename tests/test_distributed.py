@@ -198,6 +198,17 @@ with setup() as dist:
 """
 
 
+def _two_ranks_run(script: str, combine: str, tmp_path) -> dict:
+    """``script`` (a ``TableSync`` exercise) on 2 ranks through real torchrun and gloo; rank 0's npz."""
+    (tmp_path / "script.py").write_text(script)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(tmp_path / "script.py"), combine, str(tmp_path / "out.npz")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-4000:]
+    return np.load(tmp_path / "out.npz")
+
+
 OVERLAP_SCRIPT = """
 import sys, numpy as np, torch
 from w2v_dist.distributed import setup
@@ -231,13 +242,7 @@ def test_overlapped_sync_lands_one_interval_late(tmp_path, combine):
     sync leaves the ranks equal, each row with the combination of each rank's changes per interval.
     Guards: a rank's own change counted twice or lost, the interval's training overwritten by the
     late result, ranks apart after a full sync (a checkpoint of one rank's table)."""
-    (tmp_path / "overlap.py").write_text(OVERLAP_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(tmp_path / "overlap.py"), combine, str(tmp_path / "out.npz")]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    assert p.returncode == 0, p.stderr[-4000:]
-    got = np.load(tmp_path / "out.npz")
+    got = _two_ranks_run(OVERLAP_SCRIPT, combine, tmp_path)
     start = torch.rand(50, 4, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float64)
     one = [np.zeros((50, 4)), np.zeros((50, 4))]  # each rank's changes before sync 1
     two = [np.zeros((50, 4)), np.zeros((50, 4))]  # ... between syncs 1 and 2
@@ -276,13 +281,7 @@ def test_sync_combines_the_ranks_changes(tmp_path, combine):
     one rank changed keeps that change; a row both changed gets their mean), sum or mean.
     Guards: a sync that averages rows one rank trained (halving rare words), sums where it should
     not, or leaves ranks apart."""
-    (tmp_path / "sync.py").write_text(SYNC_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(tmp_path / "sync.py"), combine, str(tmp_path / "out.npz")]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    assert p.returncode == 0, p.stderr[-4000:]
-    got = np.load(tmp_path / "out.npz")
+    got = _two_ranks_run(SYNC_SCRIPT, combine, tmp_path)
     start = got["start"]
     np.testing.assert_array_equal(got["r0"], got["r1"])
     delta = {"rank": {0: np.zeros((50, 4)), 1: np.zeros((50, 4))}}
