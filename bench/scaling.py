@@ -184,6 +184,10 @@ def main() -> None:
                      "bytes_per_word": summary["sync_bytes_per_word"] * ranks,
                      "dense_bytes_per_word": (2 * summary["vocab_size"] * a.dim * 4 * summary["steps"]
                                               / (summary["words"] / ranks)) if ranks > 1 else 0.0,
+                     # the ranks' mean share of the training time in collectives (waiting included)
+                     "collectives": (statistics.mean(x + y for x, y in zip(summary["rank_sync_s"],
+                                                                           summary["rank_exchange_s"]))
+                                     / summary["elapsed_s"]) if ranks > 1 else 0.0,
                      **evaluate(Vectors.load(out))}
                 results[model][label].append(r)
                 print(model, label, r, file=sys.stderr, flush=True)
@@ -208,14 +212,15 @@ def main() -> None:
         ref = rows.get("1 process, 2 threads")
         print(f"**{model}**\n")
         print("| setup | wall s | cores busy | train words/s | vs 1 rank | vs 1 process, 2 threads | analogy | Δ | "
-              "WS-353 | Δ | sync bytes/word/rank | dense every step |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "WS-353 | Δ | sync bytes/word/rank | dense every step | time in collectives |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label, r in rows.items():
             base = ref or one or r  # without a reference run (--no-reference, no 1 rank): no deltas
             print(f"| {label} | {r['seconds']:.1f} | {r['cores_busy']:.2f} | {r['words_per_s']:,.0f} | "
                   f"{_ratio(r, one)} | {_ratio(r, ref)} | "
                   f"{r['analogy']:.4f} | {r['analogy'] - base['analogy']:+.4f} | {r['ws353']:.4f} | "
-                  f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f} | {r['dense_bytes_per_word']:,.0f} |")
+                  f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f} | {r['dense_bytes_per_word']:,.0f} | "
+                  f"{100 * r['collectives']:.0f}% |")
         two = rows.get("2 ranks x 1 thread")
         if independent[model]:
             pair = statistics.mean(independent[model])
