@@ -55,6 +55,21 @@ class Dist:
         td.broadcast_object_list(box, src=src)
         return box[0]
 
+    def on_main(self, fn, errors: tuple[type[BaseException], ...] = ()):
+        """``fn()``, run by rank 0 alone and handed to every rank (N ranks reading one manifest
+        would be N times the requests to the store). One of ``errors`` raised there is raised on
+        every rank: none is left waiting in the broadcast."""
+        found = None
+        if self.is_main:
+            try:
+                found = (True, fn())
+            except errors as e:
+                found = (False, e)
+        ok, value = self.broadcast_object(found)
+        if not ok:
+            raise value
+        return value
+
     def all_reduce_sum(self, values: list[int]) -> list[int]:
         if self.backend is None:
             return list(values)

@@ -112,18 +112,13 @@ def _encode(cfg: EncodeConfig, dist) -> dict:
 
     so, out_so = cfg.storage_options, cfg.output_options
     t0 = time.perf_counter()
-    found = None
-    if dist.is_main:  # one rank looks at the output and reads the footers; the others are told
-        try:
-            _check_output(cfg.output, cfg.overwrite, out_so)
-            report: dict = {}
-            found = (scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report), report)
-        except (CorpusError, ConfigError, storage.StorageError) as e:  # raised on every rank, none left waiting
-            found = e
-    found = dist.broadcast_object(found)
-    if isinstance(found, Exception):
-        raise found
-    shards, report = found
+
+    def scan():  # one rank looks at the output and reads the footers; the others are told
+        _check_output(cfg.output, cfg.overwrite, out_so)
+        report: dict = {}
+        return scan_shards(cfg.corpus, cfg.text_column, so, cfg.on_bad_shard, report), report
+
+    shards, report = dist.on_main(scan, (CorpusError, ConfigError, storage.StorageError))
     vocab, row_tokens, skipped = build_vocab(cfg, shards, dist)
     log.info("counted %d tokens in %d file(s): %d words occur --min-count=%d times or more (%.1f s)",
              vocab.meta["raw_tokens"], len(shards), len(vocab), cfg.min_count, time.perf_counter() - t0)
@@ -159,15 +154,12 @@ def _encode(cfg: EncodeConfig, dist) -> dict:
 
 
 def deal_files(row_tokens: list[list[tuple[int, int]]], ranks: int) -> list[list[int]]:
-    """The files each rank encodes: whole files (each is one output file), largest first to the
-    rank with the fewest tokens so far; every rank computes the same deal."""
-    load, dealt = [0] * ranks, [[] for _ in range(ranks)]
-    tokens = [sum(t for _, t in groups) for groups in row_tokens]
-    for s in sorted(range(len(tokens)), key=lambda s: (-tokens[s], s)):
-        r = min(range(ranks), key=lambda r: (load[r], r))
-        dealt[r].append(s)
-        load[r] += tokens[s]
-    return [sorted(d) for d in dealt]
+    """The files each rank encodes: whole files (each is one output file), dealt by tokens as the
+    data plan deals its units; every rank computes the same deal."""
+    from w2v_dist.corpus.plan import deal
+
+    owner = deal([sum(t for _, t in groups) for groups in row_tokens], np.zeros(ranks, dtype=np.int64))
+    return [[s for s in range(len(row_tokens)) if owner[s] == r] for r in range(ranks)]
 
 
 def _write_ids(cfg: EncodeConfig, shards, mine: list[int], vocab) -> list[dict]:

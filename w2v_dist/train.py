@@ -112,20 +112,15 @@ def scan_once(cfg: TrainConfig, dist: Dist) -> tuple[list[Shard], dict, dict | N
     """The manifest, read by rank 0 and handed to the others: N ranks reading 10,000 footers
     each would be N x 10,000 requests to the store. A bad corpus fails on every rank alike. Also
     ``encoded.json`` when the corpus is one ``w2v-dist encode`` wrote (else None)."""
-    found = None
-    if dist.is_main:
+
+    def scan():
         report: dict = {}
-        try:
-            encoded = read_manifest(cfg.corpus, cfg.storage_options)
-            column = ENCODED_COLUMN if encoded else cfg.text_column
-            found = (scan_shards(cfg.corpus, column, cfg.storage_options, cfg.on_bad_shard, report,
-                                 cfg.allow_incomplete, ids=encoded is not None), report, encoded)
-        except (CorpusError, ConfigError, storage.StorageError) as e:
-            found = e
-    found = dist.broadcast_object(found)
-    if isinstance(found, Exception):
-        raise found
-    return found
+        encoded = read_manifest(cfg.corpus, cfg.storage_options)
+        column = ENCODED_COLUMN if encoded else cfg.text_column
+        return (scan_shards(cfg.corpus, column, cfg.storage_options, cfg.on_bad_shard, report, cfg.allow_incomplete,
+                            ids=encoded is not None), report, encoded)
+
+    return dist.on_main(scan, (CorpusError, ConfigError, storage.StorageError))
 
 
 def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -> Start:
@@ -486,8 +481,9 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock)
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
-    gathered = dist.all_gather_object((feed.skipped_total(), round(sync.seconds, 3), round(lock.seconds, 3)))
-    while_training = sum_counts(r[0] for r in gathered)
+    skips, sync_s, exchange_s = zip(*dist.all_gather_object(
+        (feed.skipped_total(), round(sync.seconds, 3), round(lock.seconds, 3))))
+    while_training = sum_counts(skips)
     if any(start.skipped.values()) or any(while_training.values()):
         log.warning("skipped data (--on-bad-shard %s): %s; while training: %s", cfg.on_bad_shard, start.skipped,
                     while_training)
@@ -499,13 +495,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                "final_loss": final["final_loss"], "words_this_session": final["session_words"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
     if dist.world_size > 1:  # each rank's seconds in the collectives, waiting for the others included
-        summary.update(rank_sync_s=[r[1] for r in gathered], rank_exchange_s=[r[2] for r in gathered])
-        share = [(r[1] + r[2]) / max(final["elapsed_s"], 1e-9) for r in gathered]
+        summary.update(rank_sync_s=list(sync_s), rank_exchange_s=list(exchange_s))
+        share = [(a + b) / max(final["elapsed_s"], 1e-9) for a, b in zip(sync_s, exchange_s)]
         log.log(logging.INFO if dist.is_main else logging.DEBUG,
                 "ranks spent %.0f-%.0f%% of the training time in collectives (table syncs %.1f-%.1f s, exchanges of "
                 "words and flags %.1f-%.1f s), waiting for each other included; docs/distributed.md says what "
-                "moves it", 100 * min(share), 100 * max(share), min(r[1] for r in gathered),
-                max(r[1] for r in gathered), min(r[2] for r in gathered), max(r[2] for r in gathered))
+                "moves it", 100 * min(share), 100 * max(share), min(sync_s), max(sync_s), min(exchange_s),
+                max(exchange_s))
     if dist.is_main:
         buf = io.BytesIO()
         np.save(buf, model.vectors())

@@ -66,13 +66,19 @@ def assign(units: list[Unit], slots: int, seed: int, epoch: int) -> list[list[Un
     for e in range(epoch + 1):  # one deal per epoch so far: thousands of units, once per epoch
         order = np.random.default_rng([seed, e, 0x5EED]).permutation(len(units))
         shuffled = [units[i] for i in order]
-        by_size = sorted(range(len(shuffled)), key=lambda i: -shuffled[i].tokens)  # stable: ties keep shuffle order
-        owner = np.empty(len(shuffled), dtype=np.int64)
-        for i in by_size:
-            s = int(np.argmin(load))
-            owner[i] = s
-            load[s] += max(shuffled[i].tokens, 1)
+        owner = deal([max(u.tokens, 1) for u in shuffled], load)
     return [[u for u, o in zip(shuffled, owner) if o == s] for s in range(slots)]
+
+
+def deal(sizes: list[int], load: np.ndarray) -> np.ndarray:
+    """Greedy balancing: each item, largest first (ties in the given order), to the slot with the
+    least ``load`` so far (ties: the lowest slot); ``load`` is updated. Returns each item's slot."""
+    owner = np.empty(len(sizes), dtype=np.int64)
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):  # once per item: thousands, not per token
+        s = int(np.argmin(load))
+        owner[i] = s
+        load[s] += sizes[i]
+    return owner
 
 
 def ranks_without_data(row_groups: list[list[tuple[int, int]]], ranks: int, workers: int,
