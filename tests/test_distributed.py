@@ -407,6 +407,45 @@ def test_divergence_is_said_by_rank_0_and_the_rank_that_saw_it(small_corpus, tmp
     assert not (tmp_path / "r" / "summary.json").exists()
 
 
+def test_an_error_is_said_once_and_a_rank_s_own_names_the_rank(plain_corpus, tmp_path):
+    """Guards: every rank printing the same error (8 ranks: 8 copies of one line). A bad flag, an
+    unknown one and a corpus that is not there are the same on every rank: rank 0 says them, once.
+    A shard with bytes that are not UTF-8, met by one rank's share of the vocabulary pass, stops
+    every rank with it (not the others with a lost connection). A row group that cannot be read
+    while training (an encoded corpus has no vocabulary pass): each rank that met it says so, naming
+    itself (both share the row group's rows here)."""
+    out = str(tmp_path / "r")
+    for args in (("train", str(tmp_path / "nothing"), "--output", out, *TRAIN),
+                 ("train", str(plain_corpus), "--output", out, *TRAIN, "--dim", "0"),
+                 ("train", str(plain_corpus), "--output", out, *TRAIN, "--no-such-flag")):
+        p = torchrun(*args, check=False)
+        errors = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: error: ")]
+        assert p.returncode != 0 and len(errors) == 1 and "[rank" not in errors[0], p.stderr[-3000:]
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    for f in sorted(plain_corpus.glob("*.parquet")):
+        (corpus / f.name).write_bytes(f.read_bytes())
+    bad = corpus / "part-00002.parquet"
+    raw = pa.array([b"plain words here"] * 100 + [b"bad \xff\xfe bytes here"], pa.binary())
+    pq.write_table(pa.table({"text": raw.view(pa.string())}), bad)  # pyarrow does not validate
+    p = torchrun("train", str(corpus), "--output", out, *TRAIN, check=False)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: error: ")]
+    assert p.returncode != 0 and len(errors) == 1, p.stderr[-3000:]
+    assert f"{bad} row group 0: 1 row(s) are not valid UTF-8" in errors[0], errors
+    assert "Connection closed" not in p.stderr and "[rank" not in errors[0], p.stderr[-3000:]  # all stopped with it
+    # met by one rank while training (an encoded corpus has no vocabulary pass): that rank says it
+    encoded = tmp_path / "e"
+    cli("encode", str(plain_corpus), "--output", str(encoded), "--min-count", "3")
+    broken = encoded / "part-00001.parquet"
+    data = bytearray(broken.read_bytes())
+    data[100:400] = bytes(300)  # the first row group's pages: the footer still reads
+    broken.write_bytes(bytes(data))
+    p = torchrun("train", str(encoded), "--output", out, *TRAIN, "--overwrite", check=False)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: error: ")]
+    assert p.returncode != 0 and 1 <= len(errors) <= 2 and all(str(broken) in line for line in errors), p.stderr[-3000:]
+    assert all(line.endswith(("[rank 0]", "[rank 1]")) for line in errors) and len(set(errors)) == len(errors), errors
+
+
 def test_mean_scales_the_rate_by_the_ranks_up_to_a_rate_of_0_2():
     """Guards: CBOW at 8 ranks x 0.05 (0.4 per rank) diverged on gcide; skip-gram at 8 x 0.025 did
     not. The multiplier stops where a rank's rate would pass 0.2, and --sync-lr-scale overrides it."""

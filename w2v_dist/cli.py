@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError, TokenizerConfig, TrainConfig
 
@@ -191,11 +192,21 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         allow_incomplete=a.allow_incomplete)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Under torchrun every rank parses the same command line: rank 0 alone prints a usage error
+    (the subcommands' parsers are of this class too)."""
+
+    def error(self, message: str):
+        if _rank()[0] != 0:
+            _leave_it_to_rank_0()
+            self.exit(2)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from w2v_dist import __version__
 
-    parser = argparse.ArgumentParser(prog="w2v-dist", description="Streaming, distributed word2vec on PyTorch.",
-                                     formatter_class=_Help)
+    parser = _Parser(prog="w2v-dist", description="Streaming, distributed word2vec on PyTorch.", formatter_class=_Help)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # -q after the subcommand too; SUPPRESS: a subcommand without it leaves the main parser's value
@@ -291,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = _rank()
     quiet = args.quiet or (rank != 0 and not getattr(args, "log_all_ranks", False))
     setup_logging(args.log_level, quiet, rank, world)
     if args.command == "demo":
@@ -314,15 +325,16 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "encode":
         from w2v_dist.encode import EncodeConfig, encode_corpus
         tok = TokenizerConfig(lowercase=args.lowercase, split_pattern=args.split_pattern, normalize=args.normalize)
-        cfg = EncodeConfig(args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab,
-                           args.max_vocab_size, _storage_options(args.storage_options),
-                           _output_storage_options(args.output_storage_options), args.on_bad_shard, args.overwrite)
+        cfg = _same_on_every_rank(lambda: EncodeConfig(
+            args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab, args.max_vocab_size,
+            _storage_options(args.storage_options), _output_storage_options(args.output_storage_options),
+            args.on_bad_shard, args.overwrite))
         manifest = encode_corpus(cfg)  # under torchrun, by every rank
         if rank == 0:
             print(json.dumps({k: manifest[k] for k in ("vocab_size", "raw_tokens", "total_words")}
                              | {"files": len(manifest["files"]), "output": args.output}))
     elif args.command == "train":
-        cfg = config_from_args(args)  # bad flags fail here, before torch is loaded
+        cfg = _same_on_every_rank(config_from_args, args)  # bad flags fail here, before torch is loaded
         from w2v_dist.train import train
         try:
             summary = train(cfg)
@@ -368,6 +380,42 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _same_on_every_rank(fn, *args):
+    """``fn(*args)``, where a ConfigError comes from the command line alone: every rank of a
+    torchrun raises the same one, and rank 0 says it for all."""
+    try:
+        return fn(*args)
+    except ConfigError as e:
+        e.every_rank = True
+        raise
+
+
+def _rank() -> tuple[int, int]:
+    """(this process's rank, the world size) under torchrun; (0, 1) without."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _error(e: BaseException, msg: str) -> None:
+    """One line on stderr. Under torchrun an error that every rank raised alike (a bad flag, rank
+    0's look at the corpus or the run directory handed to all) is said by rank 0 only, not once
+    per rank; any other names the rank that met it."""
+    rank, world = _rank()
+    if world > 1 and getattr(e, "every_rank", False):
+        if rank == 0:
+            print(f"w2v-dist: error: {msg}", file=sys.stderr)
+        else:
+            _leave_it_to_rank_0()
+        return
+    print(f"w2v-dist: error: {msg}" + (f" [rank {rank}]" if world > 1 else ""), file=sys.stderr)
+
+
+def _leave_it_to_rank_0(seconds: float = 10) -> None:
+    """A rank that leaves an error to rank 0 does not exit first: torchrun stops every rank as soon
+    as one fails, and rank 0 could be stopped before it says it. It waits, and is stopped when rank
+    0 has exited with the error (at most ``seconds``)."""
+    time.sleep(seconds)
+
+
 def _resolve(vectors, word: str) -> str:
     found = vectors.resolve(word)
     if found != word:
@@ -401,10 +449,10 @@ def _main(argv: list[str] | None) -> int:
         msg = lines[0]
         if msg.startswith("Caught ") and len(lines) > 1:  # re-raised from a DataLoader worker
             msg = lines[-1].split(": ", 1)[-1]
-        print(f"w2v-dist: error: {msg}", file=sys.stderr)
+        _error(e, msg)
         return 2
     except _diverged() as e:  # the run stopped itself: the vectors would be useless
-        if e.here or int(os.environ.get("RANK", 0)) == 0:  # not N copies of "on another rank"
+        if e.here or _rank()[0] == 0:  # not N copies of "on another rank"
             print(f"w2v-dist: error: {e}", file=sys.stderr)
         return 3
     except KeyError as e:  # an unknown word in `similar`
@@ -414,5 +462,5 @@ def _main(argv: list[str] | None) -> int:
         from w2v_dist.storage import unavailable, unavailable_error
         if not unavailable(e):
             raise
-        print(f"w2v-dist: error: {unavailable_error(None, e)}", file=sys.stderr)
+        _error(e, unavailable_error(None, e))
         return 2

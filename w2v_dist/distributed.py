@@ -58,7 +58,7 @@ class Dist:
     def on_main(self, fn, errors: tuple[type[BaseException], ...] = ()):
         """``fn()``, run by rank 0 alone and handed to every rank (N ranks reading one manifest
         would be N times the requests to the store). One of ``errors`` raised there is raised on
-        every rank: none is left waiting in the broadcast."""
+        every rank (marked ``every_rank``: said once, by rank 0): none is left waiting in the broadcast."""
         found = None
         if self.is_main:
             try:
@@ -67,8 +67,24 @@ class Dist:
                 found = (False, e)
         ok, value = self.broadcast_object(found)
         if not ok:
+            value.every_rank = True  # rank 0's error, raised by all: the CLI says it once
             raise value
         return value
+
+    def on_every(self, fn, errors: tuple[type[BaseException], ...] = ()) -> list:
+        """``fn()`` on every rank, gathered: every rank's result, in rank order. One of ``errors``
+        raised on some rank is raised on every rank (the lowest such rank's, marked ``every_rank``:
+        said once, by rank 0), so no rank is left waiting for one that stopped."""
+        try:
+            mine = (True, fn())
+        except errors as e:
+            mine = (False, e)
+        gathered = self.all_gather_object(mine)
+        for ok, value in gathered:
+            if not ok:
+                value.every_rank = True
+                raise value
+        return [value for _, value in gathered]
 
     def all_reduce_sum(self, values: list[int]) -> list[int]:
         if self.backend is None:
@@ -98,6 +114,19 @@ class Dist:
         out = [None] * self.world_size
         td.all_gather_object(out, obj)
         return out
+
+
+@contextlib.contextmanager
+def alike(*errors: type[BaseException]):
+    """Marks one of ``errors`` raised inside as raised by every rank alike (it follows from the
+    command line and what all ranks read the same), so that the CLI says it once, on rank 0, and
+    not once per rank. Only for checks whose inputs every rank shares: a rank whose own read
+    failed must say so itself."""
+    try:
+        yield
+    except errors as e:
+        e.every_rank = True
+        raise
 
 
 @dataclass

@@ -27,7 +27,7 @@ from w2v_dist.config import ConfigError, TrainConfig
 from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
 from w2v_dist.corpus.plan import ranks_without_data
 from w2v_dist.corpus.shards import CorpusError, Shard, scan_shards
-from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
+from w2v_dist.distributed import Dist, Lockstep, alike, setup, synchronized
 from w2v_dist.encode import COLUMN as ENCODED_COLUMN
 from w2v_dist.encode import check_tokenizer, encoded_vocab, read_manifest
 from w2v_dist.faults import maybe_fail
@@ -168,18 +168,23 @@ def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[
     Also returns ``(rows, tokens)`` of every row group, from which the data plan balances ranks
     (a row group skipped as unreadable gets no rows), and the counts of skipped data.
     """
-    counter = Counter(cfg.max_vocab_size)
-    seen, skipped = [], {}
-    for s, g, tokens in token_stream(shards, cfg.tokenizer, dist.rank, dist.world_size, cfg.storage_options,
-                                     cfg.on_bad_shard, skipped):
-        if tokens is not None:
-            counter.add(tokens)
-        seen.append((s, g, -1 if tokens is None else len(tokens)))
-        maybe_fail("vocab", dist.rank, len(seen))
-    table, tokens = counter.result(), counter.tokens
-    pruned = counter.min_reduce - 1  # the highest count pruning dropped while counting (0: none)
-    if dist.world_size > 1:
-        parts = dist.all_gather_object((_ipc(table), tokens, seen, skipped, pruned))
+    def count(packed: bool):
+        counter = Counter(cfg.max_vocab_size)
+        seen, skipped = [], {}
+        for s, g, tokens in token_stream(shards, cfg.tokenizer, dist.rank, dist.world_size, cfg.storage_options,
+                                         cfg.on_bad_shard, skipped):
+            if tokens is not None:
+                counter.add(tokens)
+            seen.append((s, g, -1 if tokens is None else len(tokens)))
+            maybe_fail("vocab", dist.rank, len(seen))
+        table = counter.result()  # packed: for the other ranks
+        # (the highest count pruning dropped while counting, 0: none)
+        return _ipc(table) if packed else table, counter.tokens, seen, skipped, counter.min_reduce - 1
+
+    if dist.world_size == 1:
+        table, tokens, seen, skipped, pruned = count(packed=False)
+    else:  # a shard one rank cannot read stops every rank with its error, said once
+        parts = dist.on_every(lambda: count(packed=True), (CorpusError, ConfigError, storage.StorageError))
         merged = Counter(cfg.max_vocab_size)
         for blob, *_ in parts:
             merged.add_counts(pa.ipc.open_stream(blob).read_all())
@@ -212,12 +217,14 @@ def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
     this is a floor, not a budget."""
     tables = vocab_size * cfg.dim * 4
     need = (3 + (4 + 2 * cfg.sync_overlap) * (dist.world_size > 1)) * tables * dist.local_world_size
-    free = _available_memory() if torch.device(dist.device).type == "cpu" else None
-    short = int(free is not None and need > free)
-    if dist.all_reduce_sum([short])[0]:
+    free = [f for f in dist.all_gather_object(_available_memory() if torch.device(dist.device).type == "cpu" else None)
+            if f is not None]  # every rank's: the message is the tightest node's, the same on all
+    if free and need > min(free):
+        several = dist.world_size > 1
         raise ConfigError(f"--dim {cfg.dim} with {vocab_size} words needs about {need / 2**30:.1f} GiB for the tables "
-                          f"on this node ({tables / 2**30:.1f} GiB each, {dist.local_world_size} rank(s)), but "
-                          f"{(free or 0) / 2**30:.1f} GiB is available: lower --dim, or --max-vocab / --min-count")
+                          f"on {'each' if several else 'this'} node ({tables / 2**30:.1f} GiB each, "
+                          f"{dist.local_world_size} rank(s)), but {min(free) / 2**30:.1f} GiB is available"
+                          f"{' on the tightest' if several else ''}: lower --dim, or --max-vocab / --min-count")
 
 
 def _available_memory() -> int | None:
@@ -371,9 +378,10 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
     """Rank 0 holds the run directory's lock (:mod:`w2v_dist.owner`) from before the first write
     until the run stops; every rank learns whether it got it."""
     fs, path = storage.url_to_fs(cfg.output, cfg.output_options)
-    if fs.isfile(path):  # found now, not after the vocabulary pass, when the first file is written
-        raise ConfigError(f"{cfg.output}: is a file; --output must name a run directory (a new path, or an earlier "
-                          "run's)")
+    with alike(ConfigError):
+        if fs.isfile(path):  # found now, not after the vocabulary pass, when the first file is written
+            raise ConfigError(f"{cfg.output}: is a file; --output must name a run directory (a new path, or an "
+                              "earlier run's)")
     lock, error = None, None
     if dist.is_main:
         try:
@@ -384,10 +392,11 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
         except Exception as e:  # the other ranks must not wait for rank 0 in the next collective
             error = e
     message = dist.broadcast_object(None if error is None else str(error))
-    if error is not None:
-        raise error
-    if message is not None:
-        raise owner.RunLockedError(message)
+    with alike(Exception):  # rank 0's, raised by every rank: said once
+        if error is not None:
+            raise error
+        if message is not None:
+            raise owner.RunLockedError(message)
     try:
         yield
     finally:
@@ -397,7 +406,8 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
     so, t0 = cfg.output_options, time.perf_counter()
-    start = start_run(cfg, dist)
+    with alike(ConfigError, CorpusError, RunExistsError, VocabError):  # checks of what all ranks see alike
+        start = start_run(cfg, dist)
     vocab = _load_vocab(start.vocab_uri, cfg, dist)
     log.info("vocabulary: %d words, %d words per epoch, %d shards (%.1fs)", len(vocab), vocab.total_words,
              len(start.shards), time.perf_counter() - t0)
@@ -494,7 +504,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                "sync_bytes_per_word": sync.bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
                "final_loss": final["final_loss"], "words_this_session": final["session_words"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
-    if dist.world_size > 1:  # each rank's seconds in the collectives, waiting for the others included
+    if dist.world_size > 1:  # each rank's seconds in the collectives, waiting for each other included
         summary.update(rank_sync_s=list(sync_s), rank_exchange_s=list(exchange_s))
         share = [(a + b) / max(final["elapsed_s"], 1e-9) for a, b in zip(sync_s, exchange_s)]
         log.log(logging.INFO if dist.is_main else logging.DEBUG,
