@@ -188,6 +188,8 @@ def main() -> None:
                      "collectives": (statistics.mean(x + y for x, y in zip(summary["rank_sync_s"],
                                                                            summary["rank_exchange_s"]))
                                      / summary["elapsed_s"]) if ranks > 1 else 0.0,
+                     # of it, the ranks' mean share spent waiting for the slowest (the rest: the collectives' own)
+                     "waiting": (statistics.mean(summary["rank_wait_s"]) / summary["elapsed_s"]) if ranks > 1 else 0.0,
                      **evaluate(Vectors.load(out))}
                 results[model][label].append(r)
                 print(model, label, r, file=sys.stderr, flush=True)
@@ -212,15 +214,15 @@ def main() -> None:
         ref = rows.get("1 process, 2 threads")
         print(f"**{model}**\n")
         print("| setup | wall s | cores busy | train words/s | vs 1 rank | vs 1 process, 2 threads | analogy | Δ | "
-              "WS-353 | Δ | sync bytes/word/rank | dense every step | time in collectives |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "WS-353 | Δ | sync bytes/word/rank | dense every step | time in collectives | of it waiting |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label, r in rows.items():
             base = ref or one or r  # without a reference run (--no-reference, no 1 rank): no deltas
             print(f"| {label} | {r['seconds']:.1f} | {r['cores_busy']:.2f} | {r['words_per_s']:,.0f} | "
                   f"{_ratio(r, one)} | {_ratio(r, ref)} | "
                   f"{r['analogy']:.4f} | {r['analogy'] - base['analogy']:+.4f} | {r['ws353']:.4f} | "
                   f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f} | {r['dense_bytes_per_word']:,.0f} | "
-                  f"{100 * r['collectives']:.0f}% |")
+                  f"{100 * r['collectives']:.0f}% | {100 * r['waiting']:.0f}% |")
         two = rows.get("2 ranks x 1 thread")
         if independent[model]:
             pair = statistics.mean(independent[model])

@@ -55,9 +55,12 @@ def test_two_ranks_train_end_to_end(small_corpus, tmp_path):
     total = json.loads((run / "vocab/vocab.json").read_text())["total_words"]
     assert summary["world_size"] == 2 and summary["words"] == total  # global words drive the schedule
     # each rank's time in the collectives: in the summary, and said in one line by rank 0
-    for key in ("rank_sync_s", "rank_exchange_s"):
-        assert len(summary[key]) == 2 and all(0 < x < summary["elapsed_s"] for x in summary[key]), summary
-    assert sum("ranks spent" in line and "in collectives" in line for line in p.stderr.splitlines()) == 1
+    for key in ("rank_sync_s", "rank_exchange_s", "rank_wait_s"):
+        assert len(summary[key]) == 2 and all(0 <= x < summary["elapsed_s"] for x in summary[key]), summary
+    # each rank's time in them is its waiting for the slowest rank plus the collectives' own time
+    for sync_s, exchange_s, wait_s in zip(summary["rank_sync_s"], summary["rank_exchange_s"], summary["rank_wait_s"]):
+        assert abs(sync_s + exchange_s - wait_s - summary["collectives_own_s"]) < 0.01, summary
+    assert sum("ranks spent" in line and "waiting for the slowest rank" in line for line in p.stderr.splitlines()) == 1
     steps = [int(line.split("steps=")[1].split()[0]) for line in p.stderr.splitlines() if "rank done:" in line]
     assert len(steps) == 2 and steps[0] == steps[1], p.stderr[-3000:]
     cli("export", str(run), "--format", "word2vec-binary", "--output", str(tmp_path / "v.bin"))

@@ -12,6 +12,7 @@ import datetime
 import gc
 import os
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -93,6 +94,14 @@ class Dist:
         td.all_reduce(t)
         return t.tolist()
 
+    def min_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """The element-wise minimum over the ranks of ``values`` (the same length on every rank), on the CPU."""
+        if self.backend is None:
+            return values
+        t = values.to(self.device, copy=True)
+        td.all_reduce(t, op=td.ReduceOp.MIN)
+        return t.cpu()
+
     def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over ranks, in place (a dense collective: gloo and NCCL alike)."""
         if self.backend is not None:
@@ -150,6 +159,7 @@ class Lockstep:
         self.flags: list[int] = []
         self.rank_words: list[int] = []  # words each rank trained in this attempt, as of the last exchange
         self.seconds = 0.0  # this session's time in the exchanges, waiting for the other ranks included
+        self.durations = array("d")  # each exchange's, in order (the same exchanges on every rank)
 
     def state_dict(self) -> dict:
         return {"words": self.words, "flags": list(self.flags)}
@@ -194,7 +204,8 @@ def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: [], lo
             mine[dist.rank] = lock.words
             t = time.perf_counter()
             active, *rest = dist.all_reduce_sum([int(b is not None), *lock.flags, *mine])
-            lock.seconds += time.perf_counter() - t
+            lock.durations.append(time.perf_counter() - t)
+            lock.seconds += lock.durations[-1]
             summed, per_rank = rest[:len(lock.flags)], rest[len(lock.flags):]
             words = sum(per_rank)
             lock.rank_words = [a + b for a, b in zip(lock.rank_words or [0] * dist.world_size, per_rank)]
