@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError, TokenizerConfig, TrainConfig
+from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError, TokenizerConfig, TrainConfig, alike
 
 # Errors a user can fix: one line, no traceback, exit code 2. Only the modules already loaded can
 # have raised theirs, so none is imported here (importing w2v_dist.train would load torch: seconds).
@@ -325,16 +325,17 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "encode":
         from w2v_dist.encode import EncodeConfig, encode_corpus
         tok = TokenizerConfig(lowercase=args.lowercase, split_pattern=args.split_pattern, normalize=args.normalize)
-        cfg = _same_on_every_rank(lambda: EncodeConfig(
-            args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab, args.max_vocab_size,
-            _storage_options(args.storage_options), _output_storage_options(args.output_storage_options),
-            args.on_bad_shard, args.overwrite))
+        with alike(ConfigError):  # from the command line alone: the same on every rank
+            cfg = EncodeConfig(args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab,
+                               args.max_vocab_size, _storage_options(args.storage_options),
+                               _output_storage_options(args.output_storage_options), args.on_bad_shard, args.overwrite)
         manifest = encode_corpus(cfg)  # under torchrun, by every rank
         if rank == 0:
             print(json.dumps({k: manifest[k] for k in ("vocab_size", "raw_tokens", "total_words")}
                              | {"files": len(manifest["files"]), "output": args.output}))
     elif args.command == "train":
-        cfg = _same_on_every_rank(config_from_args, args)  # bad flags fail here, before torch is loaded
+        with alike(ConfigError):  # bad flags fail here, before torch is loaded, the same on every rank
+            cfg = config_from_args(args)
         from w2v_dist.train import train
         try:
             summary = train(cfg)
@@ -378,16 +379,6 @@ def run(argv: list[str] | None = None) -> int:
         for word, score in vectors.most_similar(positive=positive, negative=negative, topn=args.top):
             print(f"{word}\t{score:.4f}")
     return 0
-
-
-def _same_on_every_rank(fn, *args):
-    """``fn(*args)``, where a ConfigError comes from the command line alone: every rank of a
-    torchrun raises the same one, and rank 0 says it for all."""
-    try:
-        return fn(*args)
-    except ConfigError as e:
-        e.every_rank = True
-        raise
 
 
 def _rank() -> tuple[int, int]:

@@ -5,6 +5,7 @@ The resolved :class:`TrainConfig` is written as ``config.json`` into every run d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -14,6 +15,23 @@ from dataclasses import dataclass, field
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the flag and the fix."""
+
+
+def raised_alike(e: BaseException) -> BaseException:
+    """Marks ``e`` as raised by every rank alike (it follows from the command line, or from what
+    rank 0 looked at and handed to all), so that the CLI says it once, on rank 0, not once per rank."""
+    e.every_rank = True
+    return e
+
+
+@contextlib.contextmanager
+def alike(*errors: type[BaseException]):
+    """One of ``errors`` raised inside is :func:`raised_alike`. Only around checks whose inputs
+    every rank shares: a rank whose own read failed must say so itself."""
+    try:
+        yield
+    except errors as e:
+        raise raised_alike(e)
 
 
 # Split on anything that is not a letter, a combining mark, a digit, an underscore or a zero-width

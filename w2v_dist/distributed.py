@@ -19,6 +19,8 @@ from typing import Iterator
 import torch
 import torch.distributed as td
 
+from w2v_dist.config import raised_alike
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -68,8 +70,7 @@ class Dist:
                 found = (False, e)
         ok, value = self.broadcast_object(found)
         if not ok:
-            value.every_rank = True  # rank 0's error, raised by all: the CLI says it once
-            raise value
+            raise raised_alike(value)  # rank 0's error, raised by all: the CLI says it once
         return value
 
     def on_every(self, fn, errors: tuple[type[BaseException], ...] = ()) -> list:
@@ -83,8 +84,7 @@ class Dist:
         gathered = self.all_gather_object(mine)
         for ok, value in gathered:
             if not ok:
-                value.every_rank = True
-                raise value
+                raise raised_alike(value)
         return [value for _, value in gathered]
 
     def all_reduce_sum(self, values: list[int]) -> list[int]:
@@ -123,19 +123,6 @@ class Dist:
         out = [None] * self.world_size
         td.all_gather_object(out, obj)
         return out
-
-
-@contextlib.contextmanager
-def alike(*errors: type[BaseException]):
-    """Marks one of ``errors`` raised inside as raised by every rank alike (it follows from the
-    command line and what all ranks read the same), so that the CLI says it once, on rank 0, and
-    not once per rank. Only for checks whose inputs every rank shares: a rank whose own read
-    failed must say so itself."""
-    try:
-        yield
-    except errors as e:
-        e.every_rank = True
-        raise
 
 
 @dataclass

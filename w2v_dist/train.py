@@ -23,11 +23,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from w2v_dist import checkpoint, owner, storage
-from w2v_dist.config import ConfigError, TrainConfig
+from w2v_dist.config import ConfigError, TrainConfig, alike
 from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
 from w2v_dist.corpus.plan import ranks_without_data
 from w2v_dist.corpus.shards import CorpusError, Shard, scan_shards
-from w2v_dist.distributed import Dist, Lockstep, alike, setup, synchronized
+from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
 from w2v_dist.encode import COLUMN as ENCODED_COLUMN
 from w2v_dist.encode import check_tokenizer, encoded_vocab, read_manifest
 from w2v_dist.faults import maybe_fail
