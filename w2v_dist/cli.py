@@ -18,6 +18,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -403,7 +404,9 @@ def _error(e: BaseException, msg: str) -> None:
 def _leave_it_to_rank_0(seconds: float = 10) -> None:
     """A rank that leaves an error to rank 0 does not exit first: torchrun stops every rank as soon
     as one fails, and rank 0 could be stopped before it says it. It waits, and is stopped when rank
-    0 has exited with the error (at most ``seconds``)."""
+    0 has exited with the error (at most ``seconds``): by SIGTERM's default action, not by the
+    training's handler, which would take it for a preemption and keep waiting."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     time.sleep(seconds)
 
 
@@ -443,8 +446,7 @@ def _main(argv: list[str] | None) -> int:
         _error(e, msg)
         return 2
     except _diverged() as e:  # the run stopped itself: the vectors would be useless
-        if e.here or _rank()[0] == 0:  # not N copies of "on another rank"
-            print(f"w2v-dist: error: {e}", file=sys.stderr)
+        _error(e, str(e))  # every rank stops with it: rank 0 says it, naming the ranks where it happened
         return 3
     except KeyError as e:  # an unknown word in `similar`
         print(f"w2v-dist: error: {e.args[0] if e.args else e}", file=sys.stderr)

@@ -132,12 +132,7 @@ class Progress:
 
 
 class DivergedError(RuntimeError):
-    """Training diverged: the loss went non-finite or far above where it started. ``here``: on this
-    rank (every rank stops; only rank 0 and the ranks where it happened need to say so)."""
-
-    def __init__(self, message: str, here: bool = True):
-        super().__init__(message)
-        self.here = here
+    """Training diverged: the loss went non-finite or far above where it started."""
 
 
 class Guard:
@@ -163,8 +158,20 @@ class Guard:
             self.loss, self.examples = 0.0, 0
         return 0
 
-    def message(self, step: int, epoch: int, rank_hint: bool = False) -> str:
-        where = "on another rank" if rank_hint else f"loss per example {self.worst:.4g}"
+    def message(self, step: int, epoch: int, losses: list[float | None] | None = None) -> str:
+        """The one line a stopped run says. ``losses``: with several ranks, each rank's loss per
+        example where its guard fired, None where it did not."""
+        if losses is None or len(losses) == 1:
+            where = f"loss per example {self.worst:.4g}"
+        else:
+            fired = {rank: x for rank, x in enumerate(losses) if x is not None}
+            finite = sorted(x for x in fired.values() if math.isfinite(x))
+            values = [f"{finite[0]:.4g}" + (f" to {finite[-1]:.4g}" if len(finite) > 1 else "")] if finite else []
+            if len(finite) < len(fired):
+                values.append(f"not finite on {len(fired) - len(finite)}" if finite else "not finite")
+            ranks = (f"rank {next(iter(fired))}" if len(fired) == 1 else f"ranks {', '.join(map(str, fired))}"
+                     if len(fired) <= 8 else f"{len(fired)} ranks")
+            where = f"on {ranks} of {len(losses)}, loss per example {', '.join(values)}"
         scaled = (f"; each rank trains at {self.lr_scale:g} x --alpha with --sync-combine mean" if self.lr_scale > 1
                   else "")
         return (f"training diverged at step {step} (epoch {epoch}): {where}, against {self.start:.3f} at the start; "

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from w2v_dist import checkpoint, owner, storage
-from w2v_dist.config import ConfigError, TrainConfig, alike
+from w2v_dist.config import ConfigError, TrainConfig, alike, raised_alike
 from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
 from w2v_dist.corpus.plan import ranks_without_data
 from w2v_dist.corpus.shards import CorpusError, Shard, scan_shards
@@ -460,8 +460,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     control.epoch = epoch = mine.get("epoch", 0)
     with_data = mine.get("with_data", 0)
     for batch, words, flags in synchronized(feed, dist, lambda b: b.words, control.flags, lock, step):
-        if flags[3]:
-            raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged), bool(control.diverged))
+        stop_if_diverged(flags[3], guard, control, dist, step, epoch)
         if flags[2]:  # an epoch ended on some rank: all start the next from the same tables
             sync.full()
         with_data += batch is not None
@@ -478,13 +477,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         maybe_fail("step", dist.rank, step)
         control.request(step, flags)
         if control.pending and synced:  # several ranks: at a full sync, where the tables are one
-            if dist.all_reduce_sum([control.diverged])[0]:  # never checkpoint a diverged table
-                raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged), bool(control.diverged))
+            # never checkpoint a diverged table
+            stop_if_diverged(dist.all_reduce_sum([control.diverged])[0], guard, control, dist, step, epoch)
             save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock)
             if control.saved():
                 return _interrupted(cfg, dist, control, step)
-    if dist.all_reduce_sum([control.diverged])[0]:
-        raise DivergedError(guard.message(step, epoch, rank_hint=not control.diverged), bool(control.diverged))
+    stop_if_diverged(dist.all_reduce_sum([control.diverged])[0], guard, control, dist, step, epoch)
     sync.full()
     final = progress.close(lr, step, epoch)
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)
@@ -535,6 +533,14 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                      storage.join(cfg.output, "vectors.npy"))
     dist.barrier()
     return summary
+
+
+def stop_if_diverged(ranks: int, guard: Guard, control: Control, dist: Dist, step: int, epoch: int) -> None:
+    """``ranks`` ranks' guards fired (the same count on every rank, from a collective): every rank
+    stops with one message naming them and their losses, said once (by rank 0)."""
+    if ranks:
+        losses = dist.all_gather_object(guard.worst if control.diverged else None)
+        raise raised_alike(DivergedError(guard.message(step, epoch, losses)))
 
 
 def _warn_idle_ranks(row_tokens, cfg: TrainConfig, dist: Dist) -> None:
