@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import DATA, cli, gcide_lines, plain_lines, write_shards
+from tests.conftest import DATA, cli, gcide_lines, plain_lines, shared_file, write_shards
 from w2v_dist.cli import setup_logging
 
 TRAIN = ["--epochs", "2", "--dim", "32", "--min-count", "3", "--log-every", "0.5", "--workers", "1"]
@@ -110,8 +110,7 @@ def test_export_both_formats_load_in_gensim(trained, tmp_path):
 
 def test_eval_and_similar(trained, tmp_path):
     run, _ = trained
-    if not (DATA / "questions-words.txt").exists():
-        pytest.skip("shared data not found")
+    shared_file(DATA / "questions-words.txt")
     cli("export", str(run), "--format", "word2vec-binary", "--output", str(tmp_path / "v.bin"))
     p = cli("eval", str(tmp_path / "v.bin"), "--analogies", str(DATA / "questions-words.txt"),
             "--similarity", str(DATA / "wordsim353.tsv"), "--json")

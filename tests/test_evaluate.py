@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import shared_file
 from w2v_dist import evaluate as evaluate_module
 from w2v_dist.evaluate import _rank, evaluate_analogies, evaluate_similarity, format_report
 from w2v_dist.vectors import Vectors
@@ -23,9 +24,7 @@ WORDSIM = DATA / "wordsim353.tsv"
 
 
 def data_file(path: Path) -> str:
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared data directory beside the repo)")
-    return str(path)
+    return str(shared_file(path))
 
 
 def to_gensim(vecs: Vectors):

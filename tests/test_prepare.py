@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from tests.conftest import shared_file
 from w2v_dist import prepare as prepare_mod
 from w2v_dist.prepare import PrepareError, prepare
 
@@ -40,8 +41,7 @@ def rows(summary) -> list[str]:
 @pytest.fixture(scope="module")
 def gcide_lines() -> list[bytes]:
     """The first 2,000 lines of the GCIDE dictionary, newlines kept."""
-    if not GCIDE.exists():
-        pytest.skip(f"{GCIDE} not present")
+    shared_file(GCIDE)
     with gzip.open(GCIDE, "rb") as f:
         return [f.readline() for _ in range(2000)]
 

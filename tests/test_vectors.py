@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import shared_file
 from w2v_dist import storage, vectors as vectors_module
 from w2v_dist.vectors import Vectors, VectorsFormatError
 
@@ -21,8 +22,7 @@ def train_gensim(lines: int = 20_000):
     """A small real model: gensim, 1 epoch over the first ``lines`` GCIDE sentences (~0.5 s)."""
     gensim_models = pytest.importorskip("gensim.models")
     path = DATA / "gcide_en.txt.gz"
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared data directory beside the repo)")
+    shared_file(path)
     with gzip.open(path, "rt", encoding="utf-8") as f:
         sentences = [[w for w in re.split(r"\W+", line.lower()) if w] for line in itertools.islice(f, lines)]
     return gensim_models.Word2Vec(sentences, vector_size=32, min_count=5, epochs=1, workers=1, seed=1).wv
