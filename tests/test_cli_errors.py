@@ -132,3 +132,22 @@ def test_ctrl_c_in_the_vocabulary_pass_is_one_line_and_leaves_nothing(files):
     assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.count("\n") == 1 and p.stderr.startswith(f"w2v-dist: train interrupted; {files / 'r'} keeps"), p.stderr
     assert not (files / "r").exists()
+
+
+def test_an_error_left_to_rank_0_is_said_by_a_rank_that_outlives_it(monkeypatch, capsys):
+    """Guards: an error marked as every rank's but met by a non-zero rank alone (rank 0 waiting for
+    it in a collective, not failing) never said by anyone. Rank 0 says such an error at once; a
+    non-zero rank waits for torchrun to stop it (rank 0 failing with the same error) and, still
+    there after the grace, says it itself, naming the rank; an unmarked error names the rank at once.
+    (The torchrun path, where the grace ends with rank 0's exit: test_distributed.py.)"""
+    from w2v_dist import cli as cli_module
+    from w2v_dist.config import ConfigError, raised_alike
+    monkeypatch.setattr(cli_module, "RANK_0_GRACE_S", 0.01)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        cli_module._error(raised_alike(ConfigError("same everywhere")), "same everywhere")
+        cli_module._error(ConfigError("mine"), "mine")
+    assert capsys.readouterr().err.splitlines() == [
+        "w2v-dist: error: same everywhere", "w2v-dist: error: mine [rank 0]",
+        "w2v-dist: error: same everywhere [rank 1]", "w2v-dist: error: mine [rank 1]"]

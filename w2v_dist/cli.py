@@ -199,8 +199,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         if _rank()[0] != 0:
-            _leave_it_to_rank_0()
-            self.exit(2)
+            _leave_it_to_rank_0()  # rank 0 parses the same line: torchrun stops this rank here
         super().error(message)
 
 
@@ -387,6 +386,9 @@ def _rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+RANK_0_GRACE_S = 10.0  # how long a rank that leaves an error to rank 0 waits for torchrun to stop it
+
+
 def _error(e: BaseException, msg: str) -> None:
     """One line on stderr. Under torchrun an error that every rank raised alike (a bad flag, rank
     0's look at the corpus or the run directory handed to all) is said by rank 0 only, not once
@@ -395,19 +397,19 @@ def _error(e: BaseException, msg: str) -> None:
     if world > 1 and getattr(e, "every_rank", False):
         if rank == 0:
             print(f"w2v-dist: error: {msg}", file=sys.stderr)
-        else:
-            _leave_it_to_rank_0()
-        return
+            return
+        _leave_it_to_rank_0()  # still here: rank 0 did not stop with it, so this rank says it
     print(f"w2v-dist: error: {msg}" + (f" [rank {rank}]" if world > 1 else ""), file=sys.stderr)
 
 
-def _leave_it_to_rank_0(seconds: float = 10) -> None:
+def _leave_it_to_rank_0() -> None:
     """A rank that leaves an error to rank 0 does not exit first: torchrun stops every rank as soon
     as one fails, and rank 0 could be stopped before it says it. It waits, and is stopped when rank
-    0 has exited with the error (at most ``seconds``): by SIGTERM's default action, not by the
-    training's handler, which would take it for a preemption and keep waiting."""
+    0 has exited with the error: by SIGTERM's default action, not by the training's handler, which
+    would take it for a preemption and keep waiting. A rank that is still here after
+    ``RANK_0_GRACE_S`` met the error alone (rank 0 is waiting for it somewhere) and says it."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    time.sleep(seconds)
+    time.sleep(RANK_0_GRACE_S)
 
 
 def _resolve(vectors, word: str) -> str:
