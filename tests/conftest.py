@@ -17,7 +17,27 @@ import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The shared data directory beside the repo (``../shared/data``), or, in a local clone (CI's
+    ``git clone . "$(mktemp -d)"``), beside the repository it was cloned from."""
+    here = ROOT.parent / "shared" / "data"
+    if here.exists():
+        return here
+    try:
+        origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and Path(origin).is_absolute():  # a local path, not a URL
+        there = Path(origin).resolve().parent / "shared" / "data"
+        if there.exists():
+            return there
+    return here
+
+
+DATA = _shared_data()
 GCIDE = DATA / "gcide_en.txt.gz"
 
 

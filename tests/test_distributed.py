@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.conftest import ROOT, cli
-from w2v_dist.config import TokenizerConfig, TrainConfig
+from w2v_dist.config import TokenizerConfig
 from w2v_dist.corpus.dataset import CorpusStream, identity
 from w2v_dist.corpus.plan import assign, make_units
 from w2v_dist.corpus.shards import scan_shards

@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import shared_file
+from tests.conftest import DATA, shared_file
 from w2v_dist import evaluate as evaluate_module
 from w2v_dist.evaluate import _rank, evaluate_analogies, evaluate_similarity, format_report
 from w2v_dist.vectors import Vectors
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 QUESTIONS = DATA / "questions-words.txt"
 WORDSIM = DATA / "wordsim353.tsv"
 

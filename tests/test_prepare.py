@@ -7,7 +7,6 @@ import gzip
 import json
 import os
 import uuid
-from pathlib import Path
 
 import fsspec
 import pyarrow as pa
@@ -15,11 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from tests.conftest import shared_file
+from tests.conftest import DATA, shared_file
 from w2v_dist import prepare as prepare_mod
 from w2v_dist.prepare import PrepareError, prepare
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GCIDE = DATA / "gcide_en.txt.gz"
 
 

@@ -6,16 +6,14 @@ import doctest
 import gzip
 import itertools
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import shared_file
+from tests.conftest import DATA, shared_file
 from w2v_dist import storage, vectors as vectors_module
 from w2v_dist.vectors import Vectors, VectorsFormatError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def train_gensim(lines: int = 20_000):
