@@ -145,8 +145,9 @@ class Lockstep:
         self.words = 0
         self.flags: list[int] = []
         self.rank_words: list[int] = []  # words each rank trained in this attempt, as of the last exchange
-        self.seconds = 0.0  # this session's time in the exchanges, waiting for the other ranks included
-        self.durations = array("d")  # each exchange's, in order (the same exchanges on every rank)
+        # each exchange's seconds in this session, waiting for the other ranks included, in order
+        # (the same exchanges on every rank)
+        self.durations = array("d")
 
     def state_dict(self) -> dict:
         return {"words": self.words, "flags": list(self.flags)}
@@ -192,7 +193,6 @@ def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: [], lo
             t = time.perf_counter()
             active, *rest = dist.all_reduce_sum([int(b is not None), *lock.flags, *mine])
             lock.durations.append(time.perf_counter() - t)
-            lock.seconds += lock.durations[-1]
             summed, per_rank = rest[:len(lock.flags)], rest[len(lock.flags):]
             words = sum(per_rank)
             lock.rank_words = [a + b for a, b in zip(lock.rank_words or [0] * dist.world_size, per_rank)]

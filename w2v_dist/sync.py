@@ -99,8 +99,9 @@ class TableSync:
         self.overlap = overlap and self.active
         self.syncs = 0
         self.bytes = 0  # sent by this rank
-        self.seconds = 0.0  # this session's time in syncs, waiting for the other ranks included
-        self.durations = array("d")  # each sync's, in order (the same syncs on every rank)
+        # each sync's seconds in this session, waiting for the other ranks included, in order (the
+        # same syncs on every rank)
+        self.durations = array("d")
         # the rows as the ranks last agreed on them: the same on every rank
         self.snapshot = {k: t.detach().clone() for k, t in tables.items()} if self.active else {}
         self.buffer: torch.Tensor | None = None  # the deltas of a sync, summed in place
@@ -137,18 +138,14 @@ class TableSync:
             self.start(rows)
         else:
             self.sync(rows)
-        self._took(time.perf_counter() - t)
+        self.durations.append(time.perf_counter() - t)
         return rows == V
 
     def full(self) -> None:
         if self.active:
             t = time.perf_counter()
             self.sync(len(next(iter(self.tables.values()))))
-            self._took(time.perf_counter() - t)
-
-    def _took(self, seconds: float) -> None:
-        self.durations.append(seconds)
-        self.seconds += seconds
+            self.durations.append(time.perf_counter() - t)
 
     def _deltas(self, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Each table's first ``rows`` rows less their snapshot, into the run's one buffer: (the

@@ -489,9 +489,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock)
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
-    skips, sync_s, exchange_s, counts = zip(*dist.all_gather_object(
-        (feed.skipped_total(), round(sync.seconds, 3), round(lock.seconds, 3), len(sync.durations) + len(lock.durations))))
-    while_training = sum_counts(skips)
+    while_training = sum_counts(dist.all_gather_object(feed.skipped_total()))
     if any(start.skipped.values()) or any(while_training.values()):
         log.warning("skipped data (--on-bad-shard %s): %s; while training: %s", cfg.on_bad_shard, start.skipped,
                     while_training)
@@ -502,23 +500,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                "sync_bytes_per_word": sync.bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
                "final_loss": final["final_loss"], "words_this_session": final["session_words"],
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
-    if dist.world_size > 1 and len(set(counts)) == 1:  # each rank's seconds in the collectives (the same ones)
-        # the last rank to reach a collective waits for nobody: its time there, the shortest, is the
-        # collective's own; what another rank spent beyond it, it spent waiting for the last
-        mine = torch.tensor([*sync.durations, *lock.durations], dtype=torch.float64)
-        shortest = dist.min_over_ranks(mine)
-        own_s = float(shortest.sum())
-        wait_s = dist.all_gather_object(float((mine - shortest).sum()))
-        summary.update(rank_sync_s=list(sync_s), rank_exchange_s=list(exchange_s),
-                       rank_wait_s=[round(w, 3) for w in wait_s], collectives_own_s=round(own_s, 3))
-        t = max(final["elapsed_s"], 1e-9)
-        share = [(a + b) / t for a, b in zip(sync_s, exchange_s)]
-        log.log(logging.INFO if dist.is_main else logging.DEBUG,
-                "ranks spent %.0f-%.0f%% of the training time in collectives: %.0f-%.0f%% waiting for the slowest "
-                "rank, %.0f%% in the collectives themselves (table syncs %.1f-%.1f s, exchanges of words and flags "
-                "%.1f-%.1f s); docs/distributed.md says what moves each", 100 * min(share), 100 * max(share),
-                100 * min(wait_s) / t, 100 * max(wait_s) / t, 100 * own_s / t, min(sync_s), max(sync_s),
-                min(exchange_s), max(exchange_s))
+    if dist.world_size > 1:
+        summary.update(time_in_collectives(sync, lock, dist, final["elapsed_s"]))
     if dist.is_main:
         buf = io.BytesIO()
         np.save(buf, model.vectors())
@@ -533,6 +516,31 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                      storage.join(cfg.output, "vectors.npy"))
     dist.barrier()
     return summary
+
+
+def time_in_collectives(sync: TableSync, lock: Lockstep, dist: Dist, elapsed_s: float) -> dict:
+    """Each rank's seconds in the table syncs and the exchanges, and of them its waiting for the
+    slowest rank, for ``summary.json``; rank 0 says it in one line. The last rank to reach a
+    collective waits for nobody: its time there, the shortest, is the collective's own; what
+    another rank spent beyond it, it spent waiting for the last (the ranks make the same
+    collectives in the same order)."""
+    mine = torch.tensor([*sync.durations, *lock.durations], dtype=torch.float64)
+    sync_s, exchange_s, counts = zip(*dist.all_gather_object(
+        (round(sum(sync.durations), 3), round(sum(lock.durations), 3), len(mine))))
+    out = {"rank_sync_s": list(sync_s), "rank_exchange_s": list(exchange_s)}
+    if len(set(counts)) > 1:  # not the same collectives: no rank's time is another's to compare
+        return out
+    shortest = dist.min_over_ranks(mine)
+    own_s = float(shortest.sum())
+    wait_s = dist.all_gather_object(float((mine - shortest).sum()))
+    t = max(elapsed_s, 1e-9)
+    share = [(a + b) / t for a, b in zip(sync_s, exchange_s)]
+    log.log(logging.INFO if dist.is_main else logging.DEBUG,
+            "ranks spent %.0f-%.0f%% of the training time in collectives: %.0f-%.0f%% waiting for the slowest rank, "
+            "%.0f%% in the collectives themselves (table syncs %.1f-%.1f s, exchanges of words and flags %.1f-%.1f s); "
+            "docs/distributed.md says what moves each", 100 * min(share), 100 * max(share), 100 * min(wait_s) / t,
+            100 * max(wait_s) / t, 100 * own_s / t, min(sync_s), max(sync_s), min(exchange_s), max(exchange_s))
+    return out | {"rank_wait_s": [round(w, 3) for w in wait_s], "collectives_own_s": round(own_s, 3)}
 
 
 def stop_if_diverged(ranks: int, guard: Guard, control: Control, dist: Dist, step: int, epoch: int) -> None:
