@@ -207,3 +207,31 @@ def test_checkpoint_minutes_saves_on_the_clock(small_corpus, tmp_path):
     assert len(timed) >= 5, (steps, seconds[summary["steps"]])
     gaps = np.diff(timed)
     assert timed[0] > interval and gaps.min() > interval - 0.002 and gaps.max() < interval + 1.0, (timed, gaps)
+
+
+def test_an_epoch_s_end_is_a_point_to_checkpoint_at(corpus, tmp_path):
+    """A SIGTERM on 2 ranks is answered at the next full sync, and an epoch's end is one.
+
+    ``--sync-rows 1`` makes the prefix syncs' whole-table turn (the 64th sync, step 256 at every 4
+    steps) come after this 2-epoch run (about 60 steps) ends: only an epoch's end and the run's end
+    sync every row. Guards: the full sync at an epoch's end taken before the step that follows it
+    trains, so that the tables were never equal where a checkpoint is looked for (a SIGTERM in
+    epoch 0 was noted, then the run trained on to its end and exited 0 with no checkpoint: a
+    preempted machine would have lost the whole run)."""
+    args = [*TRAIN[:-len(SYNC_EVERY_STEP)], "--sync-every", "4", "--sync-rows", "1", "--checkpoint-every", "1000",
+            "--log-every", "0"]
+    ref, run = tmp_path / "ref", tmp_path / "b"
+    torchrun("train", str(corpus), "--output", str(ref), *args)
+    p = torchrun("train", str(corpus), "--output", str(run), *args, check=False,
+                 env={"W2V_DIST_FAULT": "term@step:0:5"})
+    assert p.returncode != 0 and not (run / "summary.json").exists(), p.stderr[-3000:]
+    stopped = int(p.stderr.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    # the step after the first exchange of flags (every 4 steps) that follows a rank's first chunk
+    # of epoch 1 (rank 0's, in the metrics, within a step or two of rank 1's)
+    epochs = {m["step"]: m["epoch"] for m in _final(ref)[2]}
+    first = min(s for s, e in epochs.items() if e == 1)
+    assert abs(stopped - first) <= 4, (stopped, first)
+    assert sorted(int(c.name.split("-")[1]) for c in (run / "checkpoints").iterdir()) == [stopped]
+    p = torchrun("train", str(corpus), "--output", str(run), *args)
+    assert f"checkpoints/step-{stopped}" in p.stderr
+    _same(ref, run)

@@ -123,16 +123,18 @@ class TableSync:
             if self.active:
                 self.snapshot[k].copy_(t)
 
-    def after_step(self, step: int) -> bool:
-        """Sync if this step is due; True when the tables are now equal on all ranks."""
+    def after_step(self, step: int, full: bool = False) -> bool:
+        """Sync if this step is due, every row if ``full`` (an epoch began on some rank); True when
+        the tables are now equal on all ranks: a checkpoint can be taken."""
         if not self.active:
             return True
         if step % self.every:
-            return False
+            if full:
+                self.full()
+            return full
         self.syncs += 1
-        k = self.syncs
         V = len(next(iter(self.tables.values())))
-        rows = rows_at(k, V, self.rows)
+        rows = V if full else rows_at(self.syncs, V, self.rows)
         t = time.perf_counter()
         if self.overlap and rows < V:
             self.start(rows)

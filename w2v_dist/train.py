@@ -461,8 +461,6 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     with_data = mine.get("with_data", 0)
     for batch, words, flags in synchronized(feed, dist, lambda b: b.words, control.flags, lock, step):
         stop_if_diverged(flags[3], guard, control, dist, step, epoch)
-        if flags[2]:  # an epoch ended on some rank: all start the next from the same tables
-            sync.full()
         with_data += batch is not None
         lr, lr_next = schedule(words_done), schedule(words_done + words)
         loss, examples = (model.train_chunk(batch.tokens, lr * sync.lr_scale, lr_next * sync.lr_scale)
@@ -472,7 +470,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         control.diverged = guard.update(loss, examples)
         words_done, step = words_done + words, step + 1
         control.epoch = epoch = max(epoch, batch.epoch if batch is not None else epoch)
-        synced = sync.after_step(step)
+        # an epoch began on some rank: every row is synced after this step, a point to checkpoint at
+        synced = sync.after_step(step, full=bool(flags[2]))
         progress.update(words, examples, loss, lr, step, epoch)
         maybe_fail("step", dist.rank, step)
         control.request(step, flags)
