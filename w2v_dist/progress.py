@@ -95,8 +95,11 @@ class Progress:
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.5f}", refresh=False)
             else:
-                eta = (self.total - self.words) / max(rate, 1e-9)
-                log.info("epoch %d step %d  %5.1f%%  loss %.4f  lr %.6f  %.0f words/s  eta %.0fs",
+                # from the session's mean rate: an interval's can be 0 (ranks count their words at
+                # the exchanges, every --sync-every steps) and gave etas of 10^13 s at --log-every 0
+                mean = (self.words - self.start_words) / max(now - self.start, 1e-9)
+                eta = f"{(self.total - self.words) / mean:.0f}s" if mean > 0 else "?"
+                log.info("epoch %d step %d  %5.1f%%  loss %.4f  lr %.6f  %.0f words/s  eta %s",
                          epoch, step, 100 * rec["progress"], rec["loss"], lr, rate, eta)
             self._write()
             if self.board is not None:
