@@ -99,8 +99,9 @@ class Progress:
                 # the exchanges, every --sync-every steps) and gave etas of 10^13 s at --log-every 0
                 mean = (self.words - self.start_words) / max(now - self.start, 1e-9)
                 eta = f"{(self.total - self.words) / mean:.0f}s" if mean > 0 else "?"
-                log.info("epoch %d step %d  %5.1f%%  loss %.4f  lr %.6f  %.0f words/s  eta %s",
-                         epoch, step, 100 * rec["progress"], rec["loss"], lr, rate, eta)
+                loss = f"{rec['loss']:.4f}" if rec["examples"] else "-"  # rank 0 trained nothing since the last line
+                log.info("epoch %d step %d  %5.1f%%  loss %s  lr %.6f  %.0f words/s  eta %s",
+                         epoch, step, 100 * rec["progress"], loss, lr, rate, eta)
             self._write()
             if self.board is not None:
                 self.board.write(rec)
