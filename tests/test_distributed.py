@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -409,6 +410,26 @@ def test_divergence_is_said_once_naming_the_rank(small_corpus, tmp_path):
     assert len(errors) == 1 and errors[0].startswith("w2v-dist: error: training diverged at step "), errors
     assert "on rank 2 of 3, loss per example not finite" in errors[0], errors
     assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_ranks_started_with_different_settings_are_refused_naming_them(small_corpus, tmp_path):
+    """Each node runs its own torchrun, and a flag that differs between them made collectives of
+    different sizes: gloo aborted with 'Connection reset by peer' and no word on the flag (NCCL may
+    hang). Here rank 1 gets another --dim (torchrun --no-python runs each rank's own command line)
+    and --threads (a node's own cores, allowed): one line names the rank and the setting, nothing
+    is written."""
+    command = " ".join([shlex.quote(sys.executable), "-m", "w2v_dist", "train", shlex.quote(str(small_corpus)),
+                        "--output", shlex.quote(str(tmp_path / "r")), *TRAIN[:-1], '"$((1 + RANK))"'])
+    command = command.replace("--dim 24", '--dim "$((24 + 8 * RANK))"')
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "--no-python", "sh", "-c", f"exec {command}"], capture_output=True, text=True,
+                       timeout=240, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    errors = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: error:")]
+    assert p.returncode != 0 and errors == [
+        "w2v-dist: error: the ranks were started with different settings (rank 1: dim 32 (rank 0: 24)); every "
+        "rank must run the same command: on several nodes, give each node's torchrun the same flags and the "
+        "same w2v_dist"], p.stderr[-3000:]
+    assert not (tmp_path / "r").exists()
 
 
 def test_an_error_is_said_once_and_a_rank_s_own_names_the_rank(plain_corpus, tmp_path):

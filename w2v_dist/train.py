@@ -369,8 +369,39 @@ def set_rng_states(s: dict) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Run a whole training job as described by ``cfg`` (resuming the one in ``cfg.output`` if it
     has a checkpoint); returns the summary (also in summary.json)."""
-    with setup(cfg.device, cfg.backend) as dist, owning(cfg, dist):
-        return _train(cfg, dist)
+    with setup(cfg.device, cfg.backend) as dist:
+        same_settings(cfg, dist)
+        with owning(cfg, dist):
+            return _train(cfg, dist)
+
+
+# what one node may set for itself: where it caches, its cores, its credentials, its logs
+PER_NODE = {"cache_dir", "token_cache_gb", "threads", "storage_options", "output_storage_options", "log_every",
+            "log_all_ranks"}
+
+
+def same_settings(cfg: TrainConfig, dist: Dist) -> None:
+    """Every rank must run the same command. On several nodes each runs its own, and a flag that
+    differs (``--dim`` on one node, another version of w2v_dist on another) left the ranks' collectives
+    of different sizes: gloo aborted with 'Connection reset by peer', NCCL may hang. Compared before
+    anything else, and said once, naming the ranks and the settings."""
+    if not dist.distributed:
+        return
+    import w2v_dist
+
+    mine = {k: v for k, v in cfg.to_dict().items() if k not in PER_NODE}
+    mine["w2v_dist version"] = w2v_dist.__version__
+    theirs = dist.all_gather_object(mine)
+    odd = {r: {k: (theirs[0].get(k), t.get(k)) for k in sorted(set(t) | set(theirs[0]))
+               if t.get(k) != theirs[0].get(k)} for r, t in enumerate(theirs)}
+    odd = {r: d for r, d in odd.items() if d}
+    if odd:
+        what = "; ".join(f"rank {r}: " + ", ".join(f"{k} {b!r} (rank 0: {a!r})" for k, (a, b) in d.items())
+                         for r, d in list(odd.items())[:4])
+        more = f" and {len(odd) - 4} more ranks" if len(odd) > 4 else ""
+        raise raised_alike(ConfigError(
+            f"the ranks were started with different settings ({what}{more}); every rank must run the same "
+            "command: on several nodes, give each node's torchrun the same flags and the same w2v_dist"))
 
 
 @contextlib.contextmanager
