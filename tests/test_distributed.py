@@ -178,6 +178,28 @@ def test_two_torchrun_agents_as_two_nodes(small_corpus, tmp_path):
     assert summary["world_size"] == 2
 
 
+
+def test_a_run_directory_one_node_cannot_see_is_said_once(small_corpus, tmp_path):
+    """Two nodes whose --output is a relative path, each in its own directory: rank 0 writes the
+    vocabulary where rank 1 never looks. Rank 1 said 'no vocabulary here' and rank 0 died with a
+    gloo traceback; now rank 0 says, once, what rank 1 found and what --output must be."""
+    port, procs = free_port(), []
+    for node in (0, 1):
+        (tmp_path / f"node-{node}").mkdir()
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+               "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+               "--rdzv-id", "w2v-test", "-m", "w2v_dist", "train", str(small_corpus), "--output", "run", *TRAIN]
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path / f"node-{node}", stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}))
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode != 0 for p in procs] == [True, True]
+    errors = [line for line in outs[0][1].splitlines() if line.startswith("w2v-dist: error:")]
+    assert errors == ["w2v-dist: error: run/vocab: no vocabulary here (vocab.json missing) on rank 1, where rank 0 "
+                      "wrote it: this rank does not see rank 0's --output; on several nodes it must be a place every "
+                      "node reaches (a shared file system or an object store)"], outs[0][1][-3000:]
+    assert "[rank0]: Traceback" not in outs[0][1]  # torchrun's report of the failed rank follows, as ever
+
 SYNC_SCRIPT = """
 import sys, numpy as np, torch
 from w2v_dist.distributed import setup

@@ -76,8 +76,10 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     """A new run, or the resumption of the one in ``--output``. Bad input and incompatible
     settings fail here, before anything is written."""
     so, out = cfg.output_options, cfg.output
-    finished = storage.exists(storage.join(out, "summary.json"), so)
-    started = storage.exists(storage.join(out, "config.json"), so)
+    # rank 0's view, for all: ranks that saw the run directory differently would take different
+    # paths (resume, or a vocabulary pass) and wait in different collectives
+    finished, started = dist.on_main(lambda: (storage.exists(storage.join(out, "summary.json"), so),
+                                              storage.exists(storage.join(out, "config.json"), so)))
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
     shards, report, encoded = scan_once(cfg, dist)
@@ -688,7 +690,23 @@ def _interrupted(cfg: TrainConfig, dist: Dist, control: Control, step: int) -> d
 
 
 def _load_vocab(vocab_uri: str, cfg: TrainConfig, dist: Dist) -> Vocab:
-    """Local rank 0 first: one node-local copy of a remote vocabulary, shared by the node's ranks."""
-    vocab = Vocab.load(vocab_uri, cfg.output_options, cfg.cache_dir) if dist.is_local_main else None
-    dist.barrier()
-    return vocab or Vocab.load(vocab_uri, cfg.output_options, cfg.cache_dir)
+    """Local rank 0 first: one node-local copy of a remote vocabulary, shared by the node's ranks.
+    A rank that cannot find what rank 0 wrote stops every rank, said once: on several nodes the
+    run directory must be one every node reaches."""
+    loaded: list[Vocab] = []
+
+    def load(now: bool) -> None:
+        if not now:
+            return
+        try:
+            loaded.append(Vocab.load(vocab_uri, cfg.output_options, cfg.cache_dir))
+        except VocabError as e:
+            if dist.is_main:
+                raise
+            raise VocabError(f"{e} on rank {dist.rank}, where rank 0 wrote it: this rank does not see rank 0's "
+                             "--output; on several nodes it must be a place every node reaches (a shared file "
+                             "system or an object store)") from e
+
+    dist.on_every(lambda: load(dist.is_local_main), errors=(VocabError,))
+    dist.on_every(lambda: load(not loaded), errors=(VocabError,))
+    return loaded[0]
