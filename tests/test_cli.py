@@ -273,3 +273,35 @@ def test_log_level_is_ours_other_libraries_log_warnings(monkeypatch, level, quie
     setup_logging(level, quiet, rank=0, world=1)
     assert logging.getLogger("w2v_dist.train").getEffectiveLevel() == ours
     assert logging.getLogger("azure.core.pipeline.policies.http_logging_policy").getEffectiveLevel() == others
+
+
+def test_text_columns_in_every_type_a_parquet_writer_gives_them_train_alike(tmp_path):
+    """pandas writes a categorical column as dictionary<string>, Polars its strings as string_view,
+    Spark and others large_string and lists of any of them. Every one is read as the same strings:
+    one family of vectors for the text, one for the lists of tokens. Guards: such a column refused
+    as 'expected string or list<string>' (dictionary and string_view were), or tokenized as
+    something else than its strings."""
+    lines = plain_lines(3_000)
+    tokens = [line.split() for line in lines]
+    dictionary = pa.dictionary(pa.int32(), pa.string())
+    kinds = {"string": pa.array(lines), "large_string": pa.array(lines, pa.large_string()),
+             "dictionary": pa.array(lines).dictionary_encode(),
+             "list": pa.array(tokens, pa.list_(pa.string())),
+             "large_list<large_string>": pa.array(tokens, pa.large_list(pa.large_string())),
+             "list<dictionary>": pa.array(tokens).cast(pa.list_(dictionary))}
+    if hasattr(pa, "string_view"):  # pyarrow 16 and later
+        kinds["string_view"] = pa.array(lines, pa.string_view())
+        kinds["list<string_view>"] = pa.array(tokens, pa.list_(pa.string_view()))
+    vectors = {}
+    for name, column in kinds.items():
+        corpus = tmp_path / name.replace("<", "-").replace(">", "")
+        corpus.mkdir()
+        pq.write_table(pa.table({"text": column}), corpus / "part-00000.parquet")
+        assert pq.read_schema(corpus / "part-00000.parquet").field("text").type == column.type
+        run = tmp_path / f"run-{corpus.name}"
+        cli("train", str(corpus), "--output", str(run), "--epochs", "1", "--dim", "16", "--min-count", "3",
+            "--workers", "0", "--threads", "1")
+        vectors[name] = np.load(run / "vectors.npy")
+    for name, v in vectors.items():
+        same = vectors["list" if "list" in name else "string"]
+        assert np.array_equal(v, same), name

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from w2v_dist import storage
-from w2v_dist.corpus.tokenize import ID_COLUMN, is_id_list_type, is_text_type, is_token_list_type
+from w2v_dist.corpus.tokenize import ID_COLUMN, as_text, is_id_list_type, is_readable_text_type
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def _check(f: str, column: str, storage_options: dict | None, ids: bool = False)
     if ids and not is_id_list_type(t):
         raise CorpusError(f"{f}: column {column!r} has type {t}, not the list<int32> of token ids `w2v-dist encode` "
                           "writes; run encode again")
-    if not ids and not (is_text_type(t) or is_token_list_type(t)):
+    if not ids and not is_readable_text_type(t):
         raise CorpusError(
             f"{f}: column {column!r} has type {t}, expected string or list<string>; pass --text-column NAME")
     return Shard(f, md.num_rows, tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)), column,
@@ -194,4 +194,4 @@ def footer_hash(md) -> str:
 
 
 def read_row_group(pf: pq.ParquetFile, shard: Shard, index: int) -> pa.ChunkedArray:
-    return pf.read_row_group(index, columns=[shard.column])[shard.column]
+    return as_text(pf.read_row_group(index, columns=[shard.column])[shard.column])

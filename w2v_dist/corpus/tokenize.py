@@ -35,11 +35,35 @@ VERSION = 2
 _WHITESPACE = " \t\n\r\v\f"
 
 def is_text_type(t: pa.DataType) -> bool:
+    """The strings pyarrow's string kernels take (what :func:`as_text` makes of a column)."""
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def is_token_list_type(t: pa.DataType) -> bool:
     return (pa.types.is_list(t) or pa.types.is_large_list(t)) and is_text_type(t.value_type)
+
+
+def _stored_text(t: pa.DataType) -> bool:
+    """Strings as a Parquet file may hold them: plain, ``string_view`` (Polars' strings; pyarrow
+    16 and later) or ``dictionary<string>`` (pandas' categoricals)."""
+    return (is_text_type(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
+            or (pa.types.is_dictionary(t) and _stored_text(t.value_type)))
+
+
+def is_readable_text_type(t: pa.DataType) -> bool:
+    """A text column or a list of tokens that :func:`as_text` turns into one that tokenizes."""
+    return _stored_text(t) or ((pa.types.is_list(t) or pa.types.is_large_list(t)) and _stored_text(t.value_type))
+
+
+def as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``string_view`` and ``dictionary<string>`` columns (and lists of them) as ``large_string``
+    (in lists): the same strings in the type the tokenizer's kernels take."""
+    t = column.type
+    if is_text_type(t) or is_token_list_type(t) or not is_readable_text_type(t):
+        return column
+    if _stored_text(t):
+        return column.cast(pa.large_string())
+    return column.cast((pa.large_list if pa.types.is_large_list(t) else pa.list_)(pa.large_string()))
 
 
 ID_COLUMN = "ids"  # an encoded corpus's column (w2v_dist/encode.py)
