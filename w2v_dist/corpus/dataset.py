@@ -18,7 +18,6 @@ import dataclasses
 import itertools
 import logging
 import signal
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
