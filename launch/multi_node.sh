@@ -8,6 +8,9 @@
 #   NPROC            processes per node (default 1); DEVICE cpu (default) or cuda
 #   CACHE_DIR        node-local directory for the vocabulary copy (default: system temp dir)
 set -euo pipefail
+# torchrun SIGKILLs the ranks this long after passing a SIGTERM on (default 30 s, torch 2.11+ reads
+# this): a checkpoint on a signal waits for the next full sync of the ranks (docs/distributed.md)
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-120}
 : "${CORPUS:?}" "${OUTPUT:?}" "${NNODES:?}" "${HEAD:?}" "${RDZV_ID:?}"
 exec torchrun --nnodes "$NNODES" --nproc-per-node "${NPROC:-1}" \
     --rdzv-backend c10d --rdzv-endpoint "$HEAD:${PORT:-29500}" --rdzv-id "$RDZV_ID" \

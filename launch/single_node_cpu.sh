@@ -6,6 +6,9 @@
 #   OUTPUT   run directory, shared by all ranks               e.g. runs/r1 or s3://bucket/runs/r1
 #   NPROC    processes (default 2)
 set -euo pipefail
+# torchrun SIGKILLs the ranks this long after passing a SIGTERM on (default 30 s, torch 2.11+ reads
+# this): a checkpoint on a signal waits for the next full sync of the ranks (docs/distributed.md)
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-120}
 : "${CORPUS:?set CORPUS}" "${OUTPUT:?set OUTPUT}"
 NPROC=${NPROC:-2}
 CORES=$(nproc)
