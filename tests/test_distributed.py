@@ -454,6 +454,15 @@ def test_ranks_started_with_different_settings_are_refused_naming_them(small_cor
     assert not (tmp_path / "r").exists()
 
 
+def test_a_memory_uri_under_torchrun_is_refused_in_one_line(small_corpus):
+    """memory:// is each process's own: rank 1 could not find the vocabulary rank 0 wrote there."""
+    p = torchrun("train", str(small_corpus), "--output", "memory://runs/r", *TRAIN, check=False)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: error:")]
+    assert p.returncode != 0 and errors == [
+        "w2v-dist: error: --output memory://runs/r: memory:// is each process's own, and rank 0's is not rank 1's; "
+        "several ranks need a place they all reach (a directory, a shared file system or an object store)"], p.stderr
+
+
 def test_an_error_is_said_once_and_a_rank_s_own_names_the_rank(plain_corpus, tmp_path):
     """Guards: every rank printing the same error (8 ranks: 8 copies of one line). A bad flag, an
     unknown one and a corpus that is not there are the same on every rank: rank 0 says them, once.

@@ -389,6 +389,11 @@ def same_settings(cfg: TrainConfig, dist: Dist) -> None:
     anything else, and said once, naming the ranks and the settings."""
     if not dist.distributed:
         return
+    for flag, uri in (("corpus", cfg.corpus), ("--output", cfg.output)):
+        if str(uri).startswith("memory://"):  # the same on every rank: said once
+            raise raised_alike(ConfigError(
+                f"{flag} {uri}: memory:// is each process's own, and rank 0's is not rank 1's; several ranks "
+                "need a place they all reach (a directory, a shared file system or an object store)"))
     import w2v_dist
 
     mine = {k: v for k, v in cfg.to_dict().items() if k not in PER_NODE}
