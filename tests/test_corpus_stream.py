@@ -95,3 +95,24 @@ def test_scan_errors_name_the_file_and_the_fix(tmp_path):
     (tmp_path / "a.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(CorpusError, match="not a readable Parquet file"):
         scan_shards(str(tmp_path))
+
+
+def test_a_shard_that_is_not_the_listed_file_is_bad_data_never_trained_on(corpus, tmp_path):
+    """A shard rewritten after it was listed (the same rows, other words), or another node's copy
+    of it at the same path: its Parquet footer is not the listed one. Guards: reading it, as the
+    reader did, which trains on other data than the vocabulary and the plan were made from."""
+    from w2v_dist.corpus.dataset import BadData
+
+    shards, vocab_dir = corpus
+    victim = shards[1].uri
+    n = pq.ParquetFile(victim).metadata.num_rows
+    pq.write_table(pa.table({"text": [f"x{i} other words entirely" for i in range(n)]}), victim, row_group_size=400)
+    with pytest.raises(BadData, match=r"part-00001.parquet: not the file the corpus was listed with \(its Parquet "
+                                      r"footer differs: rewritten since, or another node's copy\)"):
+        list(_stream(shards, vocab_dir))
+    stream = _stream(shards, vocab_dir, on_bad="skip")
+    vocab = Vocab.load(vocab_dir)
+    words = {vocab.words[int(i)].as_py() for c in stream for i in c.tokens.ids}
+    assert "x1" not in words and "w1" in words  # the other shards' rows, none of the changed file's
+    listed = {f"w{i}" for i in range(1000, 2000)}  # the rows the listed part-00001 held: skipped
+    assert not listed & words and {f"w{i}" for i in range(1000)} <= words

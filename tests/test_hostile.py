@@ -130,18 +130,23 @@ def test_bad_shard_found_by_a_reader_worker_is_one_line(corpus, tmp_path):
     and the trainer's exit after it (it used to wait forever for the reader).
 
     The reading pass before training finds bad data in the main process; only a file that turns
-    bad later is found by a reader worker. So: a run is killed after its first checkpoint, a
-    shard is rewritten with as many rows but one of them not UTF-8, and the rerun resumes and
-    meets it in a reader."""
+    bad later is found by a reader worker. So: a run is killed after its first checkpoint, two
+    bytes of one row of a shard stored uncompressed are overwritten in place with bytes that are
+    not UTF-8 (the same sizes: the footer, which a resume compares, is the listed one), and the
+    rerun resumes and meets it in a reader."""
     args = ["--workers", "1", "--epochs", "2", "--checkpoint-every", "2", "--batch-words", "1000"]
     out = tmp_path / "r"
-    p = train(corpus, out, *args, env={"W2V_DIST_FAULT": "kill@step:0:3"})
-    assert p.returncode == -signal.SIGKILL, p.stderr
     shard = corpus / "part-00001.parquet"
     rows = pq.read_table(shard).column("text").to_pylist()
-    raw = [row.encode() for row in rows]
-    raw[1234] = b"bad \xff\xfe bytes"  # row group 2 (500 rows each)
-    pq.write_table(pa.table({"text": pa.array(raw, pa.binary()).view(pa.string())}), shard, row_group_size=500)
+    pq.write_table(pa.table({"text": rows}), shard, row_group_size=500, compression="none", use_dictionary=False)
+    p = train(corpus, out, *args, env={"W2V_DIST_FAULT": "kill@step:0:3"})
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    data = bytearray(shard.read_bytes())
+    # a long row of row group 2 (500 rows each) whose bytes occur once in the file
+    row = next(r.encode() for r in rows[1000:1500] if len(r) > 40 and data.count(r.encode()) == 1)
+    at = data.find(row)
+    data[at:at + 2] = b"\xff\xfe"
+    shard.write_bytes(bytes(data))
     try:
         p = train(corpus, out, *args, timeout=120)
     except subprocess.TimeoutExpired:

@@ -158,6 +158,24 @@ def test_changed_settings_are_refused_unless_forced(corpus, tmp_path):
     assert (run / "summary.json").exists()
 
 
+def test_a_shard_rewritten_between_attempts_is_refused(tmp_path):
+    """The same file names and row counts, other words in one shard: resuming would train the
+    rest of the run on data the vocabulary and the plan were not made from. Guards: comparing
+    only names and row counts (which this rewrite keeps), as the resume did."""
+    corpus = write_shards(tmp_path / "c", gcide_lines(6_000))
+    run = tmp_path / "r"
+    p = cli("train", str(corpus), "--output", str(run), *TRAIN, check=False, env={"W2V_DIST_FAULT": "kill@step:0:12"})
+    assert p.returncode == -signal.SIGKILL
+    victim = corpus / "part-00001.parquet"
+    rows = [line[::-1] for line in gcide_lines(6_000)[3_000:]]  # the same rows, reversed
+    write_shards(tmp_path / "rewritten", [*gcide_lines(3_000), *rows])
+    victim.write_bytes((tmp_path / "rewritten" / "part-00001.parquet").read_bytes())
+    p = cli("train", str(corpus), "--output", str(run), *TRAIN, check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+        f"w2v-dist: error: {corpus}: the shards differ from those the run in {run} started with (files added, "
+        "removed or rewritten); pass --overwrite to start again"), p.stderr[-2000:]
+
+
 def test_keep_checkpoints_refuses_one(corpus, tmp_path):
     p = cli("train", str(corpus), "--output", str(tmp_path / "r"), "--keep-checkpoints", "1", check=False)
     assert p.returncode == 2 and "--keep-checkpoints must be >= 2" in p.stderr

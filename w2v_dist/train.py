@@ -136,7 +136,8 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
                               "--force-resume to continue anyway, or --overwrite to start again")
         log.warning("resuming with changed settings (--force-resume): %s", what)
     plan = json.loads(storage.read_bytes(storage.join(out, "plan.json"), so))
-    if [(s["uri"], s["num_rows"]) for s in plan["shards"]] != [(s.uri, s.num_rows) for s in shards]:
+    if ([(s["uri"], s["num_rows"], s.get("footer") or t.footer) for s, t in zip(plan["shards"], shards)]
+            != [(s.uri, s.num_rows, s.footer) for s in shards] or len(plan["shards"]) != len(shards)):
         raise ConfigError(f"{cfg.corpus}: the shards differ from those the run in {out} started with "
                           "(files added, removed or rewritten); pass --overwrite to start again")
     row_tokens = [[tuple(x) for x in shard] for shard in plan["row_tokens"]]

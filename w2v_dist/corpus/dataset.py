@@ -33,7 +33,7 @@ from w2v_dist import storage
 from w2v_dist.config import TokenizerConfig
 from w2v_dist.corpus.cache import TokenCache
 from w2v_dist.corpus.plan import Unit, assign, make_units
-from w2v_dist.corpus.shards import CorpusError, Shard, open_parquet, read_row_group
+from w2v_dist.corpus.shards import CorpusError, Shard, footer_hash, open_parquet, read_row_group
 from w2v_dist.corpus.tokenize import Tokenized, encode, is_text_type, tokenize
 from w2v_dist.owner import die_with_parent
 
@@ -263,6 +263,10 @@ class BadData(CorpusError):
     """Data that cannot be read, found while reading (a bad page, a vanished file, bad UTF-8)."""
 
 
+class ChangedFile(OSError):
+    """A shard that is not the one listed: read as bad data (``--on-bad-shard``), never trained on."""
+
+
 # Footers a reader keeps (``FileMetaData``, a few KB each): going back to a file it read before
 # costs no footer read (the manifest was read from them too, but on rank 0 and not kept).
 FOOTERS_KEPT = 1024
@@ -304,6 +308,10 @@ class _Footers:
                 known = self._known(s)
                 if known is None:
                     pf = open_parquet(shard.uri, storage_options, None, shard.size)
+                    if shard.footer and footer_hash(pf.metadata) != shard.footer:
+                        raise ChangedFile(f"{shard.uri}: not the file the corpus was listed with (its Parquet "
+                                          "footer differs: rewritten since, or another node's copy); put it back, "
+                                          "or start again with --overwrite")
                     with self.lock:
                         self.kept[s] = pf.metadata
                         self.opening.pop(s, None)
