@@ -188,8 +188,8 @@ MUTATIONS = [
     Mutation(
         "sync: rowmean divides every row by the world size (a rare word's update halved)",
         "w2v_dist/sync.py",
-        "delta /= summed[len(names) + i].clamp(min=1)",
-        "delta /= self.dist.world_size",
+        "summed[i] /= touched[i].clamp(min=1)",
+        "summed[i] /= self.dist.world_size",
         ("tests/test_distributed.py::test_sync_combines_the_ranks_changes",)),
     Mutation(
         "train: a checkpoint taken while the ranks' tables differ",
@@ -219,8 +219,8 @@ MUTATIONS = [
     Mutation(
         "sync: --sync step syncs only a prefix of the rows",
         "w2v_dist/sync.py",
-        "every, rows, combine = 1, 1 << 62, \"sum\"",
-        "every, rows, combine = 1, 8, \"sum\"",
+        "every, rows, combine, overlap = 1, 1 << 62, \"sum\", False",
+        "every, rows, combine, overlap = 1, 8, \"sum\", False",
         ("tests/test_distributed.py::test_sync_step_is_the_sum_of_the_ranks_steps",)),
     Mutation(
         "token cache: a rewritten shard served from the cache",
@@ -259,6 +259,30 @@ MUTATIONS = [
         '            rows = _float_rows(vectors[start:start + _BLOCK_ROWS], "\\t").to_pylist()\n',
         '            rows = _float_rows(vectors[start + 1:start + 1 + _BLOCK_ROWS], "\\t").to_pylist()\n',
         ("tests/test_export.py::test_projector_files_round_trip_a_run",)),
+    Mutation(
+        "checkpoints: an epoch's start syncs no table (its end is no point to checkpoint at)",
+        "w2v_dist/train.py",
+        "synced = sync.after_step(step, full=bool(flags[2]))",
+        "synced = sync.after_step(step, full=False)",
+        ("tests/test_resume.py::test_an_epoch_s_end_is_a_point_to_checkpoint_at",)),
+    Mutation(
+        "resume: the shards' footers not compared (a rewritten shard trained on)",
+        "w2v_dist/train.py",
+        's.get("footer") or t.footer) for s, t in zip(plan["shards"], shards)]',
+        't.footer) for s, t in zip(plan["shards"], shards)]',
+        ("tests/test_resume.py::test_a_shard_rewritten_between_attempts_is_refused",)),
+    Mutation(
+        "reader: a file that is not the one listed read anyway",
+        "w2v_dist/corpus/dataset.py",
+        "if shard.footer and footer_hash(pf.metadata) != shard.footer:",
+        "if False:",
+        ("tests/test_corpus_stream.py::test_a_shard_that_is_not_the_listed_file_is_bad_data_never_trained_on",)),
+    Mutation(
+        "distributed: ranks started with different settings not compared",
+        "w2v_dist/train.py",
+        "    if odd:\n",
+        "    if False:\n",
+        ("tests/test_distributed.py::test_ranks_started_with_different_settings_are_refused_naming_them",)),
 ]
 
 
