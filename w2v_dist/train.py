@@ -136,8 +136,7 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
                               "--force-resume to continue anyway, or --overwrite to start again")
         log.warning("resuming with changed settings (--force-resume): %s", what)
     plan = json.loads(storage.read_bytes(storage.join(out, "plan.json"), so))
-    if ([(s["uri"], s["num_rows"], s.get("footer") or t.footer) for s, t in zip(plan["shards"], shards)]
-            != [(s.uri, s.num_rows, s.footer) for s in shards] or len(plan["shards"]) != len(shards)):
+    if not same_shards(plan["shards"], shards):
         raise ConfigError(f"{cfg.corpus}: the shards differ from those the run in {out} started with "
                           "(files added, removed or rewritten); pass --overwrite to start again")
     row_tokens = [[tuple(x) for x in shard] for shard in plan["row_tokens"]]
@@ -162,6 +161,15 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
                           f"--workers {state['workers']}; resume with the same (the data positions depend on both)")
     log.info("resuming from %s/checkpoints/step-%d (%d words done)", out, step, state["words_done"])
     return Start(shards, row_tokens, vocab_uri, found, skipped)
+
+
+def same_shards(listed: list[dict], shards: list[Shard]) -> bool:
+    """The shards a run started with (``plan.json``) are the ones found now: names, row counts and
+    footer hashes, so a file rewritten with as many rows is not taken for the one listed (a plan
+    written before footers were kept compares names and rows)."""
+    return len(listed) == len(shards) and all(
+        (p["uri"], p["num_rows"], p.get("footer") or s.footer) == (s.uri, s.num_rows, s.footer)
+        for p, s in zip(listed, shards))
 
 
 def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[tuple[int, int]]], dict]:
@@ -373,7 +381,7 @@ def train(cfg: TrainConfig) -> dict:
     """Run a whole training job as described by ``cfg`` (resuming the one in ``cfg.output`` if it
     has a checkpoint); returns the summary (also in summary.json)."""
     with setup(cfg.device, cfg.backend) as dist:
-        same_settings(cfg, dist)
+        check_ranks(cfg, dist)
         with owning(cfg, dist):
             return _train(cfg, dist)
 
@@ -383,11 +391,12 @@ PER_NODE = {"cache_dir", "token_cache_gb", "threads", "storage_options", "output
             "log_all_ranks"}
 
 
-def same_settings(cfg: TrainConfig, dist: Dist) -> None:
-    """Every rank must run the same command. On several nodes each runs its own, and a flag that
-    differs (``--dim`` on one node, another version of w2v_dist on another) left the ranks' collectives
-    of different sizes: gloo aborted with 'Connection reset by peer', NCCL may hang. Compared before
-    anything else, and said once, naming the ranks and the settings."""
+def check_ranks(cfg: TrainConfig, dist: Dist) -> None:
+    """Every rank must run the same command on places every rank reaches. On several nodes each
+    runs its own, and a flag that differs (``--dim`` on one node, another version of w2v_dist on
+    another) left the ranks' collectives of different sizes: gloo aborted with 'Connection reset by
+    peer', NCCL may hang. Checked before anything else, and said once, naming the ranks and the
+    settings."""
     if not dist.distributed:
         return
     for flag, uri in (("corpus", cfg.corpus), ("--output", cfg.output)):
