@@ -235,7 +235,8 @@ def test_an_epoch_s_end_is_a_point_to_checkpoint_at(corpus, tmp_path):
     sync every row. Guards: the full sync at an epoch's end taken before the step that follows it
     trains, so that the tables were never equal where a checkpoint is looked for (a SIGTERM in
     epoch 0 was noted, then the run trained on to its end and exited 0 with no checkpoint: a
-    preempted machine would have lost the whole run)."""
+    preempted machine would have lost the whole run). The stop is said once, by rank 0 (each
+    rank said it, 2 lines each)."""
     args = [*TRAIN[:-len(SYNC_EVERY_STEP)], "--sync-every", "4", "--sync-rows", "1", "--checkpoint-every", "1000",
             "--log-every", "0"]
     ref, run = tmp_path / "ref", tmp_path / "b"
@@ -244,6 +245,9 @@ def test_an_epoch_s_end_is_a_point_to_checkpoint_at(corpus, tmp_path):
                  env={"W2V_DIST_FAULT": "term@step:0:5"})
     assert p.returncode != 0 and not (run / "summary.json").exists(), p.stderr[-3000:]
     stopped = int(p.stderr.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    said = [line for line in p.stderr.splitlines() if "stopped" in line and "step" in line]
+    assert len(said) == 2 and said[1] == (f"w2v-dist: stopped at step {stopped}; a checkpoint is in {run}. Run the "
+                                          "same command to resume."), said  # rank 0's log line, its CLI line
     # the step after the first exchange of flags (every 4 steps) that follows a rank's first chunk
     # of epoch 1 (rank 0's, in the metrics, within a step or two of rank 1's)
     epochs = {m["step"]: m["epoch"] for m in _final(ref)[2]}

@@ -340,13 +340,15 @@ def run(argv: list[str] | None = None) -> int:
         try:
             summary = train(cfg)
         except KeyboardInterrupt:  # before training (the vocabulary pass), or a second Ctrl-C
-            print(f"w2v-dist: train interrupted; {args.output} keeps its last checkpoint, if it has one (interrupted "
-                  "before training: nothing was written). Run the same command to resume or start again.",
-                  file=sys.stderr)
+            if rank == 0:  # under torchrun every rank got it: said once
+                print(f"w2v-dist: train interrupted; {args.output} keeps its last checkpoint, if it has one (interrupted "
+                      "before training: nothing was written). Run the same command to resume or start again.",
+                      file=sys.stderr)
             return 130
         if summary.get("interrupted"):
-            print(f"w2v-dist: stopped at step {summary['steps']}; a checkpoint is in {args.output}. "
-                  "Run the same command to resume.", file=sys.stderr)
+            if rank == 0:
+                print(f"w2v-dist: stopped at step {summary['steps']}; a checkpoint is in {args.output}. "
+                      "Run the same command to resume.", file=sys.stderr)
             return 128 + int(summary["signal"])
     elif args.command == "export":
         from w2v_dist.vectors import Vectors

@@ -339,8 +339,9 @@ class Control:
         if self.signal is not None:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.signal = signum
-        log.warning("%s received: finishing this step, writing a checkpoint, then stopping",
-                    signal.Signals(signum).name)
+        # torchrun passes a signal to every rank: rank 0 says it (the others with --log-all-ranks)
+        (log.warning if self.dist.is_main else log.info)(
+            "%s received: finishing this step, writing a checkpoint, then stopping", signal.Signals(signum).name)
 
     def flags(self, batch) -> list[int]:
         """(checkpoint now, stop now, this step starts a new epoch here, diverged here): summed over
@@ -700,7 +701,8 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
 
 def _interrupted(cfg: TrainConfig, dist: Dist, control: Control, step: int) -> dict:
     name = signal.Signals(control.signal).name if control.signal else "a signal on another rank"
-    log.warning("stopped by %s at step %d; checkpoint written. Run the same command to resume.", name, step)
+    (log.warning if dist.is_main else log.info)(
+        "stopped by %s at step %d; checkpoint written. Run the same command to resume.", name, step)
     return {"interrupted": True, "signal": control.signal or signal.SIGTERM, "steps": step}
 
 
