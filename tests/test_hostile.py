@@ -60,7 +60,11 @@ def test_unreadable_file(corpus, tmp_path, how):
     line = error_line(train(corpus, tmp_path / "r1"))
     assert f"{bad}: not a readable Parquet file" in line and "--on-bad-shard skip" in line
     assert not (tmp_path / "r1").exists()
-    assert ok(train(corpus, tmp_path / "r2", "--on-bad-shard", "skip"), tmp_path / "r2")["bad_files"] == 1
+    p = train(corpus, tmp_path / "r2", "--on-bad-shard", "skip")
+    assert ok(p, tmp_path / "r2")["bad_files"] == 1
+    # skipped, it is not told to pass the flag that skipped it
+    said = [line for line in p.stderr.splitlines() if f"skipping {bad}: not a readable Parquet file" in line]
+    assert len(said) == 1 and said[0].endswith(") (--on-bad-shard skip)"), p.stderr
 
 
 def test_corrupt_page(corpus, tmp_path):

@@ -538,7 +538,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
     while_training = sum_counts(dist.all_gather_object(feed.skipped_total()))
-    if any(start.skipped.values()) or any(while_training.values()):
+    if dist.is_main and (any(start.skipped.values()) or any(while_training.values())):  # every rank's, once
         log.warning("skipped data (--on-bad-shard %s): %s; while training: %s", cfg.on_bad_shard, start.skipped,
                     while_training)
     summary = {"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),

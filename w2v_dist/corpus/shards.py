@@ -22,6 +22,9 @@ from w2v_dist.corpus.tokenize import ID_COLUMN, as_text, is_id_list_type, is_rea
 log = logging.getLogger(__name__)
 
 
+SKIP_IT = "; pass --on-bad-shard skip to leave it out"  # the fix an error names; not said when skipping
+
+
 class CorpusError(ValueError):
     """A corpus that cannot be read; the message names the file and the fix."""
 
@@ -91,7 +94,7 @@ def scan_shards(uri: str, column: str = "text", storage_options: dict | None = N
             continue
         if on_bad == "error":
             raise found
-        log.warning("skipping %s (--on-bad-shard skip)", found)
+        log.warning("skipping %s (--on-bad-shard skip)", str(found).removesuffix(SKIP_IT))
         report.setdefault("bad_files", []).append(str(found))
     report["empty_files"] = sum(1 for s in shards if s.num_rows == 0)
     report["empty_row_groups"] = sum(1 for s in shards for n in s.row_groups if n == 0)
@@ -159,7 +162,7 @@ def _check(f: str, column: str, storage_options: dict | None, ids: bool = False)
         schema = pf.schema_arrow
         md = pf.metadata
     except (pa.ArrowInvalid, OSError) as e:
-        raise CorpusError(f"{f}: not a readable Parquet file ({e}); pass --on-bad-shard skip to leave it out") from None
+        raise CorpusError(f"{f}: not a readable Parquet file ({e}){SKIP_IT}") from None
     if column not in schema.names:
         if ids:
             raise CorpusError(f"{f}: has no column {column!r}: not a file `w2v-dist encode` wrote (added or replaced "
