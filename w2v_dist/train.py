@@ -134,7 +134,8 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
         if not cfg.force_resume:
             raise ConfigError(f"{out}: was started with other settings ({what}); use the same flags, "
                               "--force-resume to continue anyway, or --overwrite to start again")
-        log.warning("resuming with changed settings (--force-resume): %s", what)
+        if dist.is_main:  # every rank compares the same files: said once
+            log.warning("resuming with changed settings (--force-resume): %s", what)
     plan = json.loads(storage.read_bytes(storage.join(out, "plan.json"), so))
     if not same_shards(plan["shards"], shards):
         raise ConfigError(f"{cfg.corpus}: the shards differ from those the run in {out} started with "
