@@ -136,3 +136,26 @@ def test_encode_refuses_to_overwrite_and_train_refuses_a_changed_or_unfinished_e
     (copy / "encoded.json").unlink()  # as a killed encode leaves it
     p = cli("train", str(copy), "--output", str(tmp_path / "r"), check=False)
     assert p.returncode == 2 and "unfinished `w2v-dist encode`" in p.stderr, p.stderr
+
+
+def test_an_encoded_corpus_inside_the_text_corpus_is_named(plain_corpus, encoded, tmp_path):
+    """Every Parquet file under a corpus is read as its text, so an encoded corpus written inside
+    it made train fail on its ids with 'its directory has no encoded.json: an unfinished encode',
+    though it had one. encode now refuses such an --output (./ and a trailing / are the same
+    place), and train names a nested encoded corpus that got there some other way."""
+    out, _ = encoded
+    copy = tmp_path / "text"
+    shutil.copytree(plain_corpus, copy)
+    p = cli("encode", str(copy), "--output", str(copy / "ids"), check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+        f"w2v-dist: error: --output {copy / 'ids'}: is inside the corpus {copy}, and every Parquet file under a "
+        "corpus is read as its text: choose a directory outside it"), p.stderr
+    assert not (copy / "ids").exists()
+    p = cli("encode", str(copy), "--output", f"{copy}/./", check=False)
+    assert p.returncode == 2 and "is the corpus itself" in p.stderr, p.stderr
+    shutil.copytree(out, copy / "ids")
+    p = cli("train", str(copy), "--output", str(tmp_path / "r"), check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+        f"w2v-dist: error: {copy / 'ids'}/part-00000.parquet: belongs to the encoded corpus in {copy / 'ids'}, "
+        "which lies inside the corpus being read (every Parquet file under it is); train on that directory "
+        "itself, or move it out"), p.stderr

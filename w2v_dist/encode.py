@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,11 @@ from w2v_dist.corpus.tokenize import ID_COLUMN, VERSION, token_ids
 log = logging.getLogger(__name__)
 
 MANIFEST = "encoded.json"
+
+
+def _absolute(uri: str) -> str:
+    """A local path made absolute (``data/`` and ``./data`` are one place); a URI as it is."""
+    return os.path.abspath(storage.local_path(uri)) if storage.is_local(uri) else uri
 COLUMN = ID_COLUMN
 FORMAT = "w2v_dist-encoded"
 SCHEMA = pa.schema([pa.field(COLUMN, pa.list_(pa.int32()))])
@@ -70,8 +76,12 @@ class EncodeConfig:
             raise ConfigError(f"--max-vocab must be >= 1, got {self.max_vocab}")
         if self.max_vocab_size is not None and self.max_vocab_size < 1:
             raise ConfigError(f"--max-vocab-size must be >= 1, got {self.max_vocab_size}")
-        if self.corpus.rstrip("/") == self.output.rstrip("/"):
+        corpus, output = (_absolute(u).rstrip("/") for u in (self.corpus, self.output))
+        if corpus == output:
             raise ConfigError(f"--output {self.output}: is the corpus itself; choose another directory")
+        if output.startswith(corpus + "/"):
+            raise ConfigError(f"--output {self.output}: is inside the corpus {self.corpus}, and every Parquet file "
+                              "under a corpus is read as its text: choose a directory outside it")
 
     @property
     def output_options(self) -> dict:

@@ -168,6 +168,11 @@ def _check(f: str, column: str, storage_options: dict | None, ids: bool = False)
             raise CorpusError(f"{f}: has no column {column!r}: not a file `w2v-dist encode` wrote (added or replaced "
                               "since); remove it or run encode again")
         if ID_COLUMN in schema.names and is_id_list_type(schema.field(ID_COLUMN).type):
+            here = posixpath.dirname(f)
+            if storage.exists(storage.join(here, "encoded.json"), storage_options):  # nested in a text corpus
+                raise CorpusError(f"{f}: belongs to the encoded corpus in {here}, which lies inside the corpus "
+                                  "being read (every Parquet file under it is); train on that directory itself, "
+                                  "or move it out")
             raise CorpusError(f"{f}: holds token ids but its directory has no encoded.json: an unfinished "
                               "`w2v-dist encode`; run it again")
         raise CorpusError(
