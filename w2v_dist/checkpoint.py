@@ -80,9 +80,10 @@ def latest(run_uri: str, storage_options: dict | None = None) -> tuple[int, dict
     return None
 
 
-def config_diff(saved: dict, current: dict) -> dict[str, tuple]:
-    """Settings that would change the result, ``{name: (saved, current)}``."""
-    keys = (set(saved) | set(current)) - OPERATIONAL
+def config_diff(saved: dict, current: dict, ignore: frozenset[str] | set[str] = OPERATIONAL) -> dict[str, tuple]:
+    """Settings that differ, but for ``ignore`` (by default those that would not change the result),
+    ``{name: (saved, current)}``."""
+    keys = (set(saved) | set(current)) - ignore
     saved = {**ADDED, **saved}
     return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
 

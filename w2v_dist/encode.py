@@ -42,16 +42,16 @@ from w2v_dist.corpus.tokenize import ID_COLUMN, VERSION, token_ids
 log = logging.getLogger(__name__)
 
 MANIFEST = "encoded.json"
-
-
-def _absolute(uri: str) -> str:
-    """A local path made absolute (``data/`` and ``./data`` are one place); a URI as it is."""
-    return os.path.abspath(storage.local_path(uri)) if storage.is_local(uri) else uri
 COLUMN = ID_COLUMN
 FORMAT = "w2v_dist-encoded"
 SCHEMA = pa.schema([pa.field(COLUMN, pa.list_(pa.int32()))])
 # the tokenizer settings applied when encoding (max_sentence_length is applied by train, to the ids)
 TOKENIZER_FIELDS = ("lowercase", "split_pattern", "normalize")
+
+
+def _absolute(uri: str) -> str:
+    """A local path made absolute (``data/`` and ``./data`` are one place); a URI as it is."""
+    return os.path.abspath(storage.local_path(uri)) if storage.is_local(uri) else uri
 
 
 @dataclass

@@ -402,18 +402,14 @@ def check_ranks(cfg: TrainConfig, dist: Dist) -> None:
     if not dist.distributed:
         return
     for flag, uri in (("corpus", cfg.corpus), ("--output", cfg.output)):
-        if str(uri).startswith("memory://"):  # the same on every rank: said once
+        if storage.protocol(str(uri)) == "memory":  # the same on every rank: said once
             raise raised_alike(ConfigError(
                 f"{flag} {uri}: memory:// is each process's own, and rank 0's is not rank 1's; several ranks "
                 "need a place they all reach (a directory, a shared file system or an object store)"))
     import w2v_dist
 
-    mine = {k: v for k, v in cfg.to_dict().items() if k not in PER_NODE}
-    mine["w2v_dist version"] = w2v_dist.__version__
-    theirs = dist.all_gather_object(mine)
-    odd = {r: {k: (theirs[0].get(k), t.get(k)) for k in sorted(set(t) | set(theirs[0]))
-               if t.get(k) != theirs[0].get(k)} for r, t in enumerate(theirs)}
-    odd = {r: d for r, d in odd.items() if d}
+    theirs = dist.all_gather_object(cfg.to_dict() | {"w2v_dist version": w2v_dist.__version__})
+    odd = {r: d for r, t in enumerate(theirs) if (d := checkpoint.config_diff(theirs[0], t, ignore=PER_NODE))}
     if odd:
         what = "; ".join(f"rank {r}: " + ", ".join(f"{k} {b!r} (rank 0: {a!r})" for k, (a, b) in d.items())
                          for r, d in list(odd.items())[:4])
