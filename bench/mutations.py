@@ -86,7 +86,7 @@ MUTATIONS = [
         ("tests/test_every_row.py::test_vocabulary_is_the_corpus_counts",)),
     Mutation(
         "distributed: data plan keyed by the local rank (two nodes read the same half)",
-        "w2v_dist/train.py",
+        "w2v_dist/training.py",
         "batch_words=cfg.batch_words, rank=dist.rank, world_size=dist.world_size,",
         "batch_words=cfg.batch_words, rank=dist.local_rank, world_size=dist.world_size,",
         ("tests/test_every_row.py::test_two_nodes_train_what_two_ranks_on_one_node_train",)),
@@ -99,7 +99,7 @@ MUTATIONS = [
         (READER_WORKER,)),
     Mutation(
         "train: readers not stopped when one raises (the trainer never exits)",
-        "w2v_dist/train.py",
+        "w2v_dist/training.py",
         "            if stop is not None:\n"
         "                stop()\n",
         "            pass\n",
@@ -138,7 +138,7 @@ MUTATIONS = [
         ("tests/test_object_stores.py::test_an_epoch_fetches_the_corpus_once[s3]",)),
     Mutation(
         "checkpoint: --checkpoint-minutes read as hours",
-        "w2v_dist/train.py",
+        "w2v_dist/training.py",
         "time.monotonic() - self.last >= 60 * self.minutes",
         "time.monotonic() - self.last >= 3600 * self.minutes",
         ("tests/test_resume.py::test_checkpoint_minutes_saves_on_the_clock",)),
@@ -175,13 +175,13 @@ MUTATIONS = [
         ("tests/test_kernels.py::test_threads_merge_their_slices_in_order",)),
     Mutation(
         "train: the divergence guard ignored (a blown-up run ends 'done')",
-        "w2v_dist/train.py",
+        "w2v_dist/training.py",
         "control.diverged = guard.update(loss, examples)",
         "control.diverged = 0 * guard.update(loss, examples)",
         ("tests/test_cli.py::test_divergence_stops_the_run",)),
     Mutation(
         "train: the learning-rate schedule runs over world_size x words",
-        "w2v_dist/train.py",
+        "w2v_dist/training.py",
         "schedule = LinearSchedule(cfg.alpha, cfg.min_alpha, cfg.epochs * vocab.total_words)",
         "schedule = LinearSchedule(cfg.alpha, cfg.min_alpha, cfg.epochs * vocab.total_words * dist.world_size)",
         ("tests/test_distributed.py::test_one_process_and_two_ranks_follow_one_schedule",)),
@@ -193,7 +193,7 @@ MUTATIONS = [
         ("tests/test_distributed.py::test_sync_combines_the_ranks_changes",)),
     Mutation(
         "train: a checkpoint taken while the ranks' tables differ",
-        "w2v_dist/train.py",
+        "w2v_dist/training.py",
         "if control.pending and synced:",
         "if control.pending:",
         ("tests/test_resume.py::test_checkpoints_wait_for_a_full_sync_and_resume_exactly",)),
@@ -261,13 +261,13 @@ MUTATIONS = [
         ("tests/test_export.py::test_projector_files_round_trip_a_run",)),
     Mutation(
         "checkpoints: an epoch's start syncs no table (its end is no point to checkpoint at)",
-        "w2v_dist/train.py",
+        "w2v_dist/training.py",
         "synced = sync.after_step(step, full=bool(flags[2]))",
         "synced = sync.after_step(step, full=False)",
         ("tests/test_resume.py::test_an_epoch_s_end_is_a_point_to_checkpoint_at",)),
     Mutation(
         "resume: the shards' footers not compared (a rewritten shard trained on)",
-        "w2v_dist/train.py",
+        "w2v_dist/training.py",
         '(p["uri"], p["num_rows"], p.get("footer") or s.footer) == (s.uri, s.num_rows, s.footer)',
         '(p["uri"], p["num_rows"]) == (s.uri, s.num_rows)',
         ("tests/test_resume.py::test_a_shard_rewritten_between_attempts_is_refused",)),
@@ -279,7 +279,7 @@ MUTATIONS = [
         ("tests/test_corpus_stream.py::test_a_shard_that_is_not_the_listed_file_is_bad_data_never_trained_on",)),
     Mutation(
         "distributed: ranks started with different settings not compared",
-        "w2v_dist/train.py",
+        "w2v_dist/training.py",
         "    if odd:\n",
         "    if False:\n",
         ("tests/test_distributed.py::test_ranks_started_with_different_settings_are_refused_naming_them",)),

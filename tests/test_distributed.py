@@ -357,7 +357,7 @@ def _replay_two_ranks(run, tmp_path, lr_scale: float, divide: float) -> np.ndarr
     changes) / ``divide``. Returns the vectors and checks the number of steps."""
     from w2v_dist.corpus.shards import Shard
     from w2v_dist.model import Word2Vec
-    from w2v_dist.train import LinearSchedule
+    from w2v_dist.training import LinearSchedule
 
     plan = json.loads((run / "plan.json").read_text())
     shards = [Shard(**{**s, "row_groups": tuple(s["row_groups"])}) for s in plan["shards"]]

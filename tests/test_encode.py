@@ -159,3 +159,16 @@ def test_an_encoded_corpus_inside_the_text_corpus_is_named(plain_corpus, encoded
         f"w2v-dist: error: {copy / 'ids'}/part-00000.parquet: belongs to the encoded corpus in {copy / 'ids'}, "
         "which lies inside the corpus being read (every Parquet file under it is); train on that directory "
         "itself, or move it out"), p.stderr
+
+
+def test_the_python_api_can_be_called_again_in_one_process(plain_corpus, tmp_path):
+    """Guards: ``w2v_dist.train`` and ``w2v_dist.encode`` (the README's Python API) replaced by the
+    modules of the same name once a first call imported them, so that a second call in the same
+    process (a notebook) failed with "'module' object is not callable"."""
+    import w2v_dist
+
+    for i in range(2):
+        manifest = w2v_dist.encode(str(plain_corpus), str(tmp_path / f"ids{i}"))
+        summary = w2v_dist.train(str(tmp_path / f"ids{i}"), str(tmp_path / f"run{i}"), dim=8, epochs=1)
+        assert manifest["raw_tokens"] > 0 and summary["words"] > 0
+    assert callable(w2v_dist.train) and callable(w2v_dist.encode)

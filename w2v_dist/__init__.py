@@ -16,7 +16,7 @@ def train(corpus: str, output: str, **options) -> dict:
     """Train on Parquet shards at ``corpus``, writing the run to ``output``; options are
     :class:`w2v_dist.config.TrainConfig` fields (``model``, ``dim``, ``window``, ``epochs``, ...)."""
     from w2v_dist.config import TokenizerConfig, TrainConfig
-    from w2v_dist.train import train as _train
+    from w2v_dist.training import train as _train
 
     if isinstance(options.get("tokenizer"), dict):
         options["tokenizer"] = TokenizerConfig(**options["tokenizer"])
@@ -26,10 +26,10 @@ def train(corpus: str, output: str, **options) -> dict:
 def encode(corpus: str, output: str, **options) -> dict:
     """Count and tokenize the Parquet shards at ``corpus`` once, writing their token ids and
     vocabulary to ``output`` (``w2v-dist encode``; ``train`` on ``output`` then skips both); options
-    are :class:`w2v_dist.encode.EncodeConfig` fields (``min_count``, ``text_column``, ...).
+    are :class:`w2v_dist.encoding.EncodeConfig` fields (``min_count``, ``text_column``, ...).
     Returns the manifest."""
     from w2v_dist.config import TokenizerConfig
-    from w2v_dist.encode import EncodeConfig, encode_corpus
+    from w2v_dist.encoding import EncodeConfig, encode_corpus
 
     if isinstance(options.get("tokenizer"), dict):
         options["tokenizer"] = TokenizerConfig(**options["tokenizer"])

@@ -25,9 +25,9 @@ import time
 from w2v_dist.config import DEFAULT_SPLIT_PATTERN, NORMALIZE_FORMS, ConfigError, TokenizerConfig, TrainConfig, alike
 
 # Errors a user can fix: one line, no traceback, exit code 2. Only the modules already loaded can
-# have raised theirs, so none is imported here (importing w2v_dist.train would load torch: seconds).
+# have raised theirs, so none is imported here (importing w2v_dist.training would load torch: seconds).
 _USER_ERRORS = [("w2v_dist.corpus.shards", "CorpusError"), ("w2v_dist.storage", "StorageError"),
-                ("w2v_dist.train", "RunExistsError"), ("w2v_dist.vocab", "VocabError"),
+                ("w2v_dist.training", "RunExistsError"), ("w2v_dist.vocab", "VocabError"),
                 ("w2v_dist.prepare", "PrepareError"), ("w2v_dist.vectors", "VectorsFormatError"),
                 ("w2v_dist.evaluate", "EvaluationError"), ("w2v_dist.plot", "PlotError"),
                 ("w2v_dist.owner", "RunLockedError")]
@@ -323,7 +323,7 @@ def run(argv: list[str] | None = None) -> int:
             return 130
         print(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
     elif args.command == "encode":
-        from w2v_dist.encode import EncodeConfig, encode_corpus
+        from w2v_dist.encoding import EncodeConfig, encode_corpus
         tok = TokenizerConfig(lowercase=args.lowercase, split_pattern=args.split_pattern, normalize=args.normalize)
         with alike(ConfigError):  # from the command line alone: the same on every rank
             cfg = EncodeConfig(args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab,
@@ -336,7 +336,7 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "train":
         with alike(ConfigError):  # bad flags fail here, before torch is loaded, the same on every rank
             cfg = config_from_args(args)
-        from w2v_dist.train import train
+        from w2v_dist.training import train
         try:
             summary = train(cfg)
         except KeyboardInterrupt:  # before training (the vocabulary pass), or a second Ctrl-C

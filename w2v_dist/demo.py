@@ -22,7 +22,7 @@ from w2v_dist.config import TrainConfig
 from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity, format_report
 from w2v_dist.progress import FINAL_LOSS_WORDS
 from w2v_dist.synthetic import generate
-from w2v_dist.train import train
+from w2v_dist.training import train
 from w2v_dist.vectors import Vectors
 
 log = logging.getLogger(__name__)

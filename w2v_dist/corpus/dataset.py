@@ -138,7 +138,7 @@ class CorpusStream(IterableDataset):
 
     def load_state_dict(self, state: dict) -> None:
         """``start_epoch``: begin there. ``resume``: where each worker stopped, from the trainer's
-        :class:`~w2v_dist.train.Feed` state: ``{"after": {worker: [epoch, index, piece]},
+        :class:`~w2v_dist.training.Feed` state: ``{"after": {worker: [epoch, index, piece]},
         "first": worker}``. Worker ``first`` restarts *at* its position (the trainer skips what it
         had used of that chunk), the others right after theirs; DataLoader worker 0 plays worker
         ``first``, so the round-robin order of chunks continues as it was."""

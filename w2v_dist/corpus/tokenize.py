@@ -66,7 +66,7 @@ def as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column.cast((pa.large_list if pa.types.is_large_list(t) else pa.list_)(pa.large_string()))
 
 
-ID_COLUMN = "ids"  # an encoded corpus's column (w2v_dist/encode.py)
+ID_COLUMN = "ids"  # an encoded corpus's column (w2v_dist/encoding.py)
 
 
 def is_id_list_type(t: pa.DataType) -> bool:

@@ -39,7 +39,7 @@ from w2v_dist import storage
 from w2v_dist.config import ConfigError, TokenizerConfig
 from w2v_dist.corpus.tokenize import ID_COLUMN, VERSION, token_ids
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("w2v_dist.encode")  # the command's name
 
 MANIFEST = "encoded.json"
 COLUMN = ID_COLUMN
@@ -118,7 +118,7 @@ def encode_corpus(cfg: EncodeConfig) -> dict:
 
 def _encode(cfg: EncodeConfig, dist) -> dict:
     from w2v_dist.corpus.shards import CorpusError, scan_shards
-    from w2v_dist.train import build_vocab
+    from w2v_dist.training import build_vocab
 
     so, out_so = cfg.storage_options, cfg.output_options
     t0 = time.perf_counter()

@@ -28,8 +28,8 @@ from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream
 from w2v_dist.corpus.plan import ranks_without_data
 from w2v_dist.corpus.shards import CorpusError, Shard, scan_shards
 from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
-from w2v_dist.encode import COLUMN as ENCODED_COLUMN
-from w2v_dist.encode import check_tokenizer, encoded_vocab, read_manifest
+from w2v_dist.encoding import COLUMN as ENCODED_COLUMN
+from w2v_dist.encoding import check_tokenizer, encoded_vocab, read_manifest
 from w2v_dist.faults import maybe_fail
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
