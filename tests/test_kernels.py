@@ -321,3 +321,19 @@ def test_slice_bounds_are_numpys():
             cuts = np.searchsorted(work[:-1], work[-1] * np.arange(count) / count, side="left")
             expected = np.unique(np.r_[cuts, len(starts) - 1])
             np.testing.assert_array_equal(K.slice_bounds(ids, starts, keep, slice_words, threads), expected)
+
+
+
+def test_the_warm_up_compiles_what_a_run_calls(small_corpus, tmp_path):
+    """Guards: the kernel's warm-up (a thread beside the vocabulary pass, so that the first step
+    does not wait 0.5 s for numba) calling the kernel with other argument types than a run does:
+    numba would then compile or load a second version at the first step, and the warm-up would
+    save nothing. After the warm-up and real runs, each compiled function has one signature."""
+    from w2v_dist import train
+    from w2v_dist.kernels import _load_fused
+
+    _load_fused()  # what the warm-up thread runs
+    train(str(small_corpus), str(tmp_path / "run"), model="cbow", dim=8, epochs=1, threads=1)
+    train(str(small_corpus), str(tmp_path / "run2"), model="sg", dim=8, epochs=1, threads=2, workers=0)
+    assert len(K._train_chunk.signatures) == 1, K._train_chunk.signatures
+    assert len(K._slice_bounds.signatures) == 1, K._slice_bounds.signatures

@@ -31,6 +31,7 @@ from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
 from w2v_dist.encoding import COLUMN as ENCODED_COLUMN
 from w2v_dist.encoding import check_tokenizer, encoded_vocab, read_manifest
 from w2v_dist.faults import maybe_fail
+from w2v_dist.kernels import warm_up_in_background
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
 from w2v_dist.sync import TableSync
@@ -452,6 +453,7 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
     so, t0 = cfg.output_options, time.perf_counter()
+    warm_up_in_background(cfg.kernel, torch.device(dist.device).type)  # beside the vocabulary pass
     with alike(ConfigError, CorpusError, RunExistsError, VocabError):  # checks of what all ranks see alike
         start = start_run(cfg, dist)
     vocab = _load_vocab(start.vocab_uri, cfg, dist)

@@ -12,6 +12,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
+log = logging.getLogger("w2v_dist.train")
+
 
 def resolve_kernel(name: str, device: str) -> str:
     """``--kernel`` on ``device`` -> ``"numba"`` or ``"torch"``."""
@@ -28,3 +33,42 @@ def _numba_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+_warming: threading.Thread | None = None
+
+
+def warm_up_in_background(name: str, device: str) -> threading.Thread:
+    """Load the fused kernel (numba: importing it, then its machine code from the on-disk cache, or
+    compiling it on a first run: 0.5-0.8 s on one core) in a thread of its own, so that it overlaps
+    the vocabulary pass instead of following it. The first step finds it loaded, or waits for it
+    (numba compiles a function once, under its lock). A failure here is left to the real call to
+    raise. Once a process: later calls return the first one's thread."""
+    global _warming
+    if _warming is not None:
+        return _warming
+
+    def run() -> None:
+        try:
+            if resolve_kernel(name, device) == "numba":
+                _load_fused()
+        except Exception as e:  # noqa: BLE001 - the training's own call raises it where it matters
+            log.debug("warming the kernel up failed: %s", e)
+
+    _warming = threading.Thread(target=run, name="w2v_dist-kernel-warm-up", daemon=True)
+    _warming.start()
+    return _warming
+
+
+def _load_fused() -> None:
+    """The fused kernel called once with the argument types of every run (a tiny chunk on tiny
+    tables): numba loads or compiles it for those types."""
+    import numpy as np
+
+    from w2v_dist.kernels.numba_cpu import Fused
+
+    k = Fused(vocab_size=8, dim=4, threads=1, model="sg", window=2, negative=1)
+    k.table_in[:] = 0.0
+    k.table_out[:] = 0.0
+    ones = np.ones(8, np.float32)
+    k.train(np.zeros(4, np.int32), np.array([0, 4], np.int64), 0, 0.0, 0.0, ones, ones, np.zeros(8, np.int32))
