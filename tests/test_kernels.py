@@ -195,6 +195,36 @@ def test_same_bits_every_run_for_a_thread_count(threads):
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
+@pytest.mark.parametrize("model,share,threads", [("sg", True, 1), ("sg", False, 2), ("cbow", True, 1),
+                                                 ("cbow", True, 3)])
+def test_draws_made_in_another_thread_train_the_same_bits(model, share, threads):
+    """Guards: the draws a reader's thread makes ahead (``Fused.draw``, while the tables train on
+    the chunk before) differing from those the kernel makes for itself: stale slices or sentence
+    starts, buffers shared between the two threads. Every chunk drawn ahead in another thread,
+    while the one before trains, must give the bits of drawing inline; draws of a kernel with
+    other settings are refused."""
+    import concurrent.futures
+
+    V, d = 200, 16
+    chunks = [_chunk(V, n=6000, seed=c, sentence=(5, 60)) for c in range(4)]
+    keep, prob, alias = _sampling(V)
+    inline, ahead = _fused(V, d, threads, model, share=share), _fused(V, d, threads, model, share=share)
+    for c, (ids, starts) in enumerate(chunks):
+        inline.train(ids, starts, 50 + c, 0.05, 0.04, keep, prob, alias)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        drawn = pool.submit(ahead.draw, *chunks[0], 50, keep, prob, alias)
+        for c, (ids, starts) in enumerate(chunks):
+            this = drawn.result()
+            if c + 1 < len(chunks):
+                drawn = pool.submit(ahead.draw, *chunks[c + 1], 51 + c, keep, prob, alias)
+            ahead.train(ids, starts, 50 + c, 0.05, 0.04, keep, prob, alias, this)
+    np.testing.assert_array_equal(inline.table_in, ahead.table_in)
+    np.testing.assert_array_equal(inline.table_out, ahead.table_out)
+    other = _fused(V, d, threads, model, window=2, share=share)
+    with pytest.raises(ValueError, match="other settings"):
+        other.train(*chunks[0], 50, 0.05, 0.04, keep, prob, alias, ahead.draw(*chunks[0], 50, keep, prob, alias))
+
+
 def test_examples_do_not_depend_on_the_thread_count():
     V = 100
     ids, starts = _chunk(V, n=5000)
@@ -337,3 +367,4 @@ def test_the_warm_up_compiles_what_a_run_calls(small_corpus, tmp_path):
     train(str(small_corpus), str(tmp_path / "run2"), model="sg", dim=8, epochs=1, threads=2, workers=0)
     assert len(K._train_chunk.signatures) == 1, K._train_chunk.signatures
     assert len(K._slice_bounds.signatures) == 1, K._slice_bounds.signatures
+    assert len(K._draw.signatures) == 1, K._draw.signatures

@@ -8,7 +8,8 @@ docs/training.md) and is what gets exported;
 :meth:`Word2Vec.train_chunk` trains on a chunk of token ids, in place:
 
 - ``--kernel numba`` (CPU, the default there): the fused kernel draws the examples (subsampling,
-  windows, negatives) and applies word2vec.c's sequential updates, ``--threads`` slices at a time
+  windows, negatives: :meth:`Word2Vec.draw`, which the reader's thread calls ahead) and applies
+  word2vec.c's sequential updates, ``--threads`` slices at a time
   (:mod:`w2v_dist.kernels.numba_cpu`); the tables are views of the kernel's stores;
 - ``--kernel torch`` (any device; CUDA): examples drawn with numpy (:mod:`w2v_dist.pairs`) and
   summed mini-batch updates of ``--batch-pairs`` examples (:mod:`w2v_dist.kernels.reference`).
@@ -62,7 +63,7 @@ class Word2Vec(nn.Module):
         linearly from ``lr0`` to ``lr1`` across it. Returns ``(summed loss, examples)``."""
         if self.fused is not None:
             loss, _, examples = self.fused.train(tokens.ids, tokens.starts, tokens.key, lr0, lr1, self.keep_prob,
-                                                 self.neg_prob, self.neg_alias)
+                                                 self.neg_prob, self.neg_alias, tokens.drawn)
             return loss, examples
         from w2v_dist.kernels import reference
 
@@ -76,6 +77,15 @@ class Word2Vec(nn.Module):
             arrays = (torch.as_tensor(x[a:b], device=self.device).long() for x in (ex.inputs, ex.outputs, ex.negatives))
             loss += step(W_in, W_out, *arrays, lr0 + (lr1 - lr0) * a / n)
         return loss, n
+
+    def draw(self, tokens) -> None:
+        """The fused kernel's random draws for a chunk (subsampling, windows, negatives), made
+        ahead, in the reader's thread, so that the training thread only computes
+        (:meth:`~w2v_dist.kernels.numba_cpu.Fused.draw`): the same draws, the same bits. A no-op for
+        ``--kernel torch``."""
+        if self.fused is not None and len(tokens.ids):
+            tokens.drawn = self.fused.draw(tokens.ids, tokens.starts, tokens.key, self.keep_prob, self.neg_prob,
+                                           self.neg_alias)
 
     def tables(self) -> dict[str, torch.Tensor]:
         return {"in_embed": self.in_embed.weight, "out_embed": self.out_embed.weight}

@@ -15,7 +15,7 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -491,7 +491,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                           prepare_threads=max(1, _cores() // max(dist.local_world_size, 1) - threads))
     feed = Feed(None, mine.get("feed"), cfg.workers)
     stream.load_state_dict({"resume": feed.resume_for_stream()})
-    feed.chunks = reader(stream, cfg.workers)
+    feed.chunks = reader(stream, cfg.workers, model.draw)
     schedule = LinearSchedule(cfg.alpha, cfg.min_alpha, cfg.epochs * vocab.total_words)
     lock = Lockstep(sync.every)
     lock.load_state_dict(mine.get("lockstep", {}))
@@ -625,12 +625,20 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def reader(stream: CorpusStream, workers: int):
+def reader(stream: CorpusStream, workers: int, draw: Callable[[Tokens], None] | None = None):
     """The chunks of ``stream``: read by ``workers`` DataLoader processes, or with ``--workers 0`` by
     one thread of this process, a few chunks ahead (pyarrow and the kernel release the GIL, so
-    reading and training overlap without another process)."""
+    reading and training overlap without another process); that thread also makes each chunk's
+    random draws (``draw``: :meth:`Word2Vec.draw`), so that the training thread only computes.
+    (With DataLoader processes the training thread draws.)"""
     if workers == 0:
-        return prefetch(iter(stream), depth=4)
+        def drawn(chunks: Iterator) -> Iterator:
+            for chunk in chunks:
+                if draw is not None:
+                    draw(chunk.tokens)
+                yield chunk
+
+        return prefetch(drawn(iter(stream)), depth=4)
     return DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=identity,
                       worker_init_fn=worker_init, prefetch_factor=4, multiprocessing_context="spawn")
 

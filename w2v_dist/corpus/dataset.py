@@ -5,7 +5,7 @@ every (rank, DataLoader worker) so that each row is read exactly once per epoch 
 them. Within a unit, tokens are cut into pieces of about ``batch_words`` words at sentence
 boundaries. A chunk carries the token ids, where each sentence starts, and a 64-bit key derived
 from ``(seed, epoch, shard, row group, first row, piece)``: every random draw of the chunk
-(subsampling, windows, negatives: drawn inside the kernel) comes from it, so the examples of a
+(subsampling, windows, negatives: drawn by the kernel, `Fused.draw`) comes from it, so the examples of a
 unit do not depend on which rank or worker reads it.
 
 Filesystems are opened inside the process that reads (fsspec instances are not fork-safe).
@@ -21,7 +21,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -65,6 +65,7 @@ class Tokens:
     ids: np.ndarray  # int32 vocabulary ids, out-of-vocabulary tokens dropped
     starts: np.ndarray  # int64, len = sentences + 1
     key: int
+    drawn: Any = None  # the kernel's draws for it, made ahead by the reader's thread (Word2Vec.draw)
 
     @property
     def words(self) -> int:

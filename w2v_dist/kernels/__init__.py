@@ -1,7 +1,8 @@
 """The hot step: training the two embedding tables on a chunk of token ids.
 
 - ``numba_cpu`` (``--kernel numba``, the default on CPU): the fused kernel. Examples are drawn
-  inside it (word2vec.c's subsampling, windows and unigram^0.75 negatives), updates are
+  by it in a pass of their own (word2vec.c's subsampling, windows and unigram^0.75 negatives; in
+  the reader's thread, ahead of training), updates are
   word2vec.c's sequential SGD inside a slice of the chunk, ``--threads`` slices at a time with
   private overlays for rows several threads touch, merged in thread order: repeatable bit for
   bit for a given thread count (see the module's docstring).

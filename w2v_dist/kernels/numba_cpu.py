@@ -1,4 +1,10 @@
-"""The fused CPU kernel (numba): word2vec.c's training loop over token ids, examples drawn inside.
+"""The fused CPU kernel (numba): word2vec.c's training loop over token ids.
+
+A chunk's random draws are made first, apart (:meth:`Fused.draw`, :func:`_draw`): the words
+subsampling keeps, each kept word's window and its negatives, compact (a few integers a word, no
+example pairs). The training run's reader thread makes them for the next chunks while the kernel
+trains this one, so the kernel's thread only computes (2026-11-27: 1.14x CBOW's training loop on
+one thread, docs/training.md); with the draws given or not, the same bits.
 
 A chunk of token ids (sentences marked by their start offsets) is cut at sentence starts into
 *slices* of about ``slice_words`` words. A slice is trained the way word2vec.c trains a sentence:
@@ -9,8 +15,7 @@ update sees the ones before it (a row that recurs is self-correcting: its sigmoi
 Slices run ``threads`` at a time (a *step*), each on its own thread, without races and without
 atomics, so that a run gives the same bits every time for a given ``threads``:
 
-1. *mark*: each thread walks its slice drawing the same random numbers it will train with, and
-   marks every row it will touch;
+1. *mark*: each thread walks its slice's draws and marks every row it will touch;
 2. *train*: a row only this thread touches in this step is updated in the table in place; a row
    that other threads touch too is read and written in the thread's private overlay (its value at
    the step's start, copied at first touch, plus this thread's own updates);
@@ -36,8 +41,9 @@ never more than the sum nor less than the mean: stable by construction, whatever
 threads (``|h|^2`` bounds the curvature along any one direction, so the scale errs towards the
 mean).
 
-Every random draw of a slice comes from a splitmix64 stream keyed by (chunk key, slice), so the
-examples (subsampling, windows, negatives) do not depend on the thread count.
+Every random draw of a sentence comes from a splitmix64 stream keyed by (chunk key, sentence), so
+the examples (subsampling, windows, negatives) do not depend on how the chunk is sliced, nor on
+the thread count.
 
 The sigmoid is word2vec.c's table (``EXP_TABLE_SIZE`` entries over [-MAX_EXP, MAX_EXP]; beyond
 it the gradient is ``label - 0/1``); so is the loss ``-log sigmoid``, continued linearly beyond the
@@ -47,6 +53,7 @@ table so that a diverging run shows a growing loss.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -158,20 +165,6 @@ def _locate(S, V, R, r, t, threads, marks, tag, where, rows, count, overlay):
     return np.int64(r)
 
 
-@njit(inline="always")
-def _draw_centre(state, i, n, window, negative, neg_prob, neg_alias, negs, cbow):
-    """The draws of centre word ``i`` of a sentence of ``n`` kept words: its reach, then its
-    negatives into ``negs``; CBOW draws none for a centre word with no context word (it trains
-    no example)."""
-    state, z = _next(state)
-    reach = 1 + _below(z, window)
-    if not cbow or min(n, i + reach + 1) - max(0, i - reach) >= 2:
-        for k in range(negative):
-            state, z = _next(state)
-            negs[k] = _negative(z, neg_prob, neg_alias)
-    return state, reach
-
-
 @intrinsic
 def _prefetch(typingctx, arr, row, col):
     """A hint to bring the cache line of ``arr[row, col]`` in (LLVM's ``llvm.prefetch``: read,
@@ -201,16 +194,49 @@ def _prefetch_row(S, r):
         _prefetch(S, r, x)
 
 
-@njit(fastmath=FASTMATH)
-def _subsample(ids, a, b, keep, state, buf):
-    n = 0
-    for p in range(a, b):
-        w = ids[p]
-        state, z = _next(state)
-        if _uniform(z) < keep[w]:
-            buf[n] = w
-            n += 1
-    return n, state
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _draw(cbow, share, ids, starts, key, keep, neg_prob, neg_alias, window, negative):
+    """Every random draw of a chunk, in word2vec.c's order within each sentence (whose stream is
+    keyed by (chunk key, sentence)): the words subsampling keeps, each kept word's reach (window
+    ``b`` in ``[1, window]``) and its negatives: ``negative`` per centre word when they are shared
+    or CBOW's (none for a CBOW centre word with no context word: it trains no example), else
+    ``negative`` per example, example after example. Returns ``(kept, kstart, reach, noff, negs)``:
+    sentence ``s``'s kept words are ``kept[kstart[s]:kstart[s + 1]]``, kept word ``w``'s negatives
+    ``negs[noff[w]:noff[w + 1]]``."""
+    N, S = len(ids), len(starts) - 1
+    kept = np.empty(N, np.int32)
+    kstart = np.empty(S + 1, np.int64)
+    reach = np.empty(N, np.int32)
+    noff = np.empty(N + 1, np.int64)
+    negs = np.empty(max(1, N * negative * (1 if share or cbow else 2 * window)), np.int32)
+    m, q = 0, 0
+    for s in range(S):
+        a0 = m
+        kstart[s] = a0
+        state = sentence_seed(key, s)
+        for p in range(starts[s], starts[s + 1]):
+            w = ids[p]
+            state, z = _next(state)
+            if _uniform(z) < keep[w]:
+                kept[m] = w
+                m += 1
+        n = m - a0
+        for i in range(n):
+            noff[a0 + i] = q
+            state, z = _next(state)
+            r = 1 + _below(z, window)
+            reach[a0 + i] = r
+            context = min(n, i + r + 1) - max(0, i - r) - 1
+            draws = negative if share or cbow else context * negative
+            if cbow and context < 1:
+                draws = 0
+            for k in range(draws):
+                state, z = _next(state)
+                negs[q] = _negative(z, neg_prob, neg_alias)
+                q += 1
+    kstart[S] = m
+    noff[m] = q
+    return kept[:m], kstart, reach[:m], noff[:m + 1], negs[:q]
 
 
 def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
@@ -219,45 +245,33 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
     which numba's on-disk cache keys by value; a closure over functions would never hit it.)"""
 
     @njit(fastmath=FASTMATH, cache=True)
-    def walk(S_in, S_out, V, ids, starts, s0, s1, keep, neg_prob, neg_alias, window, negative, lr, key, buf, neu1,
-             neu1e, sig, nls, t, threads, marks_in, marks_out, tag, ov_in, ov_out, out):
-        """Walk sentences ``s0..s1`` of the chunk. ``train=False``: only mark the rows the walk
-        touches. ``train=True``: train, adding (loss, loss terms, examples) into ``out``."""
+    def walk(S_in, S_out, V, kept, kstart, reach_of, noff, negs, s0, s1, negative, lr, neu1, neu1e, sig, nls, t,
+             threads, marks_in, marks_out, tag, ov_in, ov_out, out):
+        """Walk sentences ``s0..s1`` of the chunk, drawn (:func:`_draw`). ``train=False``: only mark
+        the rows the walk touches. ``train=True``: train, adding (loss, loss terms, examples) into
+        ``out``."""
         where_i, rows_i, count_i, R_in, con_i = ov_in
         where_o, rows_o, count_o, R_out, con_o = ov_out
         d = S_in.shape[1]
-        negs = np.empty(negative, np.int64)
-        ahead_negs = np.empty(negative, np.int64)
         loss, terms, examples = 0.0, 0, 0
         for s in range(s0, s1):
-            n, state = _subsample(ids, starts[s], starts[s + 1], keep, sentence_seed(key, s), buf)
-            # The draws of a centre word (its reach, then its negatives when they are drawn once
-            # for it: shared, or CBOW's one example) are made one centre word ahead, in the same
-            # order, so that the rows the next centre word will touch can be fetched into the
-            # cache while this one trains: the same numbers, the same updates (the tables of a
-            # large vocabulary are memory-bound without it).
-            # (Negatives drawn per example come after the centre word's reach: nothing is drawn ahead.)
-            ahead = 0
-            if n > 0 and (share or cbow):
-                state, ahead = _draw_centre(state, 0, n, window, negative, neg_prob, neg_alias, ahead_negs, cbow)
+            a0 = kstart[s]
+            n = kstart[s + 1] - a0
             for i in range(n):
-                if share or cbow:
-                    reach = ahead
-                    for k in range(negative):
-                        negs[k] = ahead_negs[k]
-                    if i + 1 < n:
-                        state, ahead = _draw_centre(state, i + 1, n, window, negative, neg_prob, neg_alias,
-                                                    ahead_negs, cbow)
-                        if train:  # the next centre word's output rows, and the context row its window adds
-                            _prefetch_row(S_out, buf[i + 1])
-                            for k in range(negative):
-                                _prefetch_row(S_out, ahead_negs[k])
-                            if i + 1 + ahead < n:
-                                _prefetch_row(S_in, buf[i + 1 + ahead])
-                else:
-                    state, z = _next(state)
-                    reach = 1 + _below(z, window)
-                centre = buf[i]
+                nb = noff[a0 + i]  # this centre word's negatives: negs[nb], negs[nb + 1], ...
+                reach = np.int64(reach_of[a0 + i])
+                if train and i + 1 < n:
+                    # the next centre word's rows, fetched into the cache while this one trains: its
+                    # output rows (when its negatives are its own) and the context row its window adds
+                    # (the tables of a large vocabulary are memory-bound without it)
+                    if share or cbow:
+                        _prefetch_row(S_out, kept[a0 + i + 1])
+                        for q in range(noff[a0 + i + 1], noff[a0 + i + 2]):
+                            _prefetch_row(S_out, negs[q])
+                    ahead = reach_of[a0 + i + 1]
+                    if i + 1 + ahead < n:
+                        _prefetch_row(S_in, kept[a0 + i + 1 + ahead])
+                centre = kept[a0 + i]
                 lo, hi = max(0, i - reach), min(n, i + reach + 1)
                 if cbow:
                     if hi - lo < 2:
@@ -267,7 +281,7 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                             neu1[x] = 0.0
                         for j in range(lo, hi):
                             if j != i:
-                                a = _locate(S_in, V, R_in, buf[j], t, threads, marks_in, tag, where_i, rows_i,
+                                a = _locate(S_in, V, R_in, kept[a0 + j], t, threads, marks_in, tag, where_i, rows_i,
                                             count_i, overlay)
                                 for x in range(d):
                                     neu1[x] += S_in[a, x]
@@ -276,7 +290,7 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                             neu1[x] *= inv
                     else:
                         for j in range(lo, hi):
-                            marks_in[t, buf[j]] = tag
+                            marks_in[t, kept[a0 + j]] = tag
                     first, last = i, i + 1  # one example per centre word
                 else:
                     first, last = lo, hi  # one example per context word
@@ -286,12 +300,12 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                     a = np.int64(0)
                     if not cbow:  # h is the context word's row
                         if train:
-                            a = _locate(S_in, V, R_in, buf[j], t, threads, marks_in, tag, where_i, rows_i, count_i,
+                            a = _locate(S_in, V, R_in, kept[a0 + j], t, threads, marks_in, tag, where_i, rows_i, count_i,
                                         overlay)
                             for x in range(d):
                                 neu1[x] = S_in[a, x]
                         else:
-                            marks_in[t, buf[j]] = tag
+                            marks_in[t, kept[a0 + j]] = tag
                     hh, acc = 0.0, 0.0
                     if train:
                         for x in range(d):
@@ -303,11 +317,11 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                         if k == 0:
                             target, label = np.int64(centre), 1.0
                         else:
-                            if share or cbow:
-                                target = negs[k - 1]
-                            else:
-                                state, z = _next(state)
-                                target = _negative(z, neg_prob, neg_alias)
+                            if share or cbow:  # the centre word's k-th
+                                target = np.int64(negs[nb + k - 1])
+                            else:  # the next one drawn, example after example
+                                target = np.int64(negs[nb])
+                                nb += 1
                             label = 0.0
                             if target == centre:
                                 continue
@@ -344,7 +358,7 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                     if cbow:
                         for c in range(lo, hi):
                             if c != i:
-                                a = _locate(S_in, V, R_in, buf[c], t, threads, marks_in, tag, where_i, rows_i,
+                                a = _locate(S_in, V, R_in, kept[a0 + c], t, threads, marks_in, tag, where_i, rows_i,
                                             count_i, overlay)
                                 for x in range(d):
                                     S_in[a, x] += neu1e[x]
@@ -432,53 +446,53 @@ def _walk(kind, phase, args):
 
 
 @njit(parallel=_prange_only(), fastmath=FASTMATH, cache=True, nogil=True)
-def _train_chunk(kind, S_in, S_out, V, ids, starts, slices, key, lr0, lr1, keep, neg_prob, neg_alias, window,
-                 negative, threads, hogwild, bufs, neu1s, neu1es, sig, nls, marks_in, marks_out, tag0, ov_in, ov_out,
-                 out):
-    """Train a chunk: slices one after the other (one thread), racing (``hogwild``), or
-    ``threads`` at a time with marks, overlays and merges. Returns the next step tag."""
+def _train_chunk(kind, S_in, S_out, V, starts, slices, drawn, lr0, lr1, negative, threads, hogwild, neu1s, neu1es,
+                 sig, nls, marks_in, marks_out, tag0, ov_in, ov_out, out):
+    """Train a chunk, drawn (:func:`_draw`): slices one after the other (one thread), racing
+    (``hogwild``), or ``threads`` at a time with marks, overlays and merges. Returns the next step
+    tag."""
+    kept, kstart, reach, noff, negs = drawn
     nslices = len(slices) - 1
     n = max(starts[len(starts) - 1], 1)
     if threads == 1:  # word2vec.c's order, in place
         for s in range(nslices):
             lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
-            _walk(kind, DIRECT, (S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob, neg_alias,
-                                 window, negative, lr, key, bufs[0], neu1s[0], neu1es[0], sig, nls, 0, 1,
-                                 marks_in[0], marks_out[0], tag0, ov_in, ov_out, out[0]))
+            _walk(kind, DIRECT, (S_in, S_out, V, kept, kstart, reach, noff, negs, slices[s], slices[s + 1], negative,
+                                 lr, neu1s[0], neu1es[0], sig, nls, 0, 1, marks_in[0], marks_out[0], tag0, ov_in,
+                                 ov_out, out[0]))
         return tag0
     if hogwild:  # --nondeterministic: every thread in place, racing on shared rows (gensim's way)
         for t in prange(threads):
             for s in range(t, nslices, threads):
                 lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
-                _walk(kind, DIRECT, (S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob,
-                                     neg_alias, window, negative, lr, key, bufs[t], neu1s[t], neu1es[t], sig, nls, t,
-                                     threads, marks_in[0], marks_out[0], tag0, ov_in, ov_out, out[t]))
+                _walk(kind, DIRECT, (S_in, S_out, V, kept, kstart, reach, noff, negs, slices[s], slices[s + 1],
+                                     negative, lr, neu1s[t], neu1es[t], sig, nls, t, threads, marks_in[0],
+                                     marks_out[0], tag0, ov_in, ov_out, out[t]))
         return tag0
     steps = (nslices + threads - 1) // threads
     # each step: train (then mark the next step's rows, in the other set of marks), merge;
     # two parallel regions per step, each ending in a wait for the slowest thread
     for t in prange(threads):
         if t < nslices:
-            _walk(kind, MARK, (S_in, S_out, V, ids, starts, slices[t], slices[t + 1], keep, neg_prob, neg_alias,
-                               window, negative, np.float32(0.0), key, bufs[t], neu1s[t], neu1es[t], sig, nls, t,
-                               threads, marks_in[tag0 % 2], marks_out[tag0 % 2], tag0, ov_in, ov_out, out[t]))
+            _walk(kind, MARK, (S_in, S_out, V, kept, kstart, reach, noff, negs, slices[t], slices[t + 1], negative,
+                               np.float32(0.0), neu1s[t], neu1es[t], sig, nls, t, threads, marks_in[tag0 % 2],
+                               marks_out[tag0 % 2], tag0, ov_in, ov_out, out[t]))
     for step in range(steps):
         tag = tag0 + step
         for t in prange(threads):
             s = step * threads + t
             if s < nslices:
                 lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
-                _walk(kind, SHARED, (S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob,
-                                     neg_alias, window, negative, lr, key, bufs[t], neu1s[t], neu1es[t], sig, nls, t,
-                                     threads, marks_in[tag % 2], marks_out[tag % 2], tag, ov_in, ov_out, out[t]))
+                _walk(kind, SHARED, (S_in, S_out, V, kept, kstart, reach, noff, negs, slices[s], slices[s + 1],
+                                     negative, lr, neu1s[t], neu1es[t], sig, nls, t, threads, marks_in[tag % 2],
+                                     marks_out[tag % 2], tag, ov_in, ov_out, out[t]))
                 _to_delta(S_in, V, ov_in, t)
                 _to_delta(S_out, V, ov_out, t)
             s += threads
             if s < nslices:
-                _walk(kind, MARK, (S_in, S_out, V, ids, starts, slices[s], slices[s + 1], keep, neg_prob,
-                                   neg_alias, window, negative, np.float32(0.0), key, bufs[t], neu1s[t], neu1es[t],
-                                   sig, nls, t, threads, marks_in[(tag + 1) % 2], marks_out[(tag + 1) % 2], tag + 1,
-                                   ov_in, ov_out, out[t]))
+                _walk(kind, MARK, (S_in, S_out, V, kept, kstart, reach, noff, negs, slices[s], slices[s + 1],
+                                   negative, np.float32(0.0), neu1s[t], neu1es[t], sig, nls, t, threads,
+                                   marks_in[(tag + 1) % 2], marks_out[(tag + 1) % 2], tag + 1, ov_in, ov_out, out[t]))
         for m in prange(threads):
             _merge(S_in, V, ov_in, threads, m)
             _merge(S_out, V, ov_out, threads, m)
@@ -557,6 +571,15 @@ def _lines(threads: int, n: int, dtype) -> np.ndarray:
     return np.zeros((threads, -(-n // per) * per + per), dtype)
 
 
+class Drawn(NamedTuple):
+    """A chunk's draws and slices (:meth:`Fused.draw`), to train with :meth:`Fused.train`."""
+
+    arrays: tuple  # (kept, kstart, reach, noff, negs): _draw's
+    slices: np.ndarray  # the sentences where slices begin, then the end
+    starts: np.ndarray  # the chunk's sentence starts (the learning rate moves slice by slice)
+    settings: tuple  # of the kernel that drew them
+
+
 class Fused:
     """The fused kernel of one run: the tables' stores (the V rows of each table, then each
     thread's overlay rows), per-thread buffers and marks. ``table_in`` / ``table_out`` are the
@@ -597,7 +620,7 @@ class Fused:
                       r_in, np.zeros((T, max(r_in, 1)), np.float32))
         self.ov_out = (np.full((T, cols), -1, np.int32), np.zeros((T, max(r_out, 1)), np.int32),
                        _lines(T, 1, np.int64), r_out, np.zeros((T, max(r_out, 1)), np.float32))
-        self.buf = _lines(T, max_sentence, np.int32)
+        self.max_sentence = max_sentence
         self.neu1 = _lines(T, dim, np.float32)
         self.neu1e = _lines(T, dim, np.float32)
         self.out = _lines(T, 3, np.float64)
@@ -611,30 +634,46 @@ class Fused:
                                      _writable(neg_alias, np.int32))
         return self._sampling_arrays[1:]
 
-    def train(self, ids: np.ndarray, starts: np.ndarray, key: int, lr0: float, lr1: float, keep: np.ndarray,
-              neg_prob: np.ndarray, neg_alias: np.ndarray) -> tuple[float, int, int]:
-        """Train one chunk (token ids; the start of every sentence, then the end) in place; the
-        learning rate goes linearly from ``lr0`` to ``lr1`` across it. Returns ``(summed loss, loss
-        terms, examples)``. Releases the GIL while it runs."""
-        if len(ids) == 0:
-            return 0.0, 0, 0
+    def draw(self, ids: np.ndarray, starts: np.ndarray, key: int, keep: np.ndarray, neg_prob: np.ndarray,
+             neg_alias: np.ndarray) -> Drawn:
+        """A chunk's random draws (subsampling, windows, negatives: :func:`_draw`) and its slices,
+        for :meth:`train`. Touches none of the kernel's tables or buffers and releases the GIL, so
+        a reader's thread can draw the next chunks while this one trains (``prefetch`` in
+        training.py): the kernel's one thread then only computes. The same draws wherever they
+        are made: the same bits."""
         # one signature for numba whatever the arrays' origin (Arrow buffers and memory maps are
         # read-only, unpickled ones writable): every variant would be compiled (a minute) apart
         ids, starts = _writable(ids, np.int32), _writable(starts, np.int64)
         keep, neg_prob, neg_alias = self._sampling(keep, neg_prob, neg_alias)
-        if int(np.diff(starts).max()) > self.buf.shape[1]:
-            raise ValueError(f"a sentence is longer than max_sentence={self.buf.shape[1]}")
+        if len(ids) and int(np.diff(starts).max()) > self.max_sentence:
+            raise ValueError(f"a sentence is longer than max_sentence={self.max_sentence}")
+        slices = slice_bounds(ids, starts, keep, self.slice_words, 1 if self.hogwild else self.threads)
+        arrays = _draw(self.kind == CBOW, self.kind == SG_SHARED, ids, starts, np.uint64(key), keep, neg_prob,
+                       neg_alias, self.window, self.negative)
+        return Drawn(arrays, slices, starts, (self.kind, self.window, self.negative, self.slice_words, self.threads,
+                                              self.hogwild))
+
+    def train(self, ids: np.ndarray, starts: np.ndarray, key: int, lr0: float, lr1: float, keep: np.ndarray,
+              neg_prob: np.ndarray, neg_alias: np.ndarray, drawn: Drawn | None = None) -> tuple[float, int, int]:
+        """Train one chunk (token ids; the start of every sentence, then the end) in place; the
+        learning rate goes linearly from ``lr0`` to ``lr1`` across it. Returns ``(summed loss, loss
+        terms, examples)``. Releases the GIL while it runs. ``drawn``: the chunk's draws, made
+        beforehand by :meth:`draw` (else drawn here)."""
+        if len(ids) == 0:
+            return 0.0, 0, 0
+        if drawn is None:
+            drawn = self.draw(ids, starts, key, keep, neg_prob, neg_alias)
+        elif drawn.settings != (self.kind, self.window, self.negative, self.slice_words, self.threads, self.hogwild):
+            raise ValueError("drawn by a kernel with other settings")
         if self.tag > 2**31 - 2**24:  # the marks are step tags: start again before they wrap
             self.marks_in[:] = -1
             self.marks_out[:] = -1
             self.tag = 0
-        slices = slice_bounds(ids, starts, keep, self.slice_words, 1 if self.hogwild else self.threads)
         numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         self.out[:] = 0.0
         self.tag = _train_chunk(
-            self.kind, self.store_in, self.store_out, self.V, ids, starts, slices, np.uint64(key), lr0, lr1, keep,
-            neg_prob, neg_alias, self.window, self.negative, self.threads, self.hogwild, self.buf, self.neu1,
-            self.neu1e, SIGMOID, NEG_LOG_SIGMOID, self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out,
-            self.out)
+            self.kind, self.store_in, self.store_out, self.V, drawn.starts, drawn.slices, drawn.arrays, lr0, lr1,
+            self.negative, self.threads, self.hogwild, self.neu1, self.neu1e, SIGMOID, NEG_LOG_SIGMOID,
+            self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out, self.out)
         loss, terms, examples = self.out[:, :3].sum(axis=0)
         return float(loss), int(terms), int(examples)
