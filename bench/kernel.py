@@ -9,6 +9,10 @@ settings in the same run, best of ``--reps``.
 ``--models``: ``sg`` (negatives shared per centre word, the default), ``sg-pairs``
 (``--no-share-negatives``: drawn per example, as word2vec.c), ``cbow``. ``--configs``:
 ``threads:slice_words[:hogwild]``.
+
+Two timings of each: the draws made inline, in the kernel's thread (``Fused.train`` alone), and
+the training alone on chunks drawn beforehand (``Fused.draw``), as in a run, whose reader thread
+draws the next chunks while the kernel trains (docs/training.md); and the draws' own time.
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ def main() -> None:
     chunks = [Tokens.of(piece, 0) for piece in split_pieces(encode(text, vocab.words, cfg), 10_000)]
     words = sum(len(c.ids) for c in chunks)
     print(f"{len(chunks)} chunks, {words:,} words, vocabulary {len(vocab):,}, d=100 window=5 negative=5")
-    print("| model | threads | slice words | mode | best s | words/s | examples/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | threads | slice words | mode | best s, draws inline | words/s | examples/s "
+          "| best s, drawn ahead | words/s | drawing alone, words/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for model in a.models:
         for conf in a.configs:
             threads, slice_words, *mode = conf.split(":")
@@ -62,15 +67,24 @@ def main() -> None:
             k.table_out[:] = 0
             k.train(chunks[0].ids[:100], np.array([0, 100]), 1, 0.0, 0.0, vocab.keep_prob, vocab.neg_prob,
                     vocab.neg_alias)  # the first call's one-off costs out of the timing
-            best, examples = float("inf"), 0
+            best, ahead, drawing, examples = float("inf"), float("inf"), float("inf"), 0
+            sampling = (vocab.keep_prob, vocab.neg_prob, vocab.neg_alias)
             for r in range(a.reps):
                 t0, examples = time.perf_counter(), 0
                 for i, c in enumerate(chunks):
-                    examples += k.train(c.ids, c.starts, i + 1000 * r, 0.02, 0.02, vocab.keep_prob, vocab.neg_prob,
-                                        vocab.neg_alias)[2]
+                    examples += k.train(c.ids, c.starts, i + 1000 * r, 0.02, 0.02, *sampling)[2]
                 best = min(best, time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                drawn = [k.draw(c.ids, c.starts, i + 1000 * r, *sampling) for i, c in enumerate(chunks)]
+                drawing = min(drawing, time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for i, c in enumerate(chunks):
+                    k.train(c.ids, c.starts, i + 1000 * r, 0.02, 0.02, *sampling, drawn[i])
+                ahead = min(ahead, time.perf_counter() - t0)
+                del drawn
             print(f"| {model} | {threads} | {slice_words} | {'hogwild' if hogwild else 'deterministic'} | "
-                  f"{best:.2f} | {words / best:,.0f} | {examples / best:,.0f} |", flush=True)
+                  f"{best:.2f} | {words / best:,.0f} | {examples / best:,.0f} | {ahead:.2f} | {words / ahead:,.0f} | "
+                  f"{words / drawing:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":
