@@ -146,8 +146,8 @@ MUTATIONS = [
     Mutation(
         "kernel: window sizes drawn in [0, window) instead of [1, window]",
         "w2v_dist/kernels/numba_cpu.py",
-        "reach = 1 + _below(z, window)\n    if not cbow",
-        "reach = _below(z, window)\n    if not cbow",
+        "r = 1 + _below(z, window)",
+        "r = _below(z, window)",
         ("tests/test_kernels.py::test_window_sizes_are_uniform_in_1_to_window",)),
     Mutation(
         "kernel: subsampling keeps a word with 1 - keep_prob",
@@ -162,10 +162,10 @@ MUTATIONS = [
         "NegativeSampler.build(counts.astype(np.float64) ** 1.0)",
         ("tests/test_kernels.py::test_negatives_follow_unigram_to_the_three_quarters",)),
     Mutation(
-        "kernel: shared negatives redrawn for every example (not word2vec.c's order either)",
+        "kernel: a centre word's shared negatives trained in the reverse of the order drawn",
         "w2v_dist/kernels/numba_cpu.py",
-        "target = negs[k - 1]",
-        "state, z = _next(state); target = _negative(z, neg_prob, neg_alias)",
+        "target = np.int64(negs[nb + k - 1])",
+        "target = np.int64(negs[nb + negative - k])",
         ("tests/test_kernels.py::test_one_thread_is_word2vec_c_sequential_order",)),
     Mutation(
         "kernel: threads write shared rows in place (a race: not repeatable)",
