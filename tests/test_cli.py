@@ -244,6 +244,18 @@ def test_many_threads_stay_stable_on_a_tiny_vocabulary(tmp_path, model):
     assert loss[8] < 1.1 * loss[1], loss
 
 
+@pytest.mark.parametrize("cores,ranks,expect", [(1, 1, 1), (2, 1, 1), (3, 1, 1), (4, 1, 3), (16, 1, 15),
+                                                (6, 2, 1), (8, 2, 3), (16, 4, 3)])
+def test_default_threads_leave_the_reader_a_core_and_are_never_two(monkeypatch, cores, ranks, expect):
+    """Guards: ``--threads 0`` giving 2 kernel threads (a 3-core machine, or 6 cores for 2 ranks).
+    2 deterministic threads do 2.0-2.7x one thread's work (docs/training.md), so on 2 cores they
+    are never faster than one; one thread, and the reader, get the cores instead."""
+    from w2v_dist import training
+
+    monkeypatch.setattr(training, "_cores", lambda: cores)
+    assert training.default_threads(ranks) == expect
+
+
 def test_token_cache_changes_nothing_but_the_reading(small_corpus, tmp_path):
     """Guards: the node-local cache of encoded units serving other ids than the text would give
     (a stale or wrong entry), or not being used. Two epochs with the cache (its files appear) and

@@ -121,7 +121,8 @@ class TrainConfig:
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     kernel: str = "auto"  # "auto", "numba" (fused CPU) or "torch" (reference, any device)
-    threads: int = 0  # kernel threads; 0: the rank's share of the node's cores, less one for its reader
+    # kernel threads; 0: the rank's share of the node's cores, less one for its reader (1, not 2)
+    threads: int = 0
     workers: int = 0  # DataLoader reader processes; 0: one reader thread in the trainer
     device: str = "cpu"
     backend: str | None = None  # process-group backend; None: nccl on CUDA, gloo on CPU

@@ -613,9 +613,13 @@ def _warn_idle_ranks(row_tokens, cfg: TrainConfig, dist: Dist) -> None:
 
 def default_threads(ranks_on_node: int) -> int:
     """Kernel threads when --threads is 0: this rank's share of the node's cores, less one for its
-    reader and Python. On 2 cores one thread trained faster than two (the second thread's marks
-    and merges cost more than it gains when the reader needs the core too: docs/benchmarks.md)."""
-    return max(1, _cores() // max(ranks_on_node, 1) - 1)
+    reader and Python; but never 2. On 2 cores one thread trained faster than two (the second
+    thread's marks and merges cost more than it gains when the reader needs the core too:
+    docs/benchmarks.md), and wherever they run, 2 deterministic threads do 2.7 (CBOW) and 2.0
+    (skip-gram) times one thread's work (docs/training.md, "How the merge's cost grows with the
+    threads"): on 2 free cores at best 0.74x and 1.0x one thread, so 3 cores train with 1."""
+    threads = max(1, _cores() // max(ranks_on_node, 1) - 1)
+    return 1 if threads == 2 else threads
 
 
 def _cores() -> int:
