@@ -124,7 +124,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("sync_lr_scale", float, "several ranks, --sync-combine mean: each rank trains at this x the rate "
                                  "(0: the number of ranks, but no rank above a rate of 0.2)"),
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
-        ("threads", int, "kernel threads (0: the rank's share of the cores, less one for its reader; 1, not 2)"), ("log_every", float, "seconds between log lines"),
+        ("threads", int, "kernel threads (0: the rank's share of the cores, less one for its reader; 1, not 2)"),
+        ("log_every", float, "seconds between log lines"),
     ]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=d[name].default,
                        help=f"{help_} (default: %(default)s)")

@@ -300,8 +300,8 @@ def _make_walk(train: bool, cbow: bool, overlay: bool, share: bool):
                     a = np.int64(0)
                     if not cbow:  # h is the context word's row
                         if train:
-                            a = _locate(S_in, V, R_in, kept[a0 + j], t, threads, marks_in, tag, where_i, rows_i, count_i,
-                                        overlay)
+                            a = _locate(S_in, V, R_in, kept[a0 + j], t, threads, marks_in, tag, where_i, rows_i,
+                                        count_i, overlay)
                             for x in range(d):
                                 neu1[x] = S_in[a, x]
                         else:
