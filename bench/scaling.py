@@ -6,6 +6,12 @@ trains, analogy accuracy and WS-353 Spearman, for SG and CBOW.
     python bench/scaling.py --models sg --ranks 1 2 --seeds 1 --lines 100000 --epochs 1   # a quick look
     python bench/scaling.py --extra-args='--sync-every 16'    # other sync settings
     python bench/scaling.py --ranks 1 2 --encoded             # every run on the corpus `w2v-dist encode` wrote
+    python bench/scaling.py --ranks 1 2 --pin                 # one rank on one core (issue 9's count)
+
+``--pin`` makes one rank one core, as issue 9 counts it: the 1-rank runs and each of the two
+independent trainings run on one CPU of their own (``sched_setaffinity``), their reader threads
+(which tokenize the first epoch and draw every chunk's examples) sharing it; without it a lone
+rank's reader takes the idle second core.
 
 Every rank runs one kernel thread and reads in a thread of its own process (``--threads 1
 --workers 0``): one rank is one core for the kernel, and its reader takes part of another while it
@@ -60,11 +66,16 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run(cmd: list[str], env: dict) -> tuple[float, float] | None:
+def pinned(cores: set[int] | None):
+    """A ``preexec_fn`` that runs the child on ``cores`` only (None: wherever it may)."""
+    return None if cores is None else (lambda: os.sched_setaffinity(0, cores))
+
+
+def run(cmd: list[str], env: dict, cores: set[int] | None = None) -> tuple[float, float] | None:
     """(seconds, CPU seconds) the command took; None if the divergence guard stopped it (a result
-    of the table)."""
+    of the table). ``cores``: the CPUs it may run on (``--pin``)."""
     t0, c0 = time.perf_counter(), cpu_seconds()
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, preexec_fn=pinned(cores))
     if p.returncode == DIVERGED and "training diverged" in p.stderr:
         return None
     if p.returncode != 0:
@@ -127,6 +138,9 @@ def main() -> None:
     p.add_argument("--extra-args", default="", help="more flags for every train command")
     p.add_argument("--encoded", action="store_true",
                    help="train on the corpus `w2v-dist encode` writes (the readers tokenize nothing; the same vectors)")
+    p.add_argument("--pin", action="store_true",
+                   help="one rank = one core: run 1 rank, and each of the independent pair, on one CPU of its own "
+                        "(its reader thread shares it); N ranks and the 2-thread process get every CPU")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "scaling.json"))
     a = p.parse_args()
     work = tempfile.mkdtemp(prefix="w2v-bench-scaling-")
@@ -139,6 +153,7 @@ def main() -> None:
     cfg = TrainConfig(corpus=shards, output=work)
     setups = {} if a.no_reference else {"1 process, 2 threads": (1, 2)}
     setups.update({f"{n} rank{'s' * (n > 1)} x 1 thread": (n, 1) for n in a.ranks})
+    cpus = sorted(os.sched_getaffinity(0))
     ceiling = cores_ceiling()
     print(f"2 compute-bound processes on this machine: {ceiling:.2f}x one alone", file=sys.stderr, flush=True)
 
@@ -153,8 +168,9 @@ def main() -> None:
         corpus at the same time, not talking to each other (what 2 ranks could reach with a free
         sync); their words/s summed. Run beside every seed's setups: the machine drifts."""
         outs = [os.path.join(work, f"{model}-independent-{seed}-{i}") for i in range(2)]
-        procs = [subprocess.Popen(command(model, seed, 1, 1, o), cwd=ROOT, env=env, stderr=subprocess.PIPE)
-                 for o in outs]
+        procs = [subprocess.Popen(command(model, seed, 1, 1, o), cwd=ROOT, env=env, stderr=subprocess.PIPE,
+                                  preexec_fn=pinned({cpus[i % len(cpus)]} if a.pin else None))
+                 for i, o in enumerate(outs)]
         for q in procs:
             if q.wait() != 0:
                 raise SystemExit(f"independent run failed: {q.stderr.read().decode()[-2000:]}")
@@ -170,7 +186,8 @@ def main() -> None:
                       file=sys.stderr, flush=True)
             for label, (ranks, threads) in setups.items():
                 out = os.path.join(work, f"{model}-{ranks}x{threads}-{seed}")
-                took = run(command(model, seed, ranks, threads, out), env)
+                took = run(command(model, seed, ranks, threads, out), env,
+                           {cpus[0]} if a.pin and ranks == 1 and threads == 1 else None)
                 if took is None:
                     results[model][label].append({"seed": seed, "diverged": True})
                     print(model, label, "seed", seed, "diverged", file=sys.stderr, flush=True)
@@ -200,7 +217,8 @@ def main() -> None:
           f"epochs={a.epochs}; --batch-words {cfg.batch_words}, sync every {interval}, "
           f"{cfg.sync_rows} rows doubling, {cfg.sync_combine} {a.extra_args}; seeds {' '.join(map(str, a.seeds))} "
           f"(means); {os.cpu_count()} cores; two compute-bound processes get {ceiling:.2f}x what one alone gets "
-          f"(the ceiling for 2 ranks vs 1)\n")
+          f"(the ceiling for 2 ranks vs 1)"
+          + ("; --pin: 1 rank and each independent training on one CPU of its own" if a.pin else "") + "\n")
     table = {}
     for model in a.models:
         rows = {label: {k: statistics.mean(x[k] for x in ok) for k in ok[0] if k != "seed"}
