@@ -42,8 +42,8 @@ def main() -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- then the w2v-dist command line")
     a = p.parse_args()
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
-    if "--epochs" in args and int(args[args.index("--epochs") + 1]) != a.epochs:
-        p.error("--epochs differs from the train command's")
+    if "--epochs" in args[:-1] and args[args.index("--epochs") + 1] != str(a.epochs):
+        p.error(f"--epochs {a.epochs} differs from the train command's --epochs {args[args.index('--epochs') + 1]}")
     training.LinearSchedule.__call__ = lambda self, w: gensim_rate(self, w, a.epochs, a.workers)
     sys.exit(cli_main(args))
 

@@ -153,7 +153,9 @@ def main() -> None:
     cfg = TrainConfig(corpus=shards, output=work)
     setups = {} if a.no_reference else {"1 process, 2 threads": (1, 2)}
     setups.update({f"{n} rank{'s' * (n > 1)} x 1 thread": (n, 1) for n in a.ranks})
-    cpus = sorted(os.sched_getaffinity(0))
+    if a.pin and not hasattr(os, "sched_getaffinity"):
+        p.error("--pin: this system cannot set a process's CPUs (no os.sched_getaffinity); run without --pin")
+    cpus = sorted(os.sched_getaffinity(0)) if a.pin else []
     ceiling = cores_ceiling()
     print(f"2 compute-bound processes on this machine: {ceiling:.2f}x one alone", file=sys.stderr, flush=True)
 

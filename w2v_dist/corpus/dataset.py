@@ -5,8 +5,8 @@ every (rank, DataLoader worker) so that each row is read exactly once per epoch 
 them. Within a unit, tokens are cut into pieces of about ``batch_words`` words at sentence
 boundaries. A chunk carries the token ids, where each sentence starts, and a 64-bit key derived
 from ``(seed, epoch, shard, row group, first row, piece)``: every random draw of the chunk
-(subsampling, windows, negatives: drawn by the kernel, `Fused.draw`) comes from it, so the examples of a
-unit do not depend on which rank or worker reads it.
+(subsampling, windows, negatives: drawn by the kernel, `Fused.draw`) comes from it, so the
+examples of a unit do not depend on which rank or worker reads it.
 
 Filesystems are opened inside the process that reads (fsspec instances are not fork-safe).
 """

@@ -601,6 +601,8 @@ class Fused:
         self.window, self.negative, self.slice_words = window, negative, slice_words
         self.hogwild = bool(nondeterministic)
         self.kind = CBOW if model == "cbow" else SG_SHARED if share_negatives else SG
+        # what a chunk's draws and slices depend on (Drawn.settings)
+        self.settings = (self.kind, window, negative, slice_words, threads, self.hogwild)
         T, V = threads, vocab_size
         words = slice_words + max_sentence - 1
         per_word = (1 + negative) * (1 if model == "cbow" else 2 * window)
@@ -650,8 +652,7 @@ class Fused:
         slices = slice_bounds(ids, starts, keep, self.slice_words, 1 if self.hogwild else self.threads)
         arrays = _draw(self.kind == CBOW, self.kind == SG_SHARED, ids, starts, np.uint64(key), keep, neg_prob,
                        neg_alias, self.window, self.negative)
-        return Drawn(arrays, slices, starts, (self.kind, self.window, self.negative, self.slice_words, self.threads,
-                                              self.hogwild))
+        return Drawn(arrays, slices, starts, self.settings)
 
     def train(self, ids: np.ndarray, starts: np.ndarray, key: int, lr0: float, lr1: float, keep: np.ndarray,
               neg_prob: np.ndarray, neg_alias: np.ndarray, drawn: Drawn | None = None) -> tuple[float, int, int]:
@@ -663,7 +664,7 @@ class Fused:
             return 0.0, 0, 0
         if drawn is None:
             drawn = self.draw(ids, starts, key, keep, neg_prob, neg_alias)
-        elif drawn.settings != (self.kind, self.window, self.negative, self.slice_words, self.threads, self.hogwild):
+        elif drawn.settings != self.settings:
             raise ValueError("drawn by a kernel with other settings")
         if self.tag > 2**31 - 2**24:  # the marks are step tags: start again before they wrap
             self.marks_in[:] = -1
