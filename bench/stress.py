@@ -12,7 +12,8 @@ For each corpus (built by bench/stress_corpora.py into ``--corpora`` when missin
 prepare`` the text, ``w2v-dist train`` it as a subprocess with the README defaults (``--model sg
 --dim 100 --window 5 --negative 5 --sample 1e-3 --min-count 5 --epochs 5``), and train gensim
 (``corpus_file`` mode) on exactly the tokens our tokenizer made of the same shards, with the same
-hyper-parameters (alpha 0.025 sg / 0.05 cbow, min_alpha 1e-4, workers = our threads).
+hyper-parameters (alpha 0.025 sg / 0.05 cbow, min_alpha 1e-4, workers = our threads, or
+``--threads`` workers against our ``--our-threads``: ``--our-threads 0`` is our default).
 
 A run's loss series is the interval loss in ``<run>/metrics.jsonl`` (an interval every
 ``--log-every`` seconds). The run is flagged as a **spike** when its largest interval loss is more
@@ -152,7 +153,8 @@ def _last_line(log: str) -> str:
 def run_ours(shards: str, run: str, model: str, seed: int, tokens: int, a: argparse.Namespace) -> dict:
     args = [shards, "--output", run, "--model", model, "--dim", str(a.dim), "--window", str(a.window),
             "--negative", str(a.negative), "--sample", str(a.sample), "--min-count", str(a.min_count),
-            "--epochs", str(a.epochs), "--seed", str(seed), "--threads", str(a.threads),
+            "--epochs", str(a.epochs), "--seed", str(seed),
+            "--threads", str(a.threads if a.our_threads is None else a.our_threads),
             "--log-every", str(a.log_every), "--overwrite"]
     if a.alpha is not None:
         args += ["--alpha", str(a.alpha)]
@@ -339,9 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, default=None, help="default: 0.025 sg, 0.05 cbow, for both systems")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="our kernel threads = gensim workers")
+    p.add_argument("--our-threads", type=int, default=None,
+                   help="our --threads, if not --threads (0: our default, the cores less one for the reader)")
     p.add_argument("--extra-args", default="",
                    help="more flags for our `train` only; write --extra-args='--batch-pairs 1024 --workers 2'")
-    p.add_argument("--log-every", type=float, default=0.5,
+    p.add_argument("--log-every", type=float, default=0.1,
                    help="seconds per loss interval in metrics.jsonl (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=3600,
                    help="seconds before a train run counts as hung (default: %(default)s)")
@@ -383,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nd={a.dim} window={a.window} negative={a.negative} sample={a.sample} min_count={a.min_count} "
           f"epochs={a.epochs}; seeds {' '.join(map(str, a.seeds))}; {a.threads} threads"
+          f"{f' (ours: --threads {a.our_threads})' if a.our_threads is not None else ''}"
           f"{f' x {a.ranks} ranks (torchrun)' if a.ranks > 1 else ''}"
           f"{f'; about {a.max_words:,} words of each corpus' if a.max_words else ''}"
           f"{f'; our train also got: {a.extra_args}' if a.extra_args else ''}; "
