@@ -259,6 +259,12 @@ def build_python_docs(ctx: Context) -> Iterator[str]:
     src = _python_doc_dir()
     doc = os.path.dirname(os.path.dirname(src))
     ctx.notes["doc_dir"] = doc
+    # python3-doc only depends on the versioned package that holds the text (python3.11-doc),
+    # whose Debian updates change the corpus: record that one's version too
+    owner = subprocess.run(["dpkg-query", "-S", src], capture_output=True, text=True)
+    if owner.returncode == 0:
+        holders = owner.stdout.split(":", 1)[0].split(", ")
+        ctx.notes["doc_packages"] = package_versions(holders)[0]
     files = sorted(glob.glob(os.path.join(src, "**", "*.txt"), recursive=True))
     ctx.notes["files"] = len(files) + 1
     for path in files:
