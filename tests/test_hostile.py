@@ -208,3 +208,21 @@ def test_a_rewritten_shard_is_not_served_from_the_token_cache(corpus, tmp_path):
     ok(train(corpus, tmp_path / "c", "--cache-dir", str(tmp_path / "fresh")), tmp_path / "c")
     assert (tmp_path / "b" / "vectors.npy").read_bytes() == (tmp_path / "c" / "vectors.npy").read_bytes()
     assert (tmp_path / "a" / "vectors.npy").read_bytes() != (tmp_path / "b" / "vectors.npy").read_bytes()
+
+
+def test_rows_of_one_word_train_nothing_and_say_so(corpus, tmp_path):
+    """A corpus of one word per row has no context anywhere: the run ends, as gensim's does, but
+    says that its vectors are their random start instead of ending "done" alone."""
+    d = tmp_path / "words"
+    d.mkdir()
+    words = [w for w in " ".join(gcide_lines(600)).split() if w.isalpha()][:6000]
+    pq.write_table(pa.table({"text": words}), d / "part-00000.parquet")
+    p = train(d, tmp_path / "r1")
+    assert p.returncode == 0, p.stderr
+    warned = [line for line in p.stderr.splitlines() if "trained no examples" in line]
+    assert len(warned) == 1 and "one word per row" in warned[0], p.stderr
+    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert summary["examples_this_session"] == 0 and summary["words"] > 0
+    p = train(corpus, tmp_path / "r2")  # rows of text: examples, and no such line
+    assert p.returncode == 0 and "trained no examples" not in p.stderr, p.stderr
+    assert json.loads((tmp_path / "r2" / "summary.json").read_text())["examples_this_session"] > 0

@@ -506,7 +506,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     control = Control(cfg, dist)
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
     control.epoch = epoch = mine.get("epoch", 0)
-    with_data = mine.get("with_data", 0)
+    with_data, session_examples = mine.get("with_data", 0), 0
     for batch, words, flags in synchronized(feed, dist, lambda b: b.words, control.flags, lock, step):
         stop_if_diverged(flags[3], guard, control, dist, step, epoch)
         with_data += batch is not None
@@ -516,7 +516,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         if maybe_fail("loss", dist.rank, step):  # a test's diverged rank
             loss = float("nan")
         control.diverged = guard.update(loss, examples)
-        words_done, step = words_done + words, step + 1
+        words_done, step, session_examples = words_done + words, step + 1, session_examples + examples
         control.epoch = epoch = max(epoch, batch.epoch if batch is not None else epoch)
         # an epoch began on some rank: every row is synced after this step, a point to checkpoint at
         synced = sync.after_step(step, full=bool(flags[2]))
@@ -537,6 +537,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
     while_training = sum_counts(dist.all_gather_object(feed.skipped_total()))
+    session_examples = int(dist.all_reduce_sum([session_examples])[0])  # every rank's
+    if dist.is_main and session_examples == 0 and final["session_words"] > 0:
+        log.warning("trained no examples in %d words: no row has two in-vocabulary words within --window %d of "
+                    "each other after subsampling (one word per row?), so the vectors are their random start; put "
+                    "sentences or paragraphs in the rows (w2v-dist prepare makes a row of each line)",
+                    final["session_words"], cfg.window)
     if dist.is_main and (any(start.skipped.values()) or any(while_training.values())):  # every rank's, once
         log.warning("skipped data (--on-bad-shard %s): %s; while training: %s", cfg.on_bad_shard, start.skipped,
                     while_training)
@@ -546,6 +552,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                "slice_words": model.fused.slice_words if model.fused is not None else None,
                "sync_bytes_per_word": sync.bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
                "final_loss": final["final_loss"], "words_this_session": final["session_words"],
+               "examples_this_session": session_examples,
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
     if dist.world_size > 1:
         summary.update(time_in_collectives(sync, lock, dist, final["elapsed_s"]))
