@@ -23,11 +23,9 @@ shows them while it trains.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import tempfile
-import threading
 
 from w2v_dist import storage
 
@@ -78,24 +76,6 @@ class Board:
         self._upload()
         self.writer.close()
         self._staging.cleanup()
-
-
-def import_in_background() -> threading.Thread:
-    """Import ``torch.utils.tensorboard`` (0.4-0.5 s: it pulls in tensorboard's protobufs) in a
-    thread of its own, beside the vocabulary pass: rank 0 opens its writer just before the first
-    step, and there the import delayed rank 0's first step, the other ranks waiting for it at the
-    first exchange. :func:`open_board` then finds the module imported, or waits for the import to
-    finish (Python's import lock); a failure is left to it."""
-
-    def run() -> None:
-        try:
-            importlib.import_module("torch.utils.tensorboard")
-        except Exception as e:  # noqa: BLE001 - open_board's own import says it where it matters
-            log.debug("importing torch.utils.tensorboard failed: %s", e)
-
-    thread = threading.Thread(target=run, name="w2v_dist-tensorboard-import", daemon=True)
-    thread.start()
-    return thread
 
 
 def open_board(run_uri: str, storage_options: dict | None = None, purge_step: int = 1) -> Board | None:

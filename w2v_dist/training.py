@@ -35,7 +35,6 @@ from w2v_dist.kernels import warm_up_in_background
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
 from w2v_dist.sync import TableSync
-from w2v_dist.tensorboard import import_in_background as tensorboard_import_in_background
 from w2v_dist.tensorboard import open_board
 from w2v_dist.vocab import Counter, Vocab, VocabError
 
@@ -455,8 +454,6 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
     so, t0 = cfg.output_options, time.perf_counter()
     warm_up_in_background(cfg.kernel, torch.device(dist.device).type)  # beside the vocabulary pass
-    if dist.is_main:  # the writer's import too, or rank 0 starts its first step half a second late
-        tensorboard_import_in_background()
     with alike(ConfigError, CorpusError, RunExistsError, VocabError):  # checks of what all ranks see alike
         start = start_run(cfg, dist)
     vocab = _load_vocab(start.vocab_uri, cfg, dist)
