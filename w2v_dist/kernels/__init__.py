@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 
@@ -48,6 +49,11 @@ def warm_up_in_background(name: str, device: str) -> threading.Thread:
     global _warming
     if _warming is not None:
         return _warming
+    # numba's import pulls in numpy.random, which numpy imports lazily on first use: when this
+    # thread and the caller's (the data plan draws with it) import it at the same moment, Python can
+    # raise _DeadlockError on its module lock (a rank died so with TensorBoard's import in a thread,
+    # docs/benchmarks.md). Imported here first, it is loaded before the thread starts.
+    importlib.import_module("numpy.random")
 
     def run() -> None:
         try:
