@@ -330,7 +330,7 @@ def test_reference_kernel_is_the_loss_gradient():
     loss.backward()
     new_in, new_out = W_in.clone(), W_out.clone()
     got = reference.sg_step(new_in, new_out, inputs, outputs, negatives, lr)
-    assert got == pytest.approx(float(loss.detach()), rel=1e-5)
+    assert float(got) == pytest.approx(float(loss.detach()), rel=1e-5)
     torch.testing.assert_close(new_in, W_in - lr * a.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(new_out, W_out - lr * b.grad, rtol=1e-4, atol=1e-6)
 

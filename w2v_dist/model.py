@@ -12,7 +12,8 @@ docs/training.md) and is what gets exported;
   word2vec.c's sequential updates, ``--threads`` slices at a time
   (:mod:`w2v_dist.kernels.numba_cpu`); the tables are views of the kernel's stores;
 - ``--kernel torch`` (any device; CUDA): examples drawn with numpy (:mod:`w2v_dist.pairs`) and
-  summed mini-batch updates of ``--batch-pairs`` examples (:mod:`w2v_dist.kernels.reference`).
+  summed mini-batch updates of ``--batch-pairs`` examples (:mod:`w2v_dist.kernels.reference`),
+  added in a fixed order (on CUDA too) unless ``--nondeterministic``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Word2Vec(nn.Module):
             w_out.zero_()
         else:
             self.fused = None
+            self.deterministic = not nondeterministic
             w_in, w_out = init.to(self.device), torch.zeros(V, dim, device=self.device)
         self.in_embed = nn.Embedding(V, dim, _weight=w_in).requires_grad_(False)
         self.out_embed = nn.Embedding(V, dim, _weight=w_out).requires_grad_(False)
@@ -71,12 +73,19 @@ class Word2Vec(nn.Module):
                            np.random.default_rng(tokens.key))
         step = reference.sg_step if self.model == "sg" else reference.cbow_step
         W_in, W_out = self.in_embed.weight.data, self.out_embed.weight.data
-        n, loss = len(ex), 0.0
+        n = len(ex)
+        if n == 0:
+            return 0.0, 0
+        # the chunk's examples cross to the device once, and its loss comes back once: on CUDA a
+        # copy or a read of the loss per mini-batch would make the host wait for the device each time
+        inputs, outputs, negatives = (torch.from_numpy(x).to(self.device).long()
+                                      for x in (ex.inputs, ex.outputs, ex.negatives))
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
         for a in range(0, n, self.batch_pairs):
             b = min(a + self.batch_pairs, n)
-            arrays = (torch.as_tensor(x[a:b], device=self.device).long() for x in (ex.inputs, ex.outputs, ex.negatives))
-            loss += step(W_in, W_out, *arrays, lr0 + (lr1 - lr0) * a / n)
-        return loss, n
+            loss += step(W_in, W_out, inputs[a:b], outputs[a:b], negatives[a:b], lr0 + (lr1 - lr0) * a / n,
+                         self.deterministic)
+        return float(loss), n
 
     def draw(self, tokens) -> None:
         """The fused kernel's random draws for a chunk (subsampling, windows, negatives), made
