@@ -118,7 +118,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("batch_words", int, "words per chunk from the reader: one training step"), ("seed", int, "random seed"),
         ("slice_words", int, "words a kernel thread trains in word2vec.c's order before the threads' updates merge "
                              "(0: 1,024 / --threads, at least 64: a step of the threads covers about 1,024 words)"),
-        ("batch_pairs", int, "--kernel torch: examples per summed mini-batch update"),
+        ("batch_pairs", int, "--kernel torch (CUDA): examples per summed mini-batch update; larger is faster on a GPU "
+                             "but sums more stale updates, which diverged on repetitive text"),
         ("sync_every", int, "several ranks: steps between syncs of the frequent rows (0: 64 at 2 ranks, 16 at more)"),
         ("sync_rows", int, "several ranks: rows in the smallest sync"),
         ("sync_lr_scale", float, "several ranks, --sync-combine mean: each rank trains at this x the rate "
@@ -143,7 +144,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="skip-gram: draw negatives for every (context, centre) example as word2vec.c does, "
                         "not once per centre word (slower; docs/training.md)")
     p.add_argument("--nondeterministic", action="store_true",
-                   help="threads update the tables in place, racing (gensim's Hogwild): faster, not repeatable")
+                   help="threads update the tables in place, racing (gensim's Hogwild); on CUDA, rows are added with "
+                        "atomics: faster, not repeatable")
     p.add_argument("--alpha", type=float, default=None, help="initial learning rate (default: 0.025 sg, 0.05 cbow)")
     p.add_argument("--max-vocab", type=int, default=None, help="keep only the N most frequent words")
     p.add_argument("--max-vocab-size", type=int, default=None,
