@@ -3,7 +3,8 @@
 Guards: tracebacks escaping where a one-line error belongs (a file that is not vectors given to
 eval/similar, an unreadable benchmark file, an unknown URI scheme), a benchmark file that is not
 one accepted silently, an --output that is a file found only after the vocabulary pass, a
---split-pattern RE2 cannot compile found only inside the reader, NaN/inf accepted for float flags.
+--split-pattern RE2 cannot compile found only inside the reader, NaN/inf accepted for float flags,
+--device cuda without a GPU as a traceback from inside torch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from tests.conftest import cli
 
@@ -64,6 +66,12 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "/sys/w2v-dist-run"], "/sys/w2v-dist-run: cannot write the run directory"),
     (["train", "{d}/many", "--output", "{d}/r", "--max-vocab-size", "1000", "--min-count", "1"],
      "--max-vocab-size 1000 made counting drop every token seen 3 times or fewer"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--device", "gpu"], "--device must be cpu, cuda or cuda:N, got 'gpu'"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda", "--kernel", "numba"],
+     "--kernel numba runs on the CPU only; use --kernel torch (or auto) with --device cuda"),
+    pytest.param(["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda"],
+                 "--device cuda: torch sees no CUDA device here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
 ]
 
 
@@ -72,7 +80,8 @@ IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eva
        "prepare-unknown-scheme", "similar-unknown-scheme", "train-sample-nan", "train-log-every-inf",
        "train-token-cache-nan", "train-sync-every-negative", "train-sync-step-overlap", "prepare-max-invalid-utf8-nan", "export-would-overwrite",
        "train-dim-too-large",
-       "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything"]
+       "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything",
+       "train-device-unknown", "train-numba-on-cuda", "train-cuda-without-gpu"]
 
 
 @pytest.mark.parametrize("args, expect", CASES, ids=IDS)

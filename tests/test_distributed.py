@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -18,10 +19,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.conftest import ROOT, cli
-from w2v_dist.config import TokenizerConfig
+from w2v_dist.config import ConfigError, TokenizerConfig
 from w2v_dist.corpus.dataset import CorpusStream, identity
 from w2v_dist.corpus.plan import assign, make_units
 from w2v_dist.corpus.shards import scan_shards
+from w2v_dist.distributed import device_for
 from w2v_dist.sync import auto_sync_every
 from w2v_dist.vocab import Vocab
 
@@ -138,6 +140,28 @@ def test_plan_balances_tokens_and_covers_every_row():
         run = [a + sum(u.tokens for u in slot) for a, slot in zip(run, assign(units, 2, 1, epoch))]
         assert abs(run[0] - run[1]) <= max(u.tokens for u in units), (epoch, run)
     assert run[0] == run[1]
+
+
+def test_gpu_layouts_nccl_refuses_are_said_before_the_process_group():
+    """Guards: a GPU layout that cannot work reaching ``init_process_group`` (on an H200, two ranks
+    on one GPU under NCCL raised "Duplicate GPU detected" in a screen of tracebacks per rank) or
+    ``set_device`` (a rank past the node's GPUs: "invalid device ordinal"). Said as one
+    :class:`ConfigError` that names the flag and the fix; the node's GPU count is given."""
+    assert device_for("cpu", 3, 4, "gloo", gpus=0) == "cpu"
+    assert device_for("cuda", 1, 2, None, gpus=2) == "cuda:1"
+    assert device_for("cuda:0", 1, 2, "gloo", gpus=1) == "cuda:0"  # gloo shares one GPU
+    assert device_for("cuda:1", 0, 1, None, gpus=2) == "cuda:1"
+    refused = [(("cuda", 0, 1, None, 0), "torch sees no CUDA device here"),
+               (("cuda", 1, 2, None, 1), "this node has 1 GPU(s) and 2 ranks; launch torchrun --nproc-per-node 1"),
+               (("cuda", 0, 3, None, 2), "this node has 2 GPU(s) and 3 ranks"),  # rank 0 too, which has its GPU
+               (("cuda:2", 0, 1, None, 2), "--device cuda:2: this node has 2 GPU(s), cuda:0 to cuda:1"),
+               (("cuda:0", 0, 2, None, 1), "--device cuda:0 puts all 2 ranks of this node on one GPU, which NCCL "
+                                           "refuses; use --device cuda (rank r on cuda:LOCAL_RANK), or --backend gloo"),
+               (("cuda:0", 0, 2, "nccl", 4), "which NCCL refuses")]
+    for (device, local_rank, local_world, backend, gpus), says in refused:
+        with pytest.raises(ConfigError, match=re.escape(says)) as e:
+            device_for(device, local_rank, local_world, backend, gpus=gpus)
+        assert e.value.every_rank  # follows from the command line and the node: rank 0 says it once
 
 
 def test_rank_with_far_less_data_does_not_hang(tmp_path):

@@ -174,6 +174,10 @@ class TrainConfig:
             raise ConfigError(f"--min-alpha must be in [0, alpha={self.alpha}], got {self.min_alpha}")
         if self.kernel not in ("auto", "numba", "torch"):
             raise ConfigError(f"--kernel must be auto, numba or torch, got {self.kernel!r}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.kernel == "numba" and self.device != "cpu":
+            raise ConfigError(f"--kernel numba runs on the CPU only; use --kernel torch (or auto) with --device {self.device}")
         if self.token_cache_gb < 0:
             raise ConfigError(f"--token-cache-gb must be >= 0 (0 turns the cache off), got {self.token_cache_gb}")
         if self.workers < 0 or self.threads < 0:

@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 import torch.distributed as td
 
-from w2v_dist.config import raised_alike
+from w2v_dist.config import ConfigError, raised_alike
 
 
 @dataclass(frozen=True)
@@ -209,11 +209,31 @@ def synchronized(batches: Iterator, dist: Dist, words_of, flags=lambda b: [], lo
             close()
 
 
-def _device_for(requested: str, local_rank: int) -> str:
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda asked for, but torch sees no CUDA device (use --device cpu)")
-        return f"cuda:{local_rank}" if requested == "cuda" else requested
+def device_for(requested: str, local_rank: int = 0, local_world: int = 1, backend: str | None = None,
+               gpus: int | None = None) -> str:
+    """``--device`` for this rank: ``cuda`` is ``cuda:LOCAL_RANK`` (torchrun's convention). Raises a
+    :class:`ConfigError` (the same on every rank of the node) where it cannot work: no GPU seen, more
+    ranks than GPUs, a named GPU that is not there, or every rank of a node on one named GPU with
+    NCCL, which refuses that ("Duplicate GPU detected", seen on an H200; gloo shares one GPU)."""
+    if not requested.startswith("cuda"):
+        return requested
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if gpus == 0:
+        raise raised_alike(ConfigError(f"--device {requested}: torch sees no CUDA device here (torch "
+                                       f"{torch.__version__}; a CPU build, or no GPU); use --device cpu"))
+    if requested == "cuda":
+        if local_world > gpus:  # every rank of the node says so, not only those past the last GPU
+            raise raised_alike(ConfigError(
+                f"--device cuda puts rank r on cuda:LOCAL_RANK, but this node has {gpus} GPU(s) and {local_world} "
+                f"ranks; launch torchrun --nproc-per-node {gpus} (or --device cuda:0 --backend gloo to share one)"))
+        return f"cuda:{local_rank}"
+    index = int(requested.split(":")[1])
+    if index >= gpus:
+        raise raised_alike(ConfigError(f"--device {requested}: this node has {gpus} GPU(s), cuda:0 to cuda:{gpus - 1}"))
+    if local_world > 1 and (backend or "nccl") == "nccl":
+        raise raised_alike(ConfigError(
+            f"--device {requested} puts all {local_world} ranks of this node on one GPU, which NCCL refuses; use "
+            f"--device cuda (rank r on cuda:LOCAL_RANK), or --backend gloo to share the GPU"))
     return requested
 
 
@@ -224,12 +244,12 @@ def setup(device: str = "cpu", backend: str | None = None, timeout_s: float = 18
     Backend: NCCL for CUDA, gloo for CPU, unless ``backend`` overrides it.
     """
     if int(os.environ.get("RANK", -1)) == -1:
-        yield Dist(device=_device_for(device, 0))
+        yield Dist(device=device_for(device))
         return
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    dev = _device_for(device, local_rank)
+    dev = device_for(device, local_rank, local_world, backend)
     if dev.startswith("cuda"):
         torch.cuda.set_device(dev)
     backend = backend or ("nccl" if dev.startswith("cuda") else "gloo")
