@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The CUDA path, end to end, on a GPU machine: what was run there (docs/distributed.md, "On GPUs").
+#
+#   bash bench/cuda_check.sh CORPUS SLICE ANALOGIES WS353 [OUT]
+#
+# CORPUS and SLICE: `w2v-dist prepare` outputs (the sessions used all of gcide and its first 120,000
+# lines). One epoch of CORPUS for speed (skip-gram and CBOW, and skip-gram at 16 times the default
+# `--batch-pairs`; the numba kernel on the machine's cores for scale); SLICE for the repeat check and
+# the torchrun runs. Each step has its own time limit and the script goes on after a failure, so one
+# broken step still leaves the others' results: every run's summary and evaluation go to
+# OUT/results.jsonl, all output to OUT/log.txt. DEVICE=cpu runs the same steps on the CPU (a dry
+# run of the script; the torchrun steps need CUDA and are skipped). ONLY="sg repeat ..." runs only the
+# groups named (sg cbow sg-4096 sg-atomics repeat torchrun errors step numba).
+set -u
+CORPUS=$1 SLICE=$2 ANALOGIES=$3 WS=$4 OUT=${5:-${OUT:-/tmp/cuda_check}}
+DEVICE=${DEVICE:-cuda}
+RUNS=$(mktemp -d)
+PY=${PYTHON:-python3}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
+step() {  # step NAME LIMIT_S COMMAND...: run it, time it, keep going
+    local name=$1 limit=$2; shift 2
+    echo "=== $name: $*"
+    local t0=$SECONDS
+    timeout -k 5 "$limit" "$@"
+    echo "=== $name: exit $? after $((SECONDS - t0)) s"
+}
+
+record() {  # record NAME RUN_DIR: its summary and its evaluation, one JSON line
+    local ev
+    ev=$(timeout 120 $PY -m w2v_dist -q eval --json --analogies "$ANALOGIES" --similarity "$WS" "$2" 2>/dev/null)
+    $PY - "$1" "$2" "${ev:-null}" >>"$OUT/results.jsonl" <<'PYEOF'
+import json, pathlib, sys
+name, run, ev = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
+summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else None
+ev = json.loads(ev)
+print(json.dumps({"name": name, "summary": summary, "eval": ev}))
+brief = {k: summary.get(k) for k in ("words_per_s", "elapsed_s", "final_loss", "world_size")} if summary else {}
+if ev:
+    brief["analogy"] = next(iter(ev["analogies"].values()))["accuracy"]
+    brief["ws353"] = next(iter(ev["similarity"].values()))["spearman"]
+print(name, json.dumps(brief), file=sys.stderr)
+PYEOF
+}
+
+TRAIN="$PY -m w2v_dist train"  # (word-split below: paths without spaces)
+TORCHRUN="$PY -m torch.distributed.run --standalone"
+
+step env 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; $PY -c 'import sys, torch, numpy, numba, pyarrow; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.is_available(), numpy.__version__, numba.__version__, pyarrow.__version__)'"
+
+# one process, the defaults but one epoch of CORPUS: skip-gram, CBOW, skip-gram at --batch-pairs 4096,
+# skip-gram with atomic adds (--nondeterministic)
+if want sg; then
+    step sg 120 $TRAIN $CORPUS --overwrite --output "$RUNS/sg" --device "$DEVICE" --epochs 1
+    record sg "$RUNS/sg"
+fi
+if want cbow; then
+    step cbow 90 $TRAIN $CORPUS --overwrite --output "$RUNS/cbow" --device "$DEVICE" --model cbow --epochs 1
+    record cbow "$RUNS/cbow"
+fi
+if want sg-4096; then
+    step sg-4096 60 $TRAIN $CORPUS --overwrite --output "$RUNS/sg4096" --device "$DEVICE" --epochs 1 --batch-pairs 4096
+    record sg-4096 "$RUNS/sg4096"
+fi
+if want sg-atomics; then
+    step sg-atomics 120 $TRAIN $CORPUS --overwrite --output "$RUNS/sgnd" --device "$DEVICE" --epochs 1 --nondeterministic
+    record sg-atomics "$RUNS/sgnd"
+fi
+
+# the same command twice: bitwise the same vectors?
+if want repeat; then
+    step repeat-a 60 $TRAIN $SLICE --overwrite --output "$RUNS/a" --device "$DEVICE" --epochs 1
+    step repeat-b 60 $TRAIN $SLICE --overwrite --output "$RUNS/b" --device "$DEVICE" --epochs 1
+    $PY -c "import numpy as np; a, b = (np.load(f'$RUNS/{x}/vectors.npy') for x in 'ab'); print('repeat: bitwise equal', np.array_equal(a, b), 'max |diff|', float(np.abs(a - b).max()))"
+    record repeat "$RUNS/a"
+fi
+
+if [ "$DEVICE" = cuda ]; then
+    # torchrun: one rank on NCCL; two ranks sharing the one GPU over gloo
+    if want torchrun; then
+        step torchrun-1-nccl 90 $TORCHRUN --nproc-per-node 1 -m w2v_dist train $SLICE --overwrite --output "$RUNS/t1" --device cuda --epochs 1
+        record torchrun-1-nccl "$RUNS/t1"
+        step torchrun-2-gloo 120 $TORCHRUN --nproc-per-node 2 -m w2v_dist train $SLICE --overwrite --output "$RUNS/t2" --device cuda:0 --backend gloo --epochs 1
+        record torchrun-2-gloo "$RUNS/t2"
+    fi
+    # what NCCL refuses (two ranks on one GPU; more ranks than GPUs) must be one line, before training
+    if want errors; then
+        step two-ranks-one-gpu-nccl 60 $TORCHRUN --nproc-per-node 2 -m w2v_dist train $SLICE --overwrite --output "$RUNS/t3" --device cuda:0 --epochs 1
+        step more-ranks-than-gpus 60 $TORCHRUN --nproc-per-node 2 -m w2v_dist train $SLICE --overwrite --output "$RUNS/t4" --device cuda --epochs 1
+    fi
+fi
+
+# the step alone: µs per mini-batch, fixed-order adds against atomics, as a CUDA graph
+if want step; then
+    step torch-step 120 $PY bench/torch_step.py --device "$DEVICE" --steps 300
+fi
+
+# the numba kernel on this machine's cores (its default threads; compiled here first), for scale
+if want numba; then
+    step sg-numba-cpu 120 $TRAIN $CORPUS --overwrite --output "$RUNS/numba" --device cpu --epochs 1
+    record sg-numba-cpu "$RUNS/numba"
+fi
+rm -rf "$RUNS"
