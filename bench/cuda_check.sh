@@ -10,7 +10,7 @@
 # broken step still leaves the others' results: every run's summary and evaluation go to
 # OUT/results.jsonl, all output to OUT/log.txt. DEVICE=cpu runs the same steps on the CPU (a dry
 # run of the script; the torchrun steps need CUDA and are skipped). ONLY="sg repeat ..." runs only the
-# groups named (sg cbow sg-4096 sg-atomics repeat torchrun errors step numba).
+# groups named (sg cbow sg-4096 sg-atomics repeat torchrun errors step probe numba).
 set -u
 CORPUS=$1 SLICE=$2 ANALOGIES=$3 WS=$4 OUT=${5:-${OUT:-/tmp/cuda_check}}
 DEVICE=${DEVICE:-cuda}
@@ -36,7 +36,7 @@ record() {  # record NAME RUN_DIR: its summary and its evaluation, one JSON line
     $PY - "$1" "$2" "${ev:-null}" >>"$OUT/results.jsonl" <<'PYEOF'
 import json, pathlib, sys
 name, run, ev = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
-summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else None
+summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
 ev = json.loads(ev)
 print(json.dumps({"name": name, "summary": summary, "eval": ev}))
 brief = {k: summary.get(k) for k in ("words_per_s", "elapsed_s", "final_loss", "world_size")} if summary else {}
@@ -97,6 +97,19 @@ fi
 # the step alone: µs per mini-batch, fixed-order adds against atomics, as a CUDA graph
 if want step; then
     step torch-step 120 $PY bench/torch_step.py --device "$DEVICE" --steps 300
+fi
+
+# a fused numba-cuda skip-gram kernel (bench/cuda_fused_probe.py: a probe, not the product): checked
+# against its plain loop on the GPU (the shuffles the simulator lacks), then 5 epochs of CORPUS at two
+# sizes of grid, the vectors evaluated
+if want probe; then
+    step probe-check 60 $PY bench/cuda_fused_probe.py --check
+    for grid in "4 8" "8 16"; do
+        set -- $grid
+        step "probe-$1x$2" 100 $PY bench/cuda_fused_probe.py $CORPUS --out "$RUNS/probe-$1x$2.txt" --epochs 5 \
+            --warps-per-block "$1" --blocks-per-sm "$2"
+        record "probe-$1x$2" "$RUNS/probe-$1x$2.txt"
+    done
 fi
 
 # the numba kernel on this machine's cores (its default threads; compiled here first), for scale
