@@ -101,11 +101,11 @@ fi
 
 # a fused numba-cuda skip-gram kernel (bench/cuda_fused_probe.py: a probe, not the product): checked
 # against its plain loop on the GPU (the shuffles the simulator lacks), then 5 epochs of CORPUS at two
-# sizes of grid, the vectors evaluated
+# sizes of grid (PROBE_GRIDS="WARPSxBLOCKS_PER_SM ...", default "4x8 8x16"), the vectors evaluated
 if want probe; then
     step probe-check 60 $PY bench/cuda_fused_probe.py --check
-    for grid in "4 8" "8 16"; do
-        set -- $grid
+    for grid in ${PROBE_GRIDS:-4x8 8x16}; do
+        set -- ${grid/x/ }
         step "probe-$1x$2" 100 $PY bench/cuda_fused_probe.py $CORPUS --out "$RUNS/probe-$1x$2.txt" --epochs 5 \
             --warps-per-block "$1" --blocks-per-sm "$2"
         record "probe-$1x$2" "$RUNS/probe-$1x$2.txt"

@@ -27,7 +27,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from numba import config, cuda, float32, int32, uint64
+
+if not hasattr(np, "row_stack"):  # numba-cuda 0.x calls it; numpy 2.5 removed it (seen on the H200's image)
+    np.row_stack = np.vstack
+from numba import config, cuda, float32, int32, uint64  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
