@@ -101,7 +101,7 @@ fi
 
 # a fused numba-cuda skip-gram kernel (bench/cuda_fused_probe.py: a probe, not the product): checked
 # against its plain loop on the GPU (the shuffles the simulator lacks), then 5 epochs of CORPUS at two
-# sizes of grid (PROBE_GRIDS="WARPSxBLOCKS_PER_SM ...", default "4x8 8x16"), the vectors evaluated
+# sizes of grid (PROBE_GRIDS="WARPS_PER_BLOCKxBLOCKS_PER_SM ...", default "4x8 8x16"), the vectors evaluated
 if want probe; then
     step probe-check 60 $PY bench/cuda_fused_probe.py --check
     for grid in ${PROBE_GRIDS:-4x8 8x16}; do
