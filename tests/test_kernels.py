@@ -335,6 +335,40 @@ def test_reference_kernel_is_the_loss_gradient():
     torch.testing.assert_close(new_out, W_out - lr * b.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_reference_cbow_kernel_is_word2vec_c_s_gradient():
+    """The torch reference CBOW update: the output rows move by -lr * the autograd gradient of the
+    loss at h = the mean of the present context rows, and every present context row by -lr * dL/dh
+    (word2vec.c gives each the whole of it, not its share of the mean). Guards: absent slots (-1,
+    added as zeros to row 0 so that no boolean mask makes a GPU wait) changing row 0."""
+    V, d, lr, C = 20, 8, 0.1, 4
+    g = torch.Generator().manual_seed(2)
+    W_in = torch.randn(V, d, generator=g) * 0.5
+    W_out = torch.randn(V, d, generator=g) * 0.5
+    rng = np.random.default_rng(1)
+    contexts = torch.from_numpy(rng.integers(1, V, (30, C)))  # row 0 never a context: only absent slots touch it
+    contexts[rng.random((30, C)) < 0.3] = -1
+    contexts[:, 0] = torch.from_numpy(rng.integers(1, V, 30))  # at least one present
+    outputs, negatives = torch.from_numpy(rng.integers(0, V, 30)), torch.from_numpy(rng.integers(0, V, (30, 3)))
+    present = contexts >= 0
+    b = W_out.clone().requires_grad_()
+    h = ((W_in[contexts.clamp(min=0)] * present[:, :, None]).sum(1) / present.sum(1, keepdim=True)).requires_grad_()
+    pos = (b[outputs] * h).sum(-1)
+    neg = torch.einsum("bkd,bd->bk", b[negatives], h)
+    valid = (negatives != outputs[:, None]).float()
+    loss = -(torch.nn.functional.logsigmoid(pos).sum() + (torch.nn.functional.logsigmoid(-neg) * valid).sum())
+    loss.backward()
+    want_in = W_in.clone()
+    for e in range(30):
+        for c in contexts[e][present[e]].tolist():
+            want_in[c] -= lr * h.grad[e]
+    new_in, new_out = W_in.clone(), W_out.clone()
+    got = reference.cbow_step(new_in, new_out, contexts, outputs, negatives, lr)
+    assert float(got) == pytest.approx(float(loss.detach()), rel=1e-5)
+    torch.testing.assert_close(new_out, W_out - lr * b.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(new_in, want_in, rtol=1e-4, atol=1e-6)
+    assert torch.equal(new_in[0], W_in[0])
+
+
 def test_slice_bounds_are_numpys():
     """Guards: the compiled cut of a chunk into slices (which sets each slice's learning rate and,
     with threads, which rows are shared) drifting from its plain definition: slice c of count
