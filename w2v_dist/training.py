@@ -466,7 +466,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
                      max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
                      nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs)
-    if model.kernel == "torch" and torch.device(dist.device).type == "cuda":
+    if dist.is_main and model.kernel == "torch" and torch.device(dist.device).type == "cuda":  # once, not per rank
         log.warning("--device %s trains with the torch reference kernel (mini-batches of --batch-pairs %d): on an "
                     "H200 it ran below one CPU core's speed, and --device cpu is faster (docs/benchmarks.md)",
                     dist.device, cfg.batch_pairs)
