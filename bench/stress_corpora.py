@@ -8,9 +8,11 @@ sentence or paragraph per line, UTF-8), for bench/stress.py.
 
 Real corpora come from Debian packages (free, and repetitive in different ways: scripture's
 formulae, a thesaurus that repeats each synset under every member, manual pages' boilerplate,
-acronym lists, changelogs). Adversarial corpora are built from ../shared/data/gcide_en.txt.gz:
-one paragraph repeated 10,000 times in the middle, lines sorted so one word dominates long
-stretches, one word per line, 100,000-word lines, a 50-word vocabulary.
+acronym lists, changelogs, source code's keywords and identifiers, and service logs: the real
+samples that packages ship, resampled with their variable fields drawn anew, since they are
+small). Adversarial corpora are built from ../shared/data/gcide_en.txt.gz: one paragraph repeated
+10,000 times in the middle, lines sorted so one word dominates long stretches, one word per line,
+100,000-word lines, a 50-word vocabulary.
 
 Each corpus is written as ``DIR/NAME.txt`` with ``DIR/NAME.json`` beside it: source packages and
 versions, license, words, lines and repetition measures (duplicate lines, longest run of identical
@@ -22,6 +24,7 @@ Everything is deterministic for a ``--seed``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import glob
 import gzip
@@ -274,6 +277,159 @@ def build_python_docs(ctx: Context) -> Iterator[str]:
         yield from _paragraphs(f)
 
 
+def _package_files(packages: Iterable[str], pattern: str) -> list[str]:
+    """The regular files (not links, not directories) that ``packages`` install whose paths match
+    ``pattern`` (a full match), sorted by path."""
+    files = set()
+    for pkg in packages:
+        listed = subprocess.run(["dpkg-query", "-L", pkg], check=True, capture_output=True, text=True).stdout
+        for path in listed.splitlines():
+            if re.fullmatch(pattern, path) and os.path.isfile(path) and not os.path.islink(path):
+                files.add(path)
+    return sorted(files)
+
+
+def _architecture() -> str:
+    r = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else "unknown"
+
+
+# the packages of build_code: Python's standard library (split between -minimal and -stdlib) and
+# the GNU C library's headers
+CODE_PACKAGES = ("libpython3.11-minimal", "libpython3.11-stdlib", "libc6-dev")
+
+
+def build_code(ctx: Context) -> Iterator[str]:
+    """Source code: every ``.py`` file of the Python 3.11 standard library (libpython3.11-minimal
+    and libpython3.11-stdlib, under /usr/lib/python3.11; not its test suite, which is another
+    package), then every C header of the GNU C library (libc6-dev, under /usr/include), each set
+    in path order. One line per source line: blank lines dropped, indentation and runs of
+    whitespace collapsed, comments and docstrings kept as they are. A line of punctuation alone
+    (``)``, ``};``) is a line here and no token to the trainer. The headers under
+    /usr/include/<triplet>/ differ by architecture: NAME.json records it."""
+    py = _package_files(CODE_PACKAGES[:2], r"/usr/lib/python3\.11/.+\.py")
+    headers = _package_files(CODE_PACKAGES[2:], r"/usr/include/.+\.h")
+    ctx.notes.update(python_files=len(py), c_headers=len(headers), architecture=_architecture())
+    for path in py + headers:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = _clean(line)
+                if line:
+                    yield line
+
+
+# the real log samples of build_logs: (package, the files of it read)
+LOG_SOURCES = (
+    ("fail2ban", r"/usr/lib/python3/dist-packages/fail2ban/tests/files/logs/.+"),
+    ("python3-haproxy-log-analysis", r"/usr/lib/python3/dist-packages/haproxy/tests/files/.+\.log"),
+    ("logstalgia", r"/usr/share/logstalgia/example\.log"),
+)
+LOG_WORDS = 700_000  # words of the logs corpus: its real lines, then resampled blocks up to this
+LOG_BLOCK_LINES = 100  # a resampled block copies 1 to this many consecutive lines of one file
+
+# The variable fields of a log line that build_logs draws anew, in order of precedence: a time of
+# day (h:mm:ss, a fraction after '.' or ','; not inside a longer run of colons, a MAC or IPv6
+# address, except after Apache's 'dd/Mon/yyyy:'), an IPv4 address, a hex string of 8 or more with
+# a digit and a letter a-f, a run of 4 or more digits (except one that reads as a year, 1970-2037,
+# or a date, yyyymmdd, or a time zone, ' +hhmm')
+_LOG_FIELD = re.compile(
+    r"(?P<time>(?:(?<=/\d{4}:)|(?<![\d:]))(?P<h>\d{1,2}):\d{2}:\d{2}(?:(?P<sep>[.,])(?P<frac>\d{1,6}))?(?![\d:]))"
+    r"|(?P<ip>(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.]))"
+    r"|(?P<hex>(?<![0-9A-Za-z])(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}(?![0-9A-Za-z]))"
+    r"|(?P<num>(?<!\d)\d{4,}(?!\d))")
+
+
+def _redraw_fields(line: str, rng: random.Random, clock: int) -> str:
+    """``line`` with its variable fields (_LOG_FIELD) drawn anew with ``rng``, in the same shape
+    (widths, case, separators); every time of day becomes ``clock`` (seconds since midnight)."""
+    def draw(m: re.Match) -> str:
+        text = m.group(0)
+        if m.group("time"):
+            h, rest = divmod(clock, 3600)
+            out = f"{h:0{len(m.group('h'))}d}:{rest // 60:02d}:{rest % 60:02d}"
+            if m.group("sep"):
+                out += m.group("sep") + "".join(rng.choice("0123456789") for _ in m.group("frac"))
+            return out
+        if m.group("ip"):
+            return ".".join(str(x) for x in (rng.randint(1, 223), rng.randint(0, 255),
+                                             rng.randint(0, 255), rng.randint(1, 254)))
+        if m.group("hex"):
+            digits = "0123456789" + ("ABCDEF" if text.isupper() else "abcdef")
+            return "".join(rng.choice(digits) for _ in text)
+        if (len(text) == 4 and (1970 <= int(text) <= 2037 or m.string[max(m.start() - 2, 0):m.start()] in (" +", " -"))
+                or len(text) == 8 and 1970 <= int(text[:4]) <= 2037 and 1 <= int(text[4:6]) <= 12
+                and 1 <= int(text[6:]) <= 31):
+            return text
+        first = rng.choice("0123456789" if text[0] == "0" else "123456789")
+        return first + "".join(rng.choice("0123456789") for _ in text[1:])
+    return _LOG_FIELD.sub(draw, line)
+
+
+def _log_files() -> list[tuple[str, list[str]]]:
+    """The real log samples, (path, lines) in path order: lines decoded as UTF-8 (Latin-1 where a
+    line is not), whitespace collapsed, blank lines and fail2ban's '#' lines (its test
+    annotations, 'failJSON: {...}', and comments) dropped."""
+    out = []
+    for pkg, pattern in LOG_SOURCES:
+        for path in _package_files((pkg,), pattern):
+            lines = []
+            with open(path, "rb") as f:
+                for raw in f:
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        text = raw.decode("latin-1")
+                    text = _clean(text)
+                    if text and not (pkg == "fail2ban" and text.startswith("#")):
+                        lines.append(text)
+            if lines:
+                out.append((path, lines))
+    return sorted(out)
+
+
+def build_logs(ctx: Context) -> Iterator[str]:
+    """Machine logs, a log line per line. The real samples Debian ships are too small (9,174 lines,
+    192k words): fail2ban's test logs (94 files, 1,085 lines: sshd, sshd's journal, postfix,
+    dovecot, apache, asterisk, exim, named, ... one to a few hundred lines each),
+    python3-haproxy-log-analysis's test logs (17 files, 4,829 lines of HAProxy HTTP logs through
+    syslog, most of them one site's) and logstalgia's example Apache access log (3,260 lines).
+    So: every real line once, in path order, then blocks resampled from them until the corpus
+    holds LOG_WORDS (700k) words, the last block cut there. A block is 1-LOG_BLOCK_LINES
+    consecutive lines of one file (its first line drawn uniformly over all real lines, so files
+    weigh by their lines), with the variable fields (_LOG_FIELD) drawn anew: a time of day becomes
+    a clock that starts at random with each block and steps 0-19 s a line, an IPv4 address a
+    random one, hex ids random hex of the same length, other numbers of 4+ digits (PIDs, ports,
+    sizes, ids) random of the same width; dates, years, time zones, shorter numbers and all the
+    words stay. Templates repeat, one-off tokens abound, as in real logs. Deterministic for ``--seed``."""
+    files = _log_files()
+    ctx.notes["files"] = {path: len(lines) for path, lines in files}
+    words = 0
+    for _, lines in files:
+        for line in lines:
+            words += len(line.split())
+            yield line
+    ctx.notes["real_lines"] = sum(len(lines) for _, lines in files)
+    ctx.notes["real_words"] = words
+    starts = list(itertools.accumulate(len(lines) for _, lines in files))
+    rng = random.Random(ctx.seed)
+    blocks = 0
+    while words < LOG_WORDS:
+        g = rng.randrange(starts[-1])
+        f = bisect.bisect_right(starts, g)
+        lines = files[f][1]
+        first = g - (starts[f] - len(lines))
+        clock = rng.randrange(86_400)
+        blocks += 1
+        for line in lines[first:first + rng.randint(1, LOG_BLOCK_LINES)]:
+            line = _redraw_fields(line, rng, clock)
+            clock = (clock + rng.randrange(20)) % 86_400
+            words += len(line.split())
+            yield line
+            if words >= LOG_WORDS:  # the last block ends where the corpus has its words
+                break
+    ctx.notes["resampled_blocks"] = blocks
+
+
 # ---------------------------------------------------------------------------------------------
 # Adversarial corpora built from gcide
 
@@ -396,6 +552,13 @@ CORPORA = [
            "sections"),
     Corpus("python-docs", "code/docs: Python 3 documentation sources (reST prose, directives, code) + NEWS",
            build_python_docs, ("python3-doc",), "PSF License / Zero-Clause BSD (Python documentation)"),
+    Corpus("code", "code: Python 3.11 standard library (.py) + GNU C library headers, a source line per line",
+           build_code, CODE_PACKAGES,
+           "Python standard library: PSF License (PSF-2.0; see copyright); glibc headers: LGPL-2.1+ (parts from "
+           "4.4BSD and others under permissive licenses; see copyright)"),
+    Corpus("logs", "logs: real service logs (fail2ban's samples, HAProxy, Apache), resampled to 700k words, fields anew",
+           build_logs, tuple(pkg for pkg, _ in LOG_SOURCES),
+           "fail2ban (its test logs): GPL-2+; haproxy-log-analysis: GPL-3; logstalgia: GPL-3+"),
     Corpus("repeat-paragraph", "adversarial: gcide 2M words, one ~70-word paragraph repeated 10,000 times mid-corpus",
            build_repeat_paragraph, needs_gcide=True, license="GPL-2+ (gcide)"),
     Corpus("sorted-dominant", "adversarial: gcide 2M words, lines sorted by dominant token (one word rules stretches)",

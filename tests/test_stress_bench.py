@@ -165,7 +165,67 @@ def test_a_missing_package_is_one_line_that_says_what_to_install(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "apt-get install -y --no-install-recommends no-such-package-w2v" in err
     assert not os.listdir(tmp_path)
-    assert set(sc.APT_PACKAGES) >= {"bible-kjv", "dict-wn", "manpages", "python3-doc"}
+    assert set(sc.APT_PACKAGES) >= {"bible-kjv", "dict-wn", "manpages", "python3-doc", "libpython3.11-stdlib",
+                                    "libc6-dev", "fail2ban", "python3-haproxy-log-analysis", "logstalgia"}
+
+
+def test_log_fields_are_drawn_anew_in_their_shape_and_the_words_stay():
+    import random
+
+    line = ('Dec 9 12:00:03 localhost haproxy[12345]: 127.0.0.1:38037 [09/Dec/2013:10:01:04.205] id=deadbeef01 '
+            'MSG=0A1B2C3D4E "GET /x HTTP/1.1" 404 17610 +0300 Gecko/20100101 port 0042')
+    out = sc._redraw_fields(line, random.Random(1), clock=3723)
+    assert len(out.split()) == len(line.split())
+    assert out.startswith("Dec 9 01:02:03 localhost haproxy[") and "[09/Dec/2013:01:02:03." in out
+    for kept in ("404", "HTTP/1.1", "+0300", "Gecko/20100101", "localhost", "GET /x"):
+        assert kept in out
+    pid, ip, port, frac, hex1, hex2, size, tail = re.fullmatch(
+        r"Dec 9 01:02:03 localhost haproxy\[(\d+)\]: ([\d.]+):(\d+) \[09/Dec/2013:01:02:03\.(\d+)\] id=(\w+) "
+        r'MSG=(\w+) "GET /x HTTP/1.1" 404 (\d+) \+0300 Gecko/20100101 port (\d+)', out).groups()
+    assert len(pid) == 5 and pid[0] != "0" and pid != "12345" and len(port) == 5 and len(size) == 5
+    assert len(frac) == 3 and len(tail) == 4 and tail != "0042"
+    assert ip != "127.0.0.1" and all(0 <= int(x) <= 255 for x in ip.split(".")) and ip.count(".") == 3
+    assert re.fullmatch(r"[0-9a-f]{10}", hex1) and hex1 != "deadbeef01"
+    assert re.fullmatch(r"[0-9A-F]{10}", hex2) and hex2 != "0A1B2C3D4E"
+
+
+def test_logs_are_the_real_lines_then_resampled_blocks_of_them(monkeypatch):
+    files = [("/a.log", [f"Jan 1 00:00:{i:02d} host sshd[{1000 + i}]: Failed password for user{i} from 10.0.0.{i} "
+                         f"port {50000 + i} ssh2" for i in range(20)]),
+             ("/b.log", [f'host{i} - - [01/Jan/2020:00:00:{i:02d} +0000] "GET /p{i} HTTP/1.1" 200 {1000 * (i + 1)}'
+                         for i in range(10)])]
+    monkeypatch.setattr(sc, "_log_files", lambda: files)
+    monkeypatch.setattr(sc, "LOG_WORDS", 3_000)
+    monkeypatch.setattr(sc, "LOG_BLOCK_LINES", 5)
+
+    def build(seed):
+        ctx = sc.Context(gcide="", seed=seed)
+        return list(sc.build_logs(ctx)), ctx.notes
+
+    lines, notes = build(1)
+    real = files[0][1] + files[1][1]
+    assert lines[:len(real)] == real and notes["real_lines"] == len(real)
+    words = sum(len(line.split()) for line in lines)
+    assert 3_000 <= words < 3_000 + 14 and notes["resampled_blocks"] > 0
+
+    def template(line):  # the line with its variable fields masked
+        line = re.sub(r"\d\d:\d\d:\d\d ", "T ", re.sub(r"\d{1,3}(?:\.\d{1,3}){3}", "IP", line))
+        return re.sub(r"(?<![\d/])\d{4,}", "#", line)
+
+    templates = {template(line) for line in real}
+    resampled = lines[len(real):]
+    assert all(template(line) in templates for line in resampled)
+    assert not set(resampled) & set(real)  # every one has a field drawn anew
+    assert build(1)[0] == lines and build(2)[0] != lines
+
+
+def test_code_is_a_source_line_per_line_python_then_c(tmp_path, monkeypatch):
+    py, h = _write(tmp_path / "m.py", ["def f(x):", "", "    return  x + 1   # one", "   "]), \
+        _write(tmp_path / "m.h", ["#ifndef M_H", "", "#define M_H 1", "#endif"])
+    monkeypatch.setattr(sc, "_package_files", lambda packages, pattern: [py] if "python" in pattern else [h])
+    ctx = sc.Context(gcide="", seed=1)
+    assert list(sc.build_code(ctx)) == ["def f(x):", "return x + 1 # one", "#ifndef M_H", "#define M_H 1", "#endif"]
+    assert ctx.notes["python_files"] == ctx.notes["c_headers"] == 1
 
 
 def _row(spike, answered, nonfinite=0, exit=0):
