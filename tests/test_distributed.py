@@ -324,6 +324,119 @@ def test_overlapped_sync_lands_one_interval_late(tmp_path, combine):
     np.testing.assert_allclose(got["r0"], final, rtol=1e-6, atol=1e-6)
 
 
+NODE_SCRIPT = """
+import sys, numpy as np, torch
+from w2v_dist.distributed import setup
+from w2v_dist.sync import TableSync
+
+with setup() as dist:
+    r = dist.rank
+    table = torch.rand(50, 4, generator=torch.Generator().manual_seed(0))
+    sync = TableSync({"t": table}, dist, every=4, rows=8, node_every=2)
+    table[r] += 1.0 + r
+    table[10:20] += 0.5 * (1 + r)
+    sync.after_step(1)  # nothing
+    sync.after_step(2)  # node sync 1: rows 0..7, among the node's ranks
+    node = table.clone()
+    table[r] += 10.0 * (1 + r)
+    sync.after_step(4)  # sync 1 of all ranks: rows 0..7
+    every = table.clone()
+    table[r] += 100.0 * (1 + r)
+    sync.after_step(6)  # node sync 2: rows 0..15, from what all ranks agreed on rows 0..7
+    node2 = table.clone()
+    sync.full()
+    out = {}
+    for name, t in (("node", node), ("every", every), ("node2", node2), ("final", table)):
+        got = [torch.zeros_like(t) for _ in range(dist.world_size)]
+        torch.distributed.all_gather(got, t)
+        out[name] = torch.stack(got).numpy()
+    if r == 0:
+        np.savez(sys.argv[1], ranks=np.array(dist.node_ranks()), bytes=sync.bytes, node_bytes=sync.node_bytes, **out)
+"""
+
+
+def _two_agents(args: list[str], nproc: int, cwd, timeout: float = 240) -> list[tuple[str, str]]:
+    """Two torchrun agents on this host as two nodes (static rendezvous), ``nproc`` ranks each."""
+    port, procs = free_port(), []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+               "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1", "--master-port", str(port), *args]
+        procs.append(subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}))
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+    return outs
+
+
+def test_node_syncs_average_within_a_node_and_all_ranks_agree_later(tmp_path):
+    """``--sync-node-every`` through two real torchrun agents (two nodes of 2 gloo ranks each): a
+    node sync averages the prefix over the node's ranks only (the other node's rows untouched by
+    it); the next sync of all ranks leaves every rank with the mean over all 4 ranks of what each
+    changed, as if every sync had been of all ranks (a node's agreed change is not counted once
+    per rank of it), and a node sync after it starts from that; a full sync the same for every
+    row. Guards: a node sync across nodes or divided by all ranks, a node sync that moves the
+    snapshot of what all ranks agreed on (the nodes would then sync from different snapshots and
+    stay apart), ranks left apart."""
+    (tmp_path / "script.py").write_text(NODE_SCRIPT)
+    _two_agents([str(tmp_path / "script.py"), str(tmp_path / "out.npz")], 2, ROOT)
+    got = np.load(tmp_path / "out.npz")
+    assert got["ranks"].tolist() == [0, 1]  # rank 0's node: ranks 0 and 1 (node 1: 2 and 3)
+    start = torch.rand(50, 4, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float64)
+    one, two, three = np.zeros((3, 4, 50, 4))  # each rank's changes before node sync 1, sync 1, node sync 2
+    for r in range(4):
+        one[r][r] += 1.0 + r
+        one[r][10:20] += 0.5 * (1 + r)
+        two[r][r] += 10.0 * (1 + r)
+        three[r][r] += 100.0 * (1 + r)
+    nodes = [one[:2].mean(0), one[2:].mean(0)]
+    for r in range(4):
+        want = start + one[r]
+        want[:8] = (start + nodes[r // 2])[:8]
+        np.testing.assert_allclose(got["node"][r], want, rtol=1e-6, atol=1e-6)
+        want = start + one[r] + two[r]
+        want[:8] = (start + (one + two).mean(0))[:8]
+        np.testing.assert_allclose(got["every"][r], want, rtol=1e-6, atol=1e-6)
+        node = slice(2 * (r // 2), 2 * (r // 2) + 2)
+        want = start + one[r]
+        want[:16] = (start + one[node].mean(0))[:16]
+        want[:8] = (start + (one + two).mean(0) + three[node].mean(0))[:8]
+        np.testing.assert_allclose(got["node2"][r], want, rtol=1e-6, atol=1e-6)
+    for r in range(4):
+        np.testing.assert_array_equal(got["final"][r], got["final"][0])
+    np.testing.assert_allclose(got["final"][0], start + (one + two + three).mean(0), rtol=1e-6, atol=1e-6)
+    assert 0 < got["node_bytes"] < got["bytes"]
+
+
+def test_two_nodes_train_with_node_syncs(small_corpus, tmp_path):
+    """The real CLI on two torchrun agents of 2 ranks each with ``--sync-node-every``: it says how it
+    syncs, syncs within the nodes (bytes counted apart), and ends with one table; with one rank
+    per node it says the flag does nothing."""
+    run = tmp_path / "run"
+    args = ["-m", "w2v_dist", "train", str(small_corpus), "--output", str(run), *TRAIN, "--workers", "0",
+            "--batch-words", "1000", "--sync-every", "4", "--sync-node-every", "2"]
+    outs = _two_agents(args, 2, ROOT)
+    assert "syncs: within each node every 2 steps, across all 4 ranks every 4" in outs[0][1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 4
+    assert 0 < summary["node_sync_bytes_per_word"] < summary["sync_bytes_per_word"]
+    assert np.isfinite(np.load(run / "vectors.npy")).all()
+    outs = _two_agents([*args[:5], str(tmp_path / "one"), *args[6:]], 1, ROOT)
+    assert "--sync-node-every 2 does nothing here: one rank per node" in outs[0][1]
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["node_sync_bytes_per_word"] == 0
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (["--sync-every", "4", "--sync-node-every", "4"],
+     "--sync-node-every 4 must be below the steps between syncs of all ranks (--sync-every: 4), or 0"),
+    (["--sync-node-every", "2", "--sync-combine", "sum"], "--sync-node-every works with --sync-combine mean, not sum"),
+], ids=["not-below-sync-every", "sum"])
+def test_node_sync_settings_that_cannot_work_are_said_once(small_corpus, tmp_path, flags, expect):
+    p = torchrun("train", str(small_corpus), "--output", str(tmp_path / "r"), *TRAIN, *flags, check=False)
+    assert p.returncode != 0
+    errors = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"w2v-dist: error: {expect}"), p.stderr[-3000:]
+
+
 @pytest.mark.parametrize("combine", ["rowmean", "sum", "mean"])
 def test_sync_combines_the_ranks_changes(tmp_path, combine):
     """Through real torchrun and gloo: the prefix sync touches the first rows only, a full sync

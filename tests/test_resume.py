@@ -181,7 +181,7 @@ def test_keep_checkpoints_refuses_one(corpus, tmp_path):
     assert p.returncode == 2 and "--keep-checkpoints must be >= 2" in p.stderr
 
 
-@pytest.mark.parametrize("overlap", [False, True], ids=["", "overlap"])
+@pytest.mark.parametrize("overlap", [False, True, "node"], ids=["", "overlap", "node"])
 def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_path, overlap):
     """With the local sync every 4 steps (a prefix of the rows, all rows every 8th sync here: 6.4k
     words), a checkpoint asked for at step 5 is written at the next full sync (step 32), so
@@ -189,8 +189,11 @@ def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_p
     ends in the uninterrupted run's vectors. Guards: a checkpoint that forces its own sync (the
     result would depend on when checkpoints happen) or one taken while ranks' tables differ.
     With ``--sync-overlap`` the same holds (a full sync waits for the sync in flight and leaves
-    the ranks equal), and the overlapped run's vectors are not the plain one's."""
-    default_sync = [*TRAIN[:-len(SYNC_EVERY_STEP)], "--sync-every", "4", *(["--sync-overlap"] if overlap else [])]
+    the ranks equal), and the overlapped run's vectors are not the plain one's. With syncs within
+    the node every 2 steps between them (``--sync-node-every``; one node here, so of both ranks)
+    too: the resumed run restores the node's snapshot, or its first node sync would be wrong."""
+    flag = {False: [], True: ["--sync-overlap"], "node": ["--sync-node-every", "2"]}[overlap]
+    default_sync = [*TRAIN[:-len(SYNC_EVERY_STEP)], "--sync-every", "4", *flag]
     ref, run = tmp_path / "ref", tmp_path / "b"
     torchrun("train", str(small_corpus), "--output", str(ref), *default_sync, "--checkpoint-every", "1000")
     p = torchrun("train", str(small_corpus), "--output", str(run), *default_sync, check=False,
@@ -202,7 +205,7 @@ def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_p
     _same(ref, run)
     if overlap:
         plain = tmp_path / "plain"
-        torchrun("train", str(small_corpus), "--output", str(plain), *default_sync[:-1])
+        torchrun("train", str(small_corpus), "--output", str(plain), *default_sync[:-len(flag)])
         assert not np.array_equal(np.load(plain / "vectors.npy"), np.load(run / "vectors.npy"))
 
 

@@ -122,6 +122,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                              "but sums more stale updates, which diverged on repetitive text"),
         ("sync_every", int, "several ranks: steps between syncs of the frequent rows (0: 64 at 2 ranks, 16 at more)"),
         ("sync_rows", int, "several ranks: rows in the smallest sync"),
+        ("sync_node_every", int, "several nodes: steps between syncs among the ranks of each node, between the "
+                                 "syncs of all ranks every --sync-every steps (0: none; needs --sync-combine mean)"),
         ("sync_lr_scale", float, "several ranks, --sync-combine mean: each rank trains at this x the rate "
                                  "(0: the number of ranks, but no rank above a rate of 0.2)"),
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
@@ -187,6 +189,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         slice_words=a.slice_words, share_negatives=a.share_negatives, nondeterministic=a.nondeterministic,
         sync=a.sync, sync_every=a.sync_every, sync_rows=a.sync_rows, sync_combine=a.sync_combine,
         sync_lr_scale=a.sync_lr_scale, sync_overlap=a.sync_overlap,
+        sync_node_every=a.sync_node_every,
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
         log_every=a.log_every, storage_options=_storage_options(a.storage_options),

@@ -117,6 +117,7 @@ class TrainConfig:
     sync_combine: str = "mean"  # how ranks' changes of a row combine: mean (lr x world size), rowmean or sum
     sync_lr_scale: float = 0  # under mean: each rank trains at this x the rate; 0: min(world size, 0.2 / alpha)
     sync_overlap: bool = False  # several ranks: train on while a sync is summed; its result lands one interval late
+    sync_node_every: int = 0  # several nodes: steps between syncs among a node's ranks (0: none; below sync_every)
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -193,6 +194,12 @@ class TrainConfig:
             raise ConfigError(f"--sync must be local or step, got {self.sync!r}")
         if self.sync == "step" and self.sync_overlap:
             raise ConfigError("--sync-overlap needs --sync local: --sync step syncs every step, before the next")
+        if self.sync_node_every < 0:
+            raise ConfigError(f"--sync-node-every must be >= 0 (0: every sync is of all ranks), got {self.sync_node_every}")
+        if self.sync_node_every and self.sync == "step":
+            raise ConfigError("--sync-node-every needs --sync local: --sync step syncs all ranks every step")
+        if self.sync_node_every and self.sync_overlap:
+            raise ConfigError("--sync-node-every and --sync-overlap do not go together (yet): pick one")
         if self.sync_combine not in ("mean", "rowmean", "sum"):
             raise ConfigError(f"--sync-combine must be mean, rowmean or sum, got {self.sync_combine!r}")
         if self.sync_lr_scale < 0 or (0 < self.sync_lr_scale < 1):

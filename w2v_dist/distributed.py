@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import gc
 import os
+import socket
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -102,11 +103,27 @@ class Dist:
         td.all_reduce(t, op=td.ReduceOp.MIN)
         return t.cpu()
 
-    def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum ``tensor`` over ranks, in place (a dense collective: gloo and NCCL alike)."""
+    def all_reduce_(self, tensor: torch.Tensor, node: bool = False) -> torch.Tensor:
+        """Sum ``tensor`` over ranks, in place (a dense collective: gloo and NCCL alike); with ``node``,
+        over the ranks of this rank's node only (:meth:`node_ranks`)."""
         if self.backend is not None:
-            td.all_reduce(tensor)
+            td.all_reduce(tensor, group=self._groups["node"][0] if node else None)
         return tensor
+
+    def node_ranks(self) -> list[int]:
+        """The ranks on this rank's node, in order: a node is torchrun's ``GROUP_RANK`` (the agent
+        that started the rank), else the host name. The first call makes the nodes' process groups,
+        so every rank makes it, at the same point (as every collective)."""
+        if self.backend is None:
+            return [self.rank]
+        if "node" not in self._groups:
+            mine = os.environ.get("GROUP_RANK") or socket.gethostname()
+            nodes: dict[str, list[int]] = {}
+            for rank, node in enumerate(self.all_gather_object(mine)):
+                nodes.setdefault(node, []).append(rank)
+            group, _ = td.new_subgroups_by_enumeration(list(nodes.values()), backend=self.backend)
+            self._groups["node"] = (group, nodes[mine])
+        return self._groups["node"][1]
 
     def all_reduce_start(self, tensor: torch.Tensor) -> "Pending":
         """Start summing ``tensor`` over ranks, in place, in a process group of its own; the sum is

@@ -18,6 +18,13 @@ a run computes.
 the next sync, one interval late (:meth:`TableSync.start`, :meth:`TableSync.finish`); full syncs
 still wait. It hides the collective where the link is slow, for rows one interval staler.
 
+``--sync-node-every`` adds syncs among the ranks of each node (torchrun's agents: ``GROUP_RANK``)
+between those of all ranks, on the same prefix schedule with a counter of their own: on a cluster
+the ranks of a node talk over shared memory or NVLink, the nodes over a network, so the ranks of a
+node can agree more often for the same traffic between nodes. Under ``mean`` a sync sets its rows
+to the mean of the ranks' rows, so a sync of all ranks after node syncs gives what it would have
+given without them (the mean over all ranks), and the snapshot stays what all ranks agreed on. Other rules would count a node's agreed change once per rank of it, and are refused.
+
 ``--sync step`` (the exact mode) syncs every row after every step and sums the ranks' changes:
 each rank's updates are sequential within its chunk, the ranks' are added at the end of the step
 (one step of staleness, as between the kernel's threads, but the plain sum: the kernel scales a
@@ -48,6 +55,7 @@ from array import array
 
 import torch
 
+from w2v_dist.config import ConfigError, raised_alike
 from w2v_dist.distributed import Dist, Pending
 
 FULL_EVERY = 64  # syncs: the whole table at least this often (a checkpoint waits for one)
@@ -90,9 +98,9 @@ class TableSync:
 
     def __init__(self, tables: dict[str, torch.Tensor], dist: Dist, every: int = 0, rows: int = 1024,
                  combine: str = "mean", exact: bool = False, lr_scale: float = 0, alpha: float = 0.025,
-                 overlap: bool = False):
+                 overlap: bool = False, node_every: int = 0):
         if exact:  # --sync step: every step, every row, changes summed
-            every, rows, combine, overlap = 1, 1 << 62, "sum", False
+            every, rows, combine, overlap, node_every = 1, 1 << 62, "sum", False, 0
         every = every or auto_sync_every(dist.world_size)
         self.tables, self.dist, self.every, self.rows, self.combine = tables, dist, every, rows, combine
         self.active = dist.world_size > 1
@@ -112,13 +120,28 @@ class TableSync:
         # up to a point: each rank trains at that rate, and 8 x --alpha diverged
         self.lr_scale = ((lr_scale or auto_lr_scale(dist.world_size, alpha)) if self.active and combine == "mean"
                          else 1)
+        # --sync-node-every: syncs among the ranks of a node between those of all ranks (:meth:`sync`)
+        self.node_every, self.node_syncs, self.node_bytes, self.node_size = 0, 0, 0, 1
+        if node_every and self.active:
+            if node_every >= every:
+                raise raised_alike(ConfigError(
+                    f"--sync-node-every {node_every} must be below the steps between syncs of all ranks "
+                    f"(--sync-every: {every}), or 0: the syncs within a node come between those"))
+            if combine != "mean":
+                raise raised_alike(ConfigError(
+                    f"--sync-node-every works with --sync-combine mean, not {combine}: a sync of all ranks would "
+                    f"count a node's agreed change once per rank of the node"))
+            self.node_size = len(dist.node_ranks())  # every rank makes the nodes' groups here, alike
+            if self.node_size > 1:
+                self.node_every = node_every
 
     def state_dict(self) -> dict:
-        return {"syncs": self.syncs, "bytes": self.bytes}
+        return {"syncs": self.syncs, "bytes": self.bytes, "node_syncs": self.node_syncs, "node_bytes": self.node_bytes}
 
     def load_state_dict(self, state: dict) -> None:
         """After the tables were loaded from a checkpoint (taken at a full sync: the snapshot is them)."""
         self.syncs, self.bytes = int(state.get("syncs", 0)), int(state.get("bytes", 0))
+        self.node_syncs, self.node_bytes = int(state.get("node_syncs", 0)), int(state.get("node_bytes", 0))
         for k, t in self.tables.items():
             if self.active:
                 self.snapshot[k].copy_(t)
@@ -131,6 +154,11 @@ class TableSync:
         if step % self.every:
             if full:
                 self.full()
+            elif self.node_every and step % self.node_every == 0:
+                self.node_syncs += 1
+                t = time.perf_counter()
+                self.sync(rows_at(self.node_syncs, len(next(iter(self.tables.values()))), self.rows), node=True)
+                self.durations.append(time.perf_counter() - t)
             return full
         self.syncs += 1
         V = len(next(iter(self.tables.values())))
@@ -170,25 +198,34 @@ class TableSync:
                 touched[i].copy_((deltas[i] != 0).any(dim=1, keepdim=True))
         return flat, deltas, touched
 
-    def _combine(self, summed: torch.Tensor, touched: torch.Tensor | None) -> None:
-        """The ranks' summed deltas, in place, to the change every rank applies."""
+    def _combine(self, summed: torch.Tensor, touched: torch.Tensor | None, ranks: int = 0) -> None:
+        """The ``ranks``' (all ranks') summed deltas, in place, to the change every rank applies."""
         for i in range(len(summed)):
             if self.combine == "rowmean":
                 summed[i] /= touched[i].clamp(min=1)
             elif self.combine == "mean":
-                summed[i] /= self.dist.world_size
+                summed[i] /= ranks or self.dist.world_size
 
     @torch.no_grad()
-    def sync(self, rows: int) -> None:
+    def sync(self, rows: int, node: bool = False) -> None:
         """One all_reduce for both tables' prefixes (and, for rowmean, their touched-row flags);
-        the ranks wait for it and leave with equal rows."""
+        the ranks wait for it and leave with equal rows. With ``node`` (``--sync-node-every``), among
+        the ranks of this rank's node only, and the snapshot stays what all ranks agreed on: under
+        ``mean`` a sync sets the rows to the mean of the ranks' rows whatever common snapshot the
+        changes are taken from, so a node sync leaves the node's ranks with their mean, and the next
+        sync of all ranks with the mean over all ranks: as if every sync had been of all ranks, with
+        the node's ranks closer together in between."""
         self.finish()
         flat, deltas, touched = self._deltas(rows)
-        self.dist.all_reduce_(flat)
+        self.dist.all_reduce_(flat, node=node)
         self.bytes += flat.numel() * flat.element_size()
-        self._combine(deltas, touched)
+        self.node_bytes += flat.numel() * flat.element_size() if node else 0
+        self._combine(deltas, touched, self.node_size if node else 0)
         for i, k in enumerate(self.tables):
             snap = self.snapshot[k][:rows]
+            if node:
+                torch.add(snap, deltas[i], out=self.tables[k][:rows])
+                continue
             snap += deltas[i]
             self.tables[k][:rows].copy_(snap)
 

@@ -475,7 +475,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                  "racing (--nondeterministic)" if cfg.nondeterministic and threads > 1
                  else f"slices of {model.fused.slice_words} words" + (" merged every step" if threads > 1 else ""))
     sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine, exact=cfg.sync == "step",
-                     lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha, overlap=cfg.sync_overlap)
+                     lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha, overlap=cfg.sync_overlap,
+                     node_every=cfg.sync_node_every)  # raises alike: said once
+    if dist.is_main and cfg.sync_node_every and dist.world_size > 1:
+        log.info("syncs: within each node every %d steps, across all %d ranks every %d" % (
+            sync.node_every, dist.world_size, sync.every) if sync.node_every else
+            "--sync-node-every %d does nothing here: one rank per node; all %d ranks sync every %d steps" % (
+                cfg.sync_node_every, dist.world_size, sync.every))
     state = {"step": 0, "words_done": 0, "epoch": 0, "ranks": [{}] * dist.world_size, "metrics": []}
     if start.checkpoint:
         _, tensors, state = start.checkpoint
@@ -554,7 +560,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                "skipped": start.skipped, "skipped_while_training": while_training,
                "world_size": dist.world_size, "threads": threads,
                "slice_words": model.fused.slice_words if model.fused is not None else None,
-               "sync_bytes_per_word": sync.bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
+               "sync_bytes_per_word": sync.bytes / max(words_done, 1),
+               "node_sync_bytes_per_word": sync.node_bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
                "final_loss": final["final_loss"], "words_this_session": final["session_words"],
                "examples_this_session": session_examples,
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
