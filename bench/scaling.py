@@ -7,6 +7,7 @@ trains, analogy accuracy and WS-353 Spearman, for SG and CBOW.
     python bench/scaling.py --extra-args='--sync-every 16'    # other sync settings
     python bench/scaling.py --ranks 1 2 --encoded             # every run on the corpus `w2v-dist encode` wrote
     python bench/scaling.py --ranks 1 2 --pin                 # one rank on one core (issue 9's count)
+    python bench/scaling.py --ranks 4 8 --nodes 2 --extra-args='--sync-node-every 4'   # 2 nodes' syncs
 
 ``--pin`` makes one rank one core, as issue 9 counts it: the 1-rank runs and each of the two
 independent trainings run on one CPU of their own (``sched_setaffinity``), their reader threads
@@ -40,6 +41,7 @@ import json
 import os
 import resource
 import shlex
+import socket
 import statistics
 import subprocess
 import sys
@@ -71,16 +73,26 @@ def pinned(cores: set[int] | None):
     return None if cores is None else (lambda: os.sched_setaffinity(0, cores))
 
 
-def run(cmd: list[str], env: dict, cores: set[int] | None = None) -> tuple[float, float] | None:
-    """(seconds, CPU seconds) the command took; None if the divergence guard stopped it (a result
-    of the table). ``cores``: the CPUs it may run on (``--pin``)."""
+def run(cmds: list[list[str]], env: dict, cores: set[int] | None = None) -> tuple[float, float] | None:
+    """(seconds, CPU seconds) the commands took, run at once (one, or one torchrun agent per node);
+    None if the divergence guard stopped them (a result of the table). ``cores``: the CPUs they may
+    run on (``--pin``)."""
     t0, c0 = time.perf_counter(), cpu_seconds()
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, preexec_fn=pinned(cores))
-    if p.returncode == DIVERGED and "training diverged" in p.stderr:
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=pinned(cores)) for cmd in cmds]
+    done = [(p.returncode, err) for p in procs for _, err in [p.communicate()]]
+    if any(code == DIVERGED and "training diverged" in err for code, err in done):
         return None
-    if p.returncode != 0:
-        raise SystemExit(f"failed: {shlex.join(cmd)}\n{p.stderr[-4000:]}")
+    for cmd, (code, err) in zip(cmds, done):
+        if code != 0:
+            raise SystemExit(f"failed: {shlex.join(cmd)}\n{err[-4000:]}")
     return time.perf_counter() - t0, cpu_seconds() - c0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 CEILING = """
@@ -141,8 +153,13 @@ def main() -> None:
     p.add_argument("--pin", action="store_true",
                    help="one rank = one core: run 1 rank, and each of the independent pair, on one CPU of its own "
                         "(its reader thread shares it); N ranks and the 2-thread process get every CPU")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="run N ranks as this many torchrun agents on this host (N / nodes ranks each: nodes as "
+                        "torchrun sees them, for --sync-node-every); 1: one agent, --standalone")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "scaling.json"))
     a = p.parse_args()
+    if a.nodes < 1 or any(n > 1 and n % a.nodes for n in a.ranks):
+        p.error(f"--nodes {a.nodes}: every --ranks above 1 must be a multiple of it")
     work = tempfile.mkdtemp(prefix="w2v-bench-scaling-")
     shards, _, n_tokens = make_inputs(a.corpus, work, a.lines)
     if a.encoded:
@@ -164,6 +181,16 @@ def main() -> None:
                 "--dim", str(a.dim), "--window", "5", "--negative", "5", "--sample", "1e-3", "--min-count", "5",
                 "--epochs", str(a.epochs), "--seed", str(seed), "--threads", str(threads), "--workers", "0",
                 "--cache-dir", out + "-cache", *shlex.split(a.extra_args)]
+
+    def commands(model: str, seed: int, ranks: int, threads: int, out: str) -> list[list[str]]:
+        """One command, or with ``--nodes`` one torchrun agent per node (static rendezvous here)."""
+        cmd = command(model, seed, ranks, threads, out)
+        if a.nodes == 1 or ranks == 1:
+            return [cmd]
+        port, args = free_port(), cmd[len(w2v_dist_command(ranks)):]
+        return [[sys.executable, "-m", "torch.distributed.run", "--nnodes", str(a.nodes), "--node-rank", str(i),
+                 "--nproc-per-node", str(ranks // a.nodes), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                 "-m", "w2v_dist", *args] for i in range(a.nodes)]
 
     def independent_pair(model: str, seed: int) -> float:
         """The machine's ceiling for this very workload: two single-thread trainings of the whole
@@ -188,7 +215,7 @@ def main() -> None:
                       file=sys.stderr, flush=True)
             for label, (ranks, threads) in setups.items():
                 out = os.path.join(work, f"{model}-{ranks}x{threads}-{seed}")
-                took = run(command(model, seed, ranks, threads, out), env,
+                took = run(commands(model, seed, ranks, threads, out), env,
                            {cpus[0]} if a.pin and ranks == 1 and threads == 1 else None)
                 if took is None:
                     results[model][label].append({"seed": seed, "diverged": True})
@@ -201,6 +228,8 @@ def main() -> None:
                      "vocab_size": summary["vocab_size"], "steps": summary["steps"],
                      # bytes this rank sent / words this rank trained (words are counted over all ranks)
                      "bytes_per_word": summary["sync_bytes_per_word"] * ranks,
+                     # of it, to the ranks of its own node (--sync-node-every)
+                     "node_bytes_per_word": summary.get("node_sync_bytes_per_word", 0.0) * ranks,
                      "dense_bytes_per_word": (2 * summary["vocab_size"] * a.dim * 4 * summary["steps"]
                                               / (summary["words"] / ranks)) if ranks > 1 else 0.0,
                      # the ranks' mean share of the training time in collectives (waiting included)
@@ -220,7 +249,8 @@ def main() -> None:
           f"{cfg.sync_rows} rows doubling, {cfg.sync_combine} {a.extra_args}; seeds {' '.join(map(str, a.seeds))} "
           f"(means); {os.cpu_count()} cores; two compute-bound processes get {ceiling:.2f}x what one alone gets "
           f"(the ceiling for 2 ranks vs 1)"
-          + ("; --pin: 1 rank and each independent training on one CPU of its own" if a.pin else "") + "\n")
+          + ("; --pin: 1 rank and each independent training on one CPU of its own" if a.pin else "")
+          + (f"; several ranks as {a.nodes} torchrun agents (nodes) on this host" if a.nodes > 1 else "") + "\n")
     table = {}
     for model in a.models:
         rows = {label: {k: statistics.mean(x[k] for x in ok) for k in ok[0] if k != "seed"}
@@ -241,7 +271,9 @@ def main() -> None:
             print(f"| {label} | {r['seconds']:.1f} | {r['cores_busy']:.2f} | {r['words_per_s']:,.0f} | "
                   f"{_ratio(r, one)} | {_ratio(r, ref)} | "
                   f"{r['analogy']:.4f} | {r['analogy'] - base['analogy']:+.4f} | {r['ws353']:.4f} | "
-                  f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f} | {r['dense_bytes_per_word']:,.0f} | "
+                  f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f}"
+                  + (f" ({r['node_bytes_per_word']:.1f} within nodes)" if r.get('node_bytes_per_word') else "")
+                  + f" | {r['dense_bytes_per_word']:,.0f} | "
                   f"{100 * r['collectives']:.0f}% | {100 * r['waiting']:.0f}% |")
         two = rows.get("2 ranks x 1 thread")
         if independent[model]:
