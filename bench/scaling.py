@@ -89,6 +89,12 @@ def run(cmds: list[list[str]], env: dict, cores: set[int] | None = None) -> tupl
     return time.perf_counter() - t0, cpu_seconds() - c0
 
 
+def elapsed(summary: dict, ranks: int) -> list[float]:
+    """Each rank's training time (its own loop's; rank 0's for every rank in runs before
+    ``rank_elapsed_s`` was written)."""
+    return summary.get("rank_elapsed_s") or [summary["elapsed_s"]] * ranks
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -232,12 +238,13 @@ def main() -> None:
                      "node_bytes_per_word": summary.get("node_sync_bytes_per_word", 0.0) * ranks,
                      "dense_bytes_per_word": (2 * summary["vocab_size"] * a.dim * 4 * summary["steps"]
                                               / (summary["words"] / ranks)) if ranks > 1 else 0.0,
-                     # the ranks' mean share of the training time in collectives (waiting included)
-                     "collectives": (statistics.mean(x + y for x, y in zip(summary["rank_sync_s"],
-                                                                           summary["rank_exchange_s"]))
-                                     / summary["elapsed_s"]) if ranks > 1 else 0.0,
+                     # the ranks' mean share of their training time in collectives (waiting included)
+                     "collectives": statistics.mean(
+                         (x + y) / t for x, y, t in zip(summary["rank_sync_s"], summary["rank_exchange_s"],
+                                                        elapsed(summary, ranks))) if ranks > 1 else 0.0,
                      # of it, the ranks' mean share spent waiting for the slowest (the rest: the collectives' own)
-                     "waiting": (statistics.mean(summary["rank_wait_s"]) / summary["elapsed_s"]) if ranks > 1 else 0.0,
+                     "waiting": statistics.mean(w / t for w, t in zip(summary["rank_wait_s"], elapsed(summary, ranks)))
+                     if ranks > 1 else 0.0,
                      **evaluate(Vectors.load(out))}
                 results[model][label].append(r)
                 print(model, label, r, file=sys.stderr, flush=True)

@@ -58,8 +58,11 @@ def test_two_ranks_train_end_to_end(small_corpus, tmp_path):
     total = json.loads((run / "vocab/vocab.json").read_text())["total_words"]
     assert summary["world_size"] == 2 and summary["words"] == total  # global words drive the schedule
     # each rank's time in the collectives: in the summary, and said in one line by rank 0
-    for key in ("rank_sync_s", "rank_exchange_s", "rank_wait_s"):
-        assert len(summary[key]) == 2 and all(0 <= x < summary["elapsed_s"] for x in summary[key]), summary
+    for key in ("rank_sync_s", "rank_exchange_s", "rank_wait_s"):  # each a part of the rank's own training time
+        assert len(summary[key]) == 2 and all(0 <= x < t for x, t in zip(summary[key], summary["rank_elapsed_s"]))
+    assert all(x + y <= t for x, y, t in zip(summary["rank_sync_s"], summary["rank_exchange_s"],
+                                             summary["rank_elapsed_s"])), summary
+    assert summary["rank_elapsed_s"][0] == summary["elapsed_s"]
     # each rank's time in them is its waiting for the slowest rank plus the collectives' own time
     for sync_s, exchange_s, wait_s in zip(summary["rank_sync_s"], summary["rank_exchange_s"], summary["rank_wait_s"]):
         assert abs(sync_s + exchange_s - wait_s - summary["collectives_own_s"]) < 0.01, summary

@@ -588,24 +588,28 @@ def time_in_collectives(sync: TableSync, lock: Lockstep, dist: Dist, elapsed_s: 
     slowest rank, for ``summary.json``; rank 0 says it in one line. The last rank to reach a
     collective waits for nobody: its time there, the shortest, is the collective's own; what
     another rank spent beyond it, it spent waiting for the last (the ranks make the same
-    collectives in the same order)."""
+    collectives in the same order). Each rank's shares are of its own training time (``elapsed_s``,
+    from its own loop's start): the other ranks start theirs before rank 0, which opens its
+    TensorBoard writer first, and wait for it in the first exchange; against rank 0's time a short
+    run's shares went past 100%."""
     mine = torch.tensor([*sync.durations, *lock.durations], dtype=torch.float64)
-    sync_s, exchange_s, counts = zip(*dist.all_gather_object(
-        (round(sum(sync.durations), 3), round(sum(lock.durations), 3), len(mine))))
+    sync_s, exchange_s, counts, elapsed = zip(*dist.all_gather_object(
+        (round(sum(sync.durations), 3), round(sum(lock.durations), 3), len(mine), max(elapsed_s, 1e-9))))
     out = {"rank_sync_s": list(sync_s), "rank_exchange_s": list(exchange_s)}
     if len(set(counts)) > 1:  # not the same collectives: no rank's time is another's to compare
         return out
     shortest = dist.min_over_ranks(mine)
     own_s = float(shortest.sum())
     wait_s = dist.all_gather_object(float((mine - shortest).sum()))
-    t = max(elapsed_s, 1e-9)
-    share = [(a + b) / t for a, b in zip(sync_s, exchange_s)]
+    share = [(a + b) / t for a, b, t in zip(sync_s, exchange_s, elapsed)]
+    waiting = [w / t for w, t in zip(wait_s, elapsed)]
     log.log(logging.INFO if dist.is_main else logging.DEBUG,
             "ranks spent %.0f-%.0f%% of the training time in collectives: %.0f-%.0f%% waiting for the slowest rank, "
             "%.0f%% in the collectives themselves (table syncs %.1f-%.1f s, exchanges of words and flags %.1f-%.1f s); "
-            "docs/distributed.md says what moves each", 100 * min(share), 100 * max(share), 100 * min(wait_s) / t,
-            100 * max(wait_s) / t, 100 * own_s / t, min(sync_s), max(sync_s), min(exchange_s), max(exchange_s))
-    return out | {"rank_wait_s": [round(w, 3) for w in wait_s], "collectives_own_s": round(own_s, 3)}
+            "docs/distributed.md says what moves each", 100 * min(share), 100 * max(share), 100 * min(waiting),
+            100 * max(waiting), 100 * own_s / max(elapsed), min(sync_s), max(sync_s), min(exchange_s), max(exchange_s))
+    return out | {"rank_wait_s": [round(w, 3) for w in wait_s], "collectives_own_s": round(own_s, 3),
+                  "rank_elapsed_s": [round(t, 3) for t in elapsed]}
 
 
 def stop_if_diverged(ranks: int, guard: Guard, control: Control, dist: Dist, step: int, epoch: int) -> None:
