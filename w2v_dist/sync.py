@@ -23,7 +23,8 @@ between those of all ranks, on the same prefix schedule with a counter of their 
 the ranks of a node talk over shared memory or NVLink, the nodes over a network, so the ranks of a
 node can agree more often for the same traffic between nodes. Under ``mean`` a sync sets its rows
 to the mean of the ranks' rows, so a sync of all ranks after node syncs gives what it would have
-given without them (the mean over all ranks), and the snapshot stays what all ranks agreed on. Other rules would count a node's agreed change once per rank of it, and are refused.
+given without them (the mean over all ranks), and the snapshot stays what all ranks agreed on.
+Other rules would count a node's agreed change once per rank of it, and are refused.
 
 ``--sync step`` (the exact mode) syncs every row after every step and sums the ranks' changes:
 each rank's updates are sequential within its chunk, the ranks' are added at the end of the step

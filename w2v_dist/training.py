@@ -595,7 +595,8 @@ def time_in_collectives(sync: TableSync, lock: Lockstep, dist: Dist, elapsed_s: 
     mine = torch.tensor([*sync.durations, *lock.durations], dtype=torch.float64)
     sync_s, exchange_s, counts, elapsed = zip(*dist.all_gather_object(
         (round(sum(sync.durations), 3), round(sum(lock.durations), 3), len(mine), max(elapsed_s, 1e-9))))
-    out = {"rank_sync_s": list(sync_s), "rank_exchange_s": list(exchange_s)}
+    out = {"rank_sync_s": list(sync_s), "rank_exchange_s": list(exchange_s),
+           "rank_elapsed_s": [round(t, 3) for t in elapsed]}
     if len(set(counts)) > 1:  # not the same collectives: no rank's time is another's to compare
         return out
     shortest = dist.min_over_ranks(mine)
@@ -608,8 +609,7 @@ def time_in_collectives(sync: TableSync, lock: Lockstep, dist: Dist, elapsed_s: 
             "%.0f%% in the collectives themselves (table syncs %.1f-%.1f s, exchanges of words and flags %.1f-%.1f s); "
             "docs/distributed.md says what moves each", 100 * min(share), 100 * max(share), 100 * min(waiting),
             100 * max(waiting), 100 * own_s / max(elapsed), min(sync_s), max(sync_s), min(exchange_s), max(exchange_s))
-    return out | {"rank_wait_s": [round(w, 3) for w in wait_s], "collectives_own_s": round(own_s, 3),
-                  "rank_elapsed_s": [round(t, 3) for t in elapsed]}
+    return out | {"rank_wait_s": [round(w, 3) for w in wait_s], "collectives_own_s": round(own_s, 3)}
 
 
 def stop_if_diverged(ranks: int, guard: Guard, control: Control, dist: Dist, step: int, epoch: int) -> None:
