@@ -22,8 +22,8 @@ still wait. It hides the collective where the link is slow, for rows one interva
 between those of all ranks, on the same prefix schedule with a counter of their own: on a cluster
 the ranks of a node talk over shared memory or NVLink, the nodes over a network, so the ranks of a
 node can agree more often for the same traffic between nodes. Under ``mean`` a sync sets its rows
-to the mean of the ranks' rows, so a sync of all ranks after node syncs gives what it would have
-given without them (the mean over all ranks), and the snapshot stays what all ranks agreed on.
+to the mean of the ranks' rows, so a sync of all ranks after node syncs still sets them to the
+mean over all ranks of their rows, and the snapshot stays what all ranks agreed on.
 Other rules would count a node's agreed change once per rank of it, and are refused.
 
 ``--sync step`` (the exact mode) syncs every row after every step and sums the ranks' changes:
