@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import pickletools
+import re
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -268,6 +269,19 @@ def test_token_cache_changes_nothing_but_the_reading(small_corpus, tmp_path):
     assert len(list(cache.glob("tokens-*/*.npz"))) >= 2
     assert not list((tmp_path / "nocache").glob("tokens-*"))
     np.testing.assert_array_equal(np.load(tmp_path / "a/vectors.npy"), np.load(tmp_path / "b/vectors.npy"))
+
+
+def test_reader_processes_log_as_the_trainer_does(small_corpus, tmp_path):
+    """A reader process (``--workers 1``, started by ``spawn``) whose token cache cannot be written
+    (--cache-dir is a file) warns in the trainer's format: time, level, message, and the run goes
+    on. Guards: a reader started bare, whose warnings came out as a bare message through logging's
+    last resort (and whose INFO lines were lost)."""
+    (tmp_path / "afile").write_text("not a directory\n")
+    p = cli("train", str(small_corpus), "--output", str(tmp_path / "r"), *TRAIN, "--workers", "1",
+            "--cache-dir", str(tmp_path / "afile"))
+    lines = [line for line in p.stderr.splitlines() if "not caching more" in line]
+    assert lines and all(re.match(r"\d\d:\d\d:\d\d WARNING token cache .*afile", line) for line in lines), p.stderr
+    assert (tmp_path / "r" / "vectors.npy").exists()
 
 
 @pytest.mark.parametrize("level, quiet, ours, others", [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from w2v_dist import checkpoint, owner, storage
 from w2v_dist.config import ConfigError, TrainConfig, alike, raised_alike
-from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, token_stream, worker_init
+from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, logging_setup, token_stream, worker_init
 from w2v_dist.corpus.plan import ranks_without_data
 from w2v_dist.corpus.shards import CorpusError, Shard, scan_shards
 from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
@@ -666,7 +667,8 @@ def reader(stream: CorpusStream, workers: int, draw: Callable[[Tokens], None] | 
 
         return prefetch(drawn(iter(stream)), depth=4)
     return DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=identity,
-                      worker_init_fn=worker_init, prefetch_factor=4, multiprocessing_context="spawn")
+                      worker_init_fn=functools.partial(worker_init, log=logging_setup()), prefetch_factor=4,
+                      multiprocessing_context="spawn")
 
 
 def prefetch(it: Iterator, depth: int, join_s: float = 300) -> Iterator:

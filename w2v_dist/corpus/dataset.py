@@ -476,7 +476,23 @@ def identity(x):
     return x
 
 
-def worker_init(_worker_id: int) -> None:
+def logging_setup() -> dict | None:
+    """This process's logging, as a reader process needs it to log alike: the DataLoader starts its
+    readers with ``spawn``, bare, and their warnings (a token cache that cannot be written, a shard
+    skipped) came out without the time, the level or the rank."""
+    root = logging.getLogger()
+    fmt = next((h.formatter for h in root.handlers if h.formatter is not None), None)
+    if fmt is None:
+        return None
+    return {"format": fmt._fmt, "datefmt": fmt.datefmt, "level": root.level,
+            "ours": logging.getLogger("w2v_dist").level}
+
+
+def worker_init(_worker_id: int, log: dict | None = None) -> None:
+    """Each reader process: ``log`` is the trainer's :func:`logging_setup`, repeated here."""
+    if log is not None:
+        logging.basicConfig(level=log["level"], format=log["format"], datefmt=log["datefmt"])
+        logging.getLogger("w2v_dist").setLevel(log["ours"])
     # the trainer owns the cores; readers stay single-threaded
     pa.set_cpu_count(1)
     torch.set_num_threads(1)
