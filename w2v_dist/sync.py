@@ -51,8 +51,10 @@ training loop), so a run is repeatable for a fixed world size. NCCL and gloo bot
 
 from __future__ import annotations
 
+import contextlib
 import time
 from array import array
+from typing import Iterator
 
 import torch
 
@@ -152,31 +154,32 @@ class TableSync:
         the tables are now equal on all ranks: a checkpoint can be taken."""
         if not self.active:
             return True
+        V = len(next(iter(self.tables.values())))
         if step % self.every:
             if full:
                 self.full()
             elif self.node_every and step % self.node_every == 0:
                 self.node_syncs += 1
-                t = time.perf_counter()
-                self.sync(rows_at(self.node_syncs, len(next(iter(self.tables.values()))), self.rows), node=True)
-                self.durations.append(time.perf_counter() - t)
+                with self._timed():
+                    self.sync(rows_at(self.node_syncs, V, self.rows), node=True)
             return full
         self.syncs += 1
-        V = len(next(iter(self.tables.values())))
         rows = V if full else rows_at(self.syncs, V, self.rows)
-        t = time.perf_counter()
-        if self.overlap and rows < V:
-            self.start(rows)
-        else:
-            self.sync(rows)
-        self.durations.append(time.perf_counter() - t)
+        with self._timed():
+            (self.start if self.overlap and rows < V else self.sync)(rows)
         return rows == V
 
     def full(self) -> None:
         if self.active:
-            t = time.perf_counter()
-            self.sync(len(next(iter(self.tables.values()))))
-            self.durations.append(time.perf_counter() - t)
+            with self._timed():
+                self.sync(len(next(iter(self.tables.values()))))
+
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
+        """A sync's seconds, waiting for the other ranks included, appended to ``durations``."""
+        t = time.perf_counter()
+        yield
+        self.durations.append(time.perf_counter() - t)
 
     def _deltas(self, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Each table's first ``rows`` rows less their snapshot, into the run's one buffer: (the

@@ -479,10 +479,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                      lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha, overlap=cfg.sync_overlap,
                      node_every=cfg.sync_node_every)  # raises alike: said once
     if dist.is_main and cfg.sync_node_every and dist.world_size > 1:
-        log.info("syncs: within each node every %d steps, across all %d ranks every %d" % (
-            sync.node_every, dist.world_size, sync.every) if sync.node_every else
-            "--sync-node-every %d does nothing here: one rank per node; all %d ranks sync every %d steps" % (
-                cfg.sync_node_every, dist.world_size, sync.every))
+        if sync.node_every:
+            log.info("syncs: within each node every %d steps, across all %d ranks every %d", sync.node_every,
+                     dist.world_size, sync.every)
+        else:
+            log.info("--sync-node-every %d does nothing here: one rank per node; all %d ranks sync every %d steps",
+                     cfg.sync_node_every, dist.world_size, sync.every)
     state = {"step": 0, "words_done": 0, "epoch": 0, "ranks": [{}] * dist.world_size, "metrics": []}
     if start.checkpoint:
         _, tensors, state = start.checkpoint
