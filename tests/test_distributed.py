@@ -438,6 +438,7 @@ def test_node_sync_settings_that_cannot_work_are_said_once(small_corpus, tmp_pat
     assert p.returncode != 0
     errors = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: error:")]
     assert len(errors) == 1 and errors[0].startswith(f"w2v-dist: error: {expect}"), p.stderr[-3000:]
+    assert not (tmp_path / "r").exists()  # said before the run directory: the corrected command starts afresh
 
 
 @pytest.mark.parametrize("combine", ["rowmean", "sum", "mean"])

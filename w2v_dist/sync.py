@@ -58,7 +58,7 @@ from typing import Iterator
 
 import torch
 
-from w2v_dist.config import ConfigError, raised_alike
+from w2v_dist.config import ConfigError, alike
 from w2v_dist.distributed import Dist, Pending
 
 FULL_EVERY = 64  # syncs: the whole table at least this often (a checkpoint waits for one)
@@ -80,6 +80,20 @@ def auto_sync_every(world_size: int) -> int:
     other); at 4 and 8 ranks 64 loses 0.5-1 analogy point more than 16: the staleness an interval
     allows grows with the number of ranks that train apart."""
     return 64 if world_size <= 2 else 16
+
+
+def check_node_every(node_every: int, every: int, world_size: int, combine: str) -> None:
+    """Raise a :class:`ConfigError` where ``--sync-node-every`` cannot work with these settings
+    (``every`` 0: by ``world_size``); the trainer asks before it makes the run directory."""
+    if not node_every or world_size < 2:
+        return
+    every = every or auto_sync_every(world_size)
+    if node_every >= every:
+        raise ConfigError(f"--sync-node-every {node_every} must be below the steps between syncs of all ranks "
+                          f"(--sync-every: {every}), or 0: the syncs within a node come between those")
+    if combine != "mean":
+        raise ConfigError(f"--sync-node-every works with --sync-combine mean, not {combine}: a sync of all ranks "
+                          f"would count a node's agreed change once per rank of the node")
 
 
 def rows_at(k: int, V: int, rows: int) -> int:
@@ -126,14 +140,8 @@ class TableSync:
         # --sync-node-every: syncs among the ranks of a node between those of all ranks (:meth:`sync`)
         self.node_every, self.node_syncs, self.node_bytes, self.node_size = 0, 0, 0, 1
         if node_every and self.active:
-            if node_every >= every:
-                raise raised_alike(ConfigError(
-                    f"--sync-node-every {node_every} must be below the steps between syncs of all ranks "
-                    f"(--sync-every: {every}), or 0: the syncs within a node come between those"))
-            if combine != "mean":
-                raise raised_alike(ConfigError(
-                    f"--sync-node-every works with --sync-combine mean, not {combine}: a sync of all ranks would "
-                    f"count a node's agreed change once per rank of the node"))
+            with alike(ConfigError):
+                check_node_every(node_every, every, dist.world_size, combine)
             self.node_size = len(dist.node_ranks())  # every rank makes the nodes' groups here, alike
             if self.node_size > 1:
                 self.node_every = node_every

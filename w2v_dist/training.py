@@ -35,7 +35,7 @@ from w2v_dist.faults import maybe_fail
 from w2v_dist.kernels import warm_up_in_background
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
-from w2v_dist.sync import TableSync
+from w2v_dist.sync import TableSync, check_node_every
 from w2v_dist.tensorboard import open_board
 from w2v_dist.vocab import Counter, Vocab, VocabError
 
@@ -456,6 +456,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     so, t0 = cfg.output_options, time.perf_counter()
     warm_up_in_background(cfg.kernel, torch.device(dist.device).type)  # beside the vocabulary pass
     with alike(ConfigError, CorpusError, RunExistsError, VocabError):  # checks of what all ranks see alike
+        check_node_every(cfg.sync_node_every, cfg.sync_every, dist.world_size, cfg.sync_combine)  # before the run dir
         start = start_run(cfg, dist)
     vocab = _load_vocab(start.vocab_uri, cfg, dist)
     log.info("vocabulary: %d words, %d words per epoch, %d shards (%.1fs)", len(vocab), vocab.total_words,
@@ -477,7 +478,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                  else f"slices of {model.fused.slice_words} words" + (" merged every step" if threads > 1 else ""))
     sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine, exact=cfg.sync == "step",
                      lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha, overlap=cfg.sync_overlap,
-                     node_every=cfg.sync_node_every)  # raises alike: said once
+                     node_every=cfg.sync_node_every)
     if dist.is_main and cfg.sync_node_every and dist.world_size > 1:
         if sync.node_every:
             log.info("syncs: within each node every %d steps, across all %d ranks every %d", sync.node_every,
