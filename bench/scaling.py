@@ -52,9 +52,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from bench import w2v_dist_command  # noqa: E402
 from bench.vs_gensim import DATA, evaluate, make_inputs  # noqa: E402
-from w2v_dist.config import TrainConfig  # noqa: E402
+from w2v_dist.cli import build_parser, config_from_args  # noqa: E402
 from w2v_dist.sync import auto_sync_every, bytes_per_sync, rows_at  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
 
@@ -129,10 +131,10 @@ def cores_ceiling(n: int = 400_000_000) -> float:
 
 
 def projected_bytes_per_word(V: int, dim: int, words_per_step: float, every: int, rows: int, combine: str,
-                             syncs: int = 1 << 14) -> float:
+                             syncs: int = 1 << 14, itemsize: int = 4) -> float:
     """Bytes a rank hands to all_reduce per word it trains, for the sync schedule over ``syncs``
     syncs (a long run: the schedule repeats every 2**ceil(log2(V / rows)) or FULL_EVERY syncs)."""
-    sent = sum(bytes_per_sync(rows_at(k, V, rows), dim, combine) for k in range(1, syncs + 1))
+    sent = sum(bytes_per_sync(rows_at(k, V, rows), dim, combine, itemsize=itemsize) for k in range(1, syncs + 1))
     return sent / (syncs * every * words_per_step)
 
 
@@ -173,7 +175,8 @@ def main() -> None:
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         shards += "-encoded"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cfg = TrainConfig(corpus=shards, output=work)
+    # the settings every run trains with (the sync's, for the tables below)
+    cfg = config_from_args(build_parser().parse_args(["train", shards, "--output", work, *shlex.split(a.extra_args)]))
     setups = {} if a.no_reference else {"1 process, 2 threads": (1, 2)}
     setups.update({f"{n} rank{'s' * (n > 1)} x 1 thread": (n, 1) for n in a.ranks})
     if a.pin and not hasattr(os, "sched_getaffinity"):
@@ -300,7 +303,8 @@ def main() -> None:
     every = cfg.sync_every or auto_sync_every(8)  # many ranks' default
     print(f"Sync bytes per rank per trained word at |V| = 1M, d = 300, from the sync's schedule every {every} "
           "steps (computed, not trained):\n")
-    got = projected_bytes_per_word(1_000_000, 300, wps, every, cfg.sync_rows, cfg.sync_combine)
+    got = projected_bytes_per_word(1_000_000, 300, wps, every, cfg.sync_rows, cfg.sync_combine,
+                                   itemsize=getattr(torch, cfg.sync_dtype).itemsize)
     dense = 2 * 1_000_000 * 300 * 4 / wps
     projected = {"words_per_step": wps, "sync_every": every, "bytes_per_word": got, "dense_bytes_per_word": dense}
     print("| words/step/rank | sync bytes/word/rank | dense every step | ratio |")

@@ -60,6 +60,8 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--sync-node-every", "-2"], "--sync-node-every must be >= 0"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--sync-node-every", "4", "--sync-overlap"],
      "--sync-node-every and --sync-overlap do not go together"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--sync", "step", "--sync-dtype", "bfloat16"],
+     "--sync-dtype bfloat16 needs --sync local"),
     (["prepare", "{d}/a.txt", "--output", "{d}/o", "--max-invalid-utf8", "nan"], "--max-invalid-utf8 must be"),
     (["export", "{d}/vec.txt", "--output", "{d}/exists.bin"], "{d}/exists.bin: exists; pass --overwrite"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000"],
@@ -82,7 +84,8 @@ IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eva
        "eval-analogies-as-pairs", "train-output-is-a-file", "train-bad-split-pattern", "train-unknown-scheme",
        "prepare-unknown-scheme", "similar-unknown-scheme", "train-sample-nan", "train-log-every-inf",
        "train-token-cache-nan", "train-sync-every-negative", "train-sync-step-overlap",
-       "train-sync-node-every-negative", "train-sync-node-every-overlap", "prepare-max-invalid-utf8-nan", "export-would-overwrite",
+       "train-sync-node-every-negative", "train-sync-node-every-overlap",
+       "train-sync-step-bfloat16", "prepare-max-invalid-utf8-nan", "export-would-overwrite",
        "train-dim-too-large",
        "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything",
        "train-device-unknown", "train-numba-on-cuda", "train-cuda-without-gpu"]

@@ -467,6 +467,52 @@ def test_sync_combines_the_ranks_changes(tmp_path, combine):
     assert got["bytes"] > 0
 
 
+BFLOAT16_SCRIPT = """
+import sys, numpy as np, torch
+from w2v_dist.distributed import setup
+from w2v_dist.sync import TableSync
+
+with setup() as dist:
+    start = torch.rand(50, 4, generator=torch.Generator().manual_seed(0))
+    # rank r's change: thirds, which neither type holds exactly; rows 30.. no rank trained
+    change = torch.randn(50, 4, generator=torch.Generator().manual_seed(1 + dist.rank)) / 3
+    change[30:] = 0
+    out = {"start": start.numpy()}
+    for dtype in ("float32", "bfloat16"):
+        table = start.clone()
+        sync = TableSync({"t": table}, dist, every=1, rows=8, combine="mean", dtype=dtype)
+        table += change
+        sync.full()
+        both = [torch.zeros_like(table) for _ in range(2)]
+        torch.distributed.all_gather(both, table)
+        out[dtype], out[dtype + "_bytes"] = torch.stack(both).numpy(), sync.bytes
+    if dist.rank == 0:
+        np.savez(sys.argv[2], **out)
+"""
+
+
+def test_bfloat16_sync_rounds_the_changes_not_the_tables(tmp_path):
+    """``--sync-dtype bfloat16`` through real torchrun and gloo: half the bytes of float32; the
+    ranks leave a full sync bitwise equal; each row moves by the ranks' mean change to within
+    bfloat16's rounding of the changes, and the rows no rank changed keep their float32 values
+    bitwise. Guards: a sync that rounds the tables themselves (every row loses 16 bits, trained or
+    not), ranks apart after a sync (a checkpoint of one rank's table), a flag that still sends
+    float32."""
+    got = _two_ranks_run(BFLOAT16_SCRIPT, "mean", tmp_path)
+    assert got["bfloat16_bytes"] * 2 == got["float32_bytes"] > 0
+    c0, c1 = ((torch.randn(50, 4, generator=torch.Generator().manual_seed(1 + r)) / 3).numpy() for r in (0, 1))
+    c0[30:], c1[30:] = 0, 0
+    want = got["start"].astype(np.float64) + (c0.astype(np.float64) + c1) / 2
+    for dtype in ("float32", "bfloat16"):
+        np.testing.assert_array_equal(got[dtype][0], got[dtype][1])
+        np.testing.assert_array_equal(got[dtype][0][30:], got["start"][30:])
+    np.testing.assert_allclose(got["float32"][0], want, rtol=0, atol=1e-6)
+    # each rank's change rounded to 8 significant bits, their sum rounded again, then halved
+    err = np.abs(got["bfloat16"][0] - want)
+    assert (err <= 2 ** -7 * (np.abs(c0) + np.abs(c1)) / 2 + 1e-6).all(), err.max()
+    assert (err > 1e-5).any()  # the changes did travel in bfloat16
+
+
 def test_one_process_and_two_ranks_follow_one_schedule(small_corpus, tmp_path):
     """The learning rate and progress follow the global word count: 1 process and 2 ranks end at
     the same progress and learning rate. Guards: a schedule over world_size x words (2 ranks

@@ -189,10 +189,11 @@ def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_p
     ends in the uninterrupted run's vectors. Guards: a checkpoint that forces its own sync (the
     result would depend on when checkpoints happen) or one taken while ranks' tables differ.
     With ``--sync-overlap`` the same holds (a full sync waits for the sync in flight and leaves
-    the ranks equal), and the overlapped run's vectors are not the plain one's. With syncs within
+    the ranks equal), and the overlapped run's vectors are not the plain one's; its changes travel
+    in bfloat16 (``--sync-dtype``), whose rounding every rank applies alike. With syncs within
     the node every 2 steps between them (``--sync-node-every``; one node here, so of both ranks)
     too: the resumed run restores the node's snapshot, or its first node sync would be wrong."""
-    flag = {False: [], True: ["--sync-overlap"], "node": ["--sync-node-every", "2"]}[overlap]
+    flag = {False: [], True: ["--sync-overlap", "--sync-dtype", "bfloat16"], "node": ["--sync-node-every", "2"]}[overlap]
     default_sync = [*TRAIN[:-len(SYNC_EVERY_STEP)], "--sync-every", "4", *flag]
     ref, run = tmp_path / "ref", tmp_path / "b"
     torchrun("train", str(small_corpus), "--output", str(ref), *default_sync, "--checkpoint-every", "1000")

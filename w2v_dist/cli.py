@@ -142,6 +142,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="several ranks, --sync local: sum a sync's changes while the ranks train on, and apply them "
                         "at the next sync (one interval late): the collective's time is hidden, not waited for "
                         "(docs/distributed.md)")
+    p.add_argument("--sync-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="several ranks, --sync local: the type the tables' changes travel in; bfloat16 sends half "
+                        "the bytes, each change rounded to 8 significant bits (default: float32; docs/distributed.md)")
     p.add_argument("--no-share-negatives", dest="share_negatives", action="store_false",
                    help="skip-gram: draw negatives for every (context, centre) example as word2vec.c does, "
                         "not once per centre word (slower; docs/training.md)")
@@ -189,7 +192,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         slice_words=a.slice_words, share_negatives=a.share_negatives, nondeterministic=a.nondeterministic,
         sync=a.sync, sync_every=a.sync_every, sync_rows=a.sync_rows, sync_combine=a.sync_combine,
         sync_lr_scale=a.sync_lr_scale, sync_overlap=a.sync_overlap,
-        sync_node_every=a.sync_node_every,
+        sync_node_every=a.sync_node_every, sync_dtype=a.sync_dtype,
         seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
         log_every=a.log_every, storage_options=_storage_options(a.storage_options),

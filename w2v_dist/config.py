@@ -118,6 +118,7 @@ class TrainConfig:
     sync_lr_scale: float = 0  # under mean: each rank trains at this x the rate; 0: min(world size, 0.2 / alpha)
     sync_overlap: bool = False  # several ranks: train on while a sync is summed; its result lands one interval late
     sync_node_every: int = 0  # several nodes: steps between syncs among a node's ranks (0: none; below sync_every)
+    sync_dtype: str = "float32"  # several ranks, --sync local: the type the changes travel in (float32 or bfloat16)
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -200,6 +201,11 @@ class TrainConfig:
             raise ConfigError("--sync-node-every needs --sync local: --sync step syncs all ranks every step")
         if self.sync_node_every and self.sync_overlap:
             raise ConfigError("--sync-node-every and --sync-overlap do not go together (yet): pick one")
+        if self.sync_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"--sync-dtype must be float32 or bfloat16, got {self.sync_dtype!r}")
+        if self.sync_dtype != "float32" and self.sync == "step":
+            raise ConfigError("--sync-dtype bfloat16 needs --sync local: --sync step sums the ranks' changes exactly, "
+                              "in float32")
         if self.sync_combine not in ("mean", "rowmean", "sum"):
             raise ConfigError(f"--sync-combine must be mean, rowmean or sum, got {self.sync_combine!r}")
         if self.sync_lr_scale < 0 or (0 < self.sync_lr_scale < 1):

@@ -26,6 +26,10 @@ to the mean of the ranks' rows, so a sync of all ranks after node syncs still se
 mean over all ranks of their rows, and the snapshot stays what all ranks agreed on.
 Other rules would count a node's agreed change once per rank of it, and are refused.
 
+``--sync-dtype bfloat16`` sends and sums the changes in bfloat16 (torch's ``bf16_compress_hook``
+for our deltas): half the bytes. The tables and the snapshot stay float32, so only the changes are
+rounded, and every rank adds the same rounded numbers: ranks still leave a full sync bitwise equal.
+
 ``--sync step`` (the exact mode) syncs every row after every step and sums the ranks' changes:
 each rank's updates are sequential within its chunk, the ranks' are added at the end of the step
 (one step of staleness, as between the kernel's threads, but the plain sum: the kernel scales a
@@ -115,9 +119,9 @@ class TableSync:
 
     def __init__(self, tables: dict[str, torch.Tensor], dist: Dist, every: int = 0, rows: int = 1024,
                  combine: str = "mean", exact: bool = False, lr_scale: float = 0, alpha: float = 0.025,
-                 overlap: bool = False, node_every: int = 0):
+                 overlap: bool = False, node_every: int = 0, dtype: str = "float32"):
         if exact:  # --sync step: every step, every row, changes summed
-            every, rows, combine, overlap, node_every = 1, 1 << 62, "sum", False, 0
+            every, rows, combine, overlap, node_every, dtype = 1, 1 << 62, "sum", False, 0, "float32"
         every = every or auto_sync_every(dist.world_size)
         self.tables, self.dist, self.every, self.rows, self.combine = tables, dist, every, rows, combine
         self.active = dist.world_size > 1
@@ -130,6 +134,9 @@ class TableSync:
         # the rows as the ranks last agreed on them: the same on every rank
         self.snapshot = {k: t.detach().clone() for k, t in tables.items()} if self.active else {}
         self.buffer: torch.Tensor | None = None  # the deltas of a sync, summed in place
+        # --sync-dtype: what the deltas travel and are summed in (bfloat16: half the bytes); the
+        # tables and the snapshot stay float32, every rank adds the same rounded numbers to them
+        self.dtype = getattr(torch, dtype)
         self.sent: torch.Tensor | None = None  # overlapped: this rank's own deltas of the sync in flight
         self.pending: tuple[int, Pending] | None = None  # overlapped: (rows, the all_reduce in flight)
         # model averaging moves a row 1/N as far as the sum of the ranks' updates would, where the
@@ -198,7 +205,7 @@ class TableSync:
         names, first = list(self.tables), next(iter(self.tables.values()))
         dim, flags = first.shape[1], self.combine == "rowmean"
         if self.buffer is None:  # a full sync's size
-            self.buffer = first.new_empty(len(names) * len(first) * (dim + flags))
+            self.buffer = first.new_empty(len(names) * len(first) * (dim + flags), dtype=self.dtype)
         flat = self.buffer[:len(names) * rows * (dim + flags)]
         deltas = flat[:len(names) * rows * dim].view(len(names), rows, dim)
         for i, k in enumerate(names):

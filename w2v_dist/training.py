@@ -478,7 +478,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                  else f"slices of {model.fused.slice_words} words" + (" merged every step" if threads > 1 else ""))
     sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine, exact=cfg.sync == "step",
                      lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha, overlap=cfg.sync_overlap,
-                     node_every=cfg.sync_node_every)
+                     node_every=cfg.sync_node_every, dtype=cfg.sync_dtype)
     if dist.is_main and cfg.sync_node_every and dist.world_size > 1:
         if sync.node_every:
             log.info("syncs: within each node every %d steps, across all %d ranks every %d", sync.node_every,
