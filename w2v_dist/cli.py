@@ -399,7 +399,12 @@ def _rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-RANK_0_GRACE_S = 10.0  # how long a rank that leaves an error to rank 0 waits for torchrun to stop it
+# how long a rank that leaves an error to rank 0 waits for torchrun to stop it. On rank 0's node its
+# agent stops the rank as soon as rank 0 exits, so waiting long costs nothing there (10 s was once too
+# short: 3 ranks beside the test suite on 2 loaded cores, and a rank said its own copy of the error);
+# another node's agent learns of it later, and that node's log should say why it stopped
+RANK_0_GRACE_S = 30.0
+OTHER_NODE_GRACE_S = 10.0
 
 
 def _error(e: BaseException, msg: str) -> None:
@@ -420,9 +425,11 @@ def _leave_it_to_rank_0() -> None:
     as one fails, and rank 0 could be stopped before it says it. It waits, and is stopped when rank
     0 has exited with the error: by SIGTERM's default action, not by the training's handler, which
     would take it for a preemption and keep waiting. A rank that is still here after
-    ``RANK_0_GRACE_S`` met the error alone (rank 0 is waiting for it somewhere) and says it."""
+    ``RANK_0_GRACE_S`` met the error alone (rank 0 is waiting for it somewhere) and says it; on
+    another node than rank 0's (torchrun's ``GROUP_RANK``), after ``OTHER_NODE_GRACE_S``, in that
+    node's log."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    time.sleep(RANK_0_GRACE_S)
+    time.sleep(RANK_0_GRACE_S if os.environ.get("GROUP_RANK", "0") == "0" else OTHER_NODE_GRACE_S)
 
 
 def _resolve(vectors, word: str) -> str:
