@@ -1,0 +1,118 @@
+"""What several deterministic kernel threads cost: the phases of one step (mark, the walk with
+overlays, the overlays to changes, the merge) run one after the other on one core, against the
+one-thread walk over the same chunks, drawn beforehand as a run's reader draws them.
+
+    python bench/kernel_phases.py                  # sg and cbow, 2 threads' work, gcide's first 600,000 lines
+    python bench/kernel_phases.py --threads 4 --models cbow
+
+The phases are the kernel's own compiled functions (``_walk``, ``_to_delta``, ``_merge``) called
+from Python step by step, as ``_train_chunk`` calls them inside its parallel regions: CPU seconds
+of each, summed over the threads, so that cores contending for memory do not enter. A first pass
+over one chunk compiles them out of the timing. Python's call per slice adds a few microseconds to
+each phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.vs_gensim import DATA  # noqa: E402
+from w2v_dist.config import TokenizerConfig  # noqa: E402
+from w2v_dist.corpus.dataset import Tokens, split_pieces  # noqa: E402
+from w2v_dist.corpus.tokenize import encode, tokenize  # noqa: E402
+from w2v_dist.kernels import numba_cpu as nc  # noqa: E402
+from w2v_dist.prepare import read_text  # noqa: E402
+from w2v_dist.vocab import Counter, Vocab  # noqa: E402
+
+
+def phases(k: nc.Fused, drawn: list[nc.Drawn], lr: float) -> dict[str, float]:
+    """CPU seconds of each phase of ``k``'s deterministic steps over ``drawn``, one thread after
+    the other (``_train_chunk``'s loop, serialized)."""
+    T, V, kind = k.threads, k.V, k.kind
+    times = dict.fromkeys(("mark", "walk with overlays", "overlays to changes", "merge"), 0.0)
+    names = list(times)
+
+    def walk(phase, t, s, tag, rate, arrays, slices):
+        kept, kstart, reach, noff, negs = arrays
+        nc._walk(kind, phase, (k.store_in, k.store_out, V, kept, kstart, reach, noff, negs, slices[s], slices[s + 1],
+                               k.negative, np.float32(rate), k.neu1[t], k.neu1e[t], nc.SIGMOID, nc.NEG_LOG_SIGMOID, t,
+                               T, k.marks_in[tag % 2], k.marks_out[tag % 2], tag, k.ov_in, k.ov_out, k.out[t]))
+
+    for dr in drawn:
+        ns = len(dr.slices) - 1
+        for step in range((ns + T - 1) // T):
+            k.tag += 1
+            mine = [step * T + t for t in range(T) if step * T + t < ns]
+            clock = [time.process_time()]
+            for t, s in enumerate(mine):
+                walk(nc.MARK, t, s, k.tag, 0.0, dr.arrays, dr.slices)
+            clock.append(time.process_time())
+            for t, s in enumerate(mine):
+                walk(nc.SHARED, t, s, k.tag, lr, dr.arrays, dr.slices)
+            clock.append(time.process_time())
+            for t in range(T):
+                nc._to_delta(k.store_in, V, k.ov_in, t)
+                nc._to_delta(k.store_out, V, k.ov_out, t)
+            clock.append(time.process_time())
+            for m in range(T):
+                nc._merge(k.store_in, V, k.ov_in, T, m)
+                nc._merge(k.store_out, V, k.ov_out, T, m)
+            for t in range(T):
+                k.ov_in[2][t, 0] = 0
+                k.ov_out[2][t, 0] = 0
+            clock.append(time.process_time())
+            for i, name in enumerate(names):
+                times[name] += clock[i + 1] - clock[i]
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", default=str(DATA / "gcide_en.txt.gz"))
+    p.add_argument("--lines", type=int, default=600_000)
+    p.add_argument("--models", nargs="+", default=["sg", "cbow"])
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    cfg = TokenizerConfig()
+    text = pa.concat_arrays(list(read_text(a.corpus, "text", None, collections.defaultdict(int)))).slice(0, a.lines)
+    counter = Counter()
+    counter.add(tokenize(text, cfg)[0])
+    vocab = Vocab.build(counter.result(), 5, None, 1e-3, raw_tokens=counter.tokens)
+    chunks = [Tokens.of(piece, 0) for piece in split_pieces(encode(text, vocab.words, cfg), 10_000)]
+    sampling = (vocab.keep_prob, vocab.neg_prob, vocab.neg_alias)
+    words = sum(len(c.ids) for c in chunks)
+    print(f"{len(chunks)} chunks, {words:,} words, vocabulary {len(vocab):,}, d=100 window=5 negative=5; "
+          f"{a.threads} threads' work, one after the other; CPU seconds")
+    print("| model | one thread's walk | mark | walk with overlays | overlays to changes | merge | all | all / one thread |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model in a.models:
+        kernels = [nc.Fused(len(vocab), 100, threads, model, 5, 5) for threads in (1, a.threads)]
+        drawn = []
+        for k in kernels:
+            k.table_in[:] = (np.random.default_rng(1).random(k.table_in.shape, np.float32) - 0.5) / 100
+            k.table_out[:] = 0
+            drawn.append([k.draw(c.ids, c.starts, i, *sampling) for i, c in enumerate(chunks)])
+        phases(kernels[1], drawn[1][:1], 0.0)  # compiles the phases' functions for these arrays
+        kernels[0].train(chunks[0].ids, chunks[0].starts, 0, 0.0, 0.0, *sampling, drawn[0][0])
+        start = time.process_time()
+        for i, c in enumerate(chunks):
+            kernels[0].train(c.ids, c.starts, i, 0.02, 0.02, *sampling, drawn[0][i])
+        one = time.process_time() - start
+        got = phases(kernels[1], drawn[1], 0.02)
+        total = sum(got.values())
+        print(f"| {model} | {one:.2f} | " + " | ".join(f"{x:.2f}" for x in got.values())
+              + f" | {total:.2f} | {total / one:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
