@@ -37,6 +37,18 @@ from w2v_dist.prepare import read_text  # noqa: E402
 from w2v_dist.vocab import Counter, Vocab  # noqa: E402
 
 
+def encoded_chunks(corpus: str, lines: int) -> tuple[Vocab, list[Tokens]]:
+    """The first ``lines`` lines of ``corpus``: its vocabulary (``--min-count 5``, ``--sample
+    1e-3``) and its token ids in chunks of 10,000 words, in memory."""
+    import collections
+    cfg = TokenizerConfig()
+    text = pa.concat_arrays(list(read_text(corpus, "text", None, collections.defaultdict(int)))).slice(0, lines)
+    counter = Counter()
+    counter.add(tokenize(text, cfg)[0])
+    vocab = Vocab.build(counter.result(), 5, None, 1e-3, raw_tokens=counter.tokens)
+    return vocab, [Tokens.of(piece, 0) for piece in split_pieces(encode(text, vocab.words, cfg), 10_000)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=str(DATA / "gcide_en.txt.gz"))
@@ -45,13 +57,7 @@ def main() -> None:
     p.add_argument("--lines", type=int, default=300_000, help="lines of the corpus to encode")
     p.add_argument("--reps", type=int, default=3)
     a = p.parse_args()
-    cfg = TokenizerConfig()
-    import collections
-    text = pa.concat_arrays(list(read_text(a.corpus, "text", None, collections.defaultdict(int)))).slice(0, a.lines)
-    counter = Counter()
-    counter.add(tokenize(text, cfg)[0])
-    vocab = Vocab.build(counter.result(), 5, None, 1e-3, raw_tokens=counter.tokens)
-    chunks = [Tokens.of(piece, 0) for piece in split_pieces(encode(text, vocab.words, cfg), 10_000)]
+    vocab, chunks = encoded_chunks(a.corpus, a.lines)
     words = sum(len(c.ids) for c in chunks)
     print(f"{len(chunks)} chunks, {words:,} words, vocabulary {len(vocab):,}, d=100 window=5 negative=5")
     print("| model | threads | slice words | mode | best s, draws inline | words/s | examples/s "

@@ -15,24 +15,18 @@ each phase.
 from __future__ import annotations
 
 import argparse
-import collections
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.kernel import encoded_chunks  # noqa: E402
 from bench.vs_gensim import DATA  # noqa: E402
-from w2v_dist.config import TokenizerConfig  # noqa: E402
-from w2v_dist.corpus.dataset import Tokens, split_pieces  # noqa: E402
-from w2v_dist.corpus.tokenize import encode, tokenize  # noqa: E402
 from w2v_dist.kernels import numba_cpu as nc  # noqa: E402
-from w2v_dist.prepare import read_text  # noqa: E402
-from w2v_dist.vocab import Counter, Vocab  # noqa: E402
 
 
 def phases(k: nc.Fused, drawn: list[nc.Drawn], lr: float) -> dict[str, float]:
@@ -83,12 +77,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["sg", "cbow"])
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
-    cfg = TokenizerConfig()
-    text = pa.concat_arrays(list(read_text(a.corpus, "text", None, collections.defaultdict(int)))).slice(0, a.lines)
-    counter = Counter()
-    counter.add(tokenize(text, cfg)[0])
-    vocab = Vocab.build(counter.result(), 5, None, 1e-3, raw_tokens=counter.tokens)
-    chunks = [Tokens.of(piece, 0) for piece in split_pieces(encode(text, vocab.words, cfg), 10_000)]
+    vocab, chunks = encoded_chunks(a.corpus, a.lines)
     sampling = (vocab.keep_prob, vocab.neg_prob, vocab.neg_alias)
     words = sum(len(c.ids) for c in chunks)
     print(f"{len(chunks)} chunks, {words:,} words, vocabulary {len(vocab):,}, d=100 window=5 negative=5; "
