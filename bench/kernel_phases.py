@@ -4,6 +4,7 @@ one-thread walk over the same chunks, drawn beforehand as a run's reader draws t
 
     python bench/kernel_phases.py                  # sg and cbow, 2 threads' work, gcide's first 600,000 lines
     python bench/kernel_phases.py --threads 4 --models cbow
+    python bench/kernel_phases.py --nothing-shared     # what locating every row costs, with no overlays
 
 The phases are the kernel's own compiled functions (``_walk``, ``_to_delta``, ``_merge``) called
 from Python step by step, as ``_train_chunk`` calls them inside its parallel regions: CPU seconds
@@ -29,9 +30,10 @@ from bench.vs_gensim import DATA  # noqa: E402
 from w2v_dist.kernels import numba_cpu as nc  # noqa: E402
 
 
-def phases(k: nc.Fused, drawn: list[nc.Drawn], lr: float) -> dict[str, float]:
+def phases(k: nc.Fused, drawn: list[nc.Drawn], lr: float, nothing_shared: bool = False) -> dict[str, float]:
     """CPU seconds of each phase of ``k``'s deterministic steps over ``drawn``, one thread after
-    the other (``_train_chunk``'s loop, serialized)."""
+    the other (``_train_chunk``'s loop, serialized). ``nothing_shared``: every mark cleared after
+    the mark pass, so the walk locates every row and finds none shared (what locating costs)."""
     T, V, kind = k.threads, k.V, k.kind
     times = dict.fromkeys(("mark", "walk with overlays", "overlays to changes", "merge"), 0.0)
     names = list(times)
@@ -50,6 +52,9 @@ def phases(k: nc.Fused, drawn: list[nc.Drawn], lr: float) -> dict[str, float]:
             clock = [time.process_time()]
             for t, s in enumerate(mine):
                 walk(nc.MARK, t, s, k.tag, 0.0, dr.arrays, dr.slices)
+            if nothing_shared:
+                k.marks_in[k.tag % 2][:] = -1
+                k.marks_out[k.tag % 2][:] = -1
             clock.append(time.process_time())
             for t, s in enumerate(mine):
                 walk(nc.SHARED, t, s, k.tag, lr, dr.arrays, dr.slices)
@@ -76,6 +81,8 @@ def main() -> None:
     p.add_argument("--lines", type=int, default=600_000)
     p.add_argument("--models", nargs="+", default=["sg", "cbow"])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--nothing-shared", action="store_true",
+                   help="clear the marks after the mark pass: the walk locates every row and finds none shared")
     a = p.parse_args()
     vocab, chunks = encoded_chunks(a.corpus, a.lines)
     sampling = (vocab.keep_prob, vocab.neg_prob, vocab.neg_alias)
@@ -97,7 +104,7 @@ def main() -> None:
         for i, c in enumerate(chunks):
             kernels[0].train(c.ids, c.starts, i, 0.02, 0.02, *sampling, drawn[0][i])
         one = time.process_time() - start
-        got = phases(kernels[1], drawn[1], 0.02)
+        got = phases(kernels[1], drawn[1], 0.02, a.nothing_shared)
         total = sum(got.values())
         print(f"| {model} | {one:.2f} | " + " | ".join(f"{x:.2f}" for x in got.values())
               + f" | {total:.2f} | {total / one:.2f}x |", flush=True)
