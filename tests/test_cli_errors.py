@@ -73,7 +73,10 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
      "--max-vocab-size 1000 made counting drop every token seen 3 times or fewer"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--device", "gpu"], "--device must be cpu, cuda or cuda:N, got 'gpu'"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda", "--kernel", "numba"],
-     "--kernel numba runs on the CPU only; use --kernel torch (or auto) with --device cuda"),
+     "--kernel numba runs on the CPU only; use --kernel cuda or torch (or auto) with --device cuda"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--kernel", "cuda"], "--kernel cuda runs on a GPU: add --device cuda"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda", "--kernel", "cuda"],
+     "--kernel cuda races its warps on the rows they share, so a run is not repeatable: add --nondeterministic"),
     pytest.param(["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda"],
                  "--device cuda: torch sees no CUDA device here",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
@@ -88,7 +91,8 @@ IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eva
        "train-sync-step-bfloat16", "prepare-max-invalid-utf8-nan", "export-would-overwrite",
        "train-dim-too-large",
        "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything",
-       "train-device-unknown", "train-numba-on-cuda", "train-cuda-without-gpu"]
+       "train-device-unknown", "train-numba-on-cuda", "train-cuda-kernel-on-cpu", "train-cuda-kernel-races",
+       "train-cuda-without-gpu"]
 
 
 @pytest.mark.parametrize("args, expect", CASES, ids=IDS)
@@ -109,7 +113,7 @@ def test_version_help_defaults_and_export_names_what_it_writes(files, tmp_path):
 
     assert cli("--version").stdout.strip() == f"w2v-dist {w2v_dist.__version__}"
     train_help = " ".join(cli("train", "--help").stdout.split())  # argparse wraps lines
-    assert "vector size (default: 100)" in train_help and "hot-step implementation (default: auto)" in train_help
+    assert "vector size (default: 100)" in train_help and "on a GPU cuda with --nondeterministic, else torch (default: auto)" in train_help
     assert "(default: False)" not in train_help and "(default: None)" not in train_help
     assert "(default: 1000000)" in " ".join(cli("prepare", "--help").stdout.split())
 

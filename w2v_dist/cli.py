@@ -127,7 +127,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("sync_lr_scale", float, "several ranks, --sync-combine mean: each rank trains at this x the rate "
                                  "(0: the number of ranks, but no rank above a rate of 0.2)"),
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
-        ("threads", int, "kernel threads (0: the rank's share of the cores, less one for its reader; 1, not 2)"),
+        ("threads", int, "kernel threads (0: the rank's share of the cores, less one for its reader; 1, not 2); "
+                         "--kernel cuda: warps (0: one per multiprocessor)"),
         ("log_every", float, "seconds between log lines"),
     ]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=d[name].default,
@@ -149,14 +150,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="skip-gram: draw negatives for every (context, centre) example as word2vec.c does, "
                         "not once per centre word (slower; docs/training.md)")
     p.add_argument("--nondeterministic", action="store_true",
-                   help="threads update the tables in place, racing (gensim's Hogwild); on CUDA, rows are added with "
-                        "atomics: faster, not repeatable")
+                   help="threads update the tables in place, racing (gensim's Hogwild); on CUDA, the fused kernel's "
+                        "warps race (--kernel auto picks it), and the torch kernel adds rows with atomics: faster, not "
+                        "repeatable")
     p.add_argument("--alpha", type=float, default=None, help="initial learning rate (default: 0.025 sg, 0.05 cbow)")
     p.add_argument("--max-vocab", type=int, default=None, help="keep only the N most frequent words")
     p.add_argument("--max-vocab-size", type=int, default=None,
                    help="prune the raw count table above this many distinct tokens while counting (gensim's max_vocab_size)")
     p.add_argument("--text-column", default="text", help="string or list<string> column (default: text)")
-    p.add_argument("--kernel", choices=("auto", "numba", "torch"), default="auto", help="hot-step implementation")
+    p.add_argument("--kernel", choices=("auto", "numba", "cuda", "torch"), default="auto",
+                   help="hot-step implementation: numba (the CPU's fused kernel), cuda (the GPU's, warps racing: needs "
+                        "--nondeterministic, or --threads 1), torch (reference, mini-batches, any device); auto: numba "
+                        "on the CPU, on a GPU cuda with --nondeterministic, else torch")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu); under torchrun cuda means cuda:LOCAL_RANK")
     p.add_argument("--backend", default=None, help="process-group backend (default: nccl on cuda, gloo on cpu)")
     p.add_argument("--cache-dir", default=None,

@@ -122,7 +122,8 @@ class TrainConfig:
     seed: int = 1
     text_column: str = "text"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    kernel: str = "auto"  # "auto", "numba" (fused CPU) or "torch" (reference, any device)
+    # "auto", "numba" (fused CPU), "cuda" (fused GPU, racing warps) or "torch" (reference, any device)
+    kernel: str = "auto"
     # kernel threads; 0: the rank's share of the node's cores, less one for its reader (1, not 2)
     threads: int = 0
     workers: int = 0  # DataLoader reader processes; 0: one reader thread in the trainer
@@ -174,12 +175,18 @@ class TrainConfig:
             raise ConfigError(f"--alpha must be in (0, 1], got {self.alpha}")
         if not 0 <= self.min_alpha <= self.alpha:
             raise ConfigError(f"--min-alpha must be in [0, alpha={self.alpha}], got {self.min_alpha}")
-        if self.kernel not in ("auto", "numba", "torch"):
-            raise ConfigError(f"--kernel must be auto, numba or torch, got {self.kernel!r}")
+        if self.kernel not in ("auto", "numba", "cuda", "torch"):
+            raise ConfigError(f"--kernel must be auto, numba, cuda or torch, got {self.kernel!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.kernel == "numba" and self.device != "cpu":
-            raise ConfigError(f"--kernel numba runs on the CPU only; use --kernel torch (or auto) with --device {self.device}")
+            raise ConfigError(f"--kernel numba runs on the CPU only; use --kernel cuda or torch (or auto) with --device "
+                              f"{self.device}")
+        if self.kernel == "cuda" and self.device == "cpu":
+            raise ConfigError("--kernel cuda runs on a GPU: add --device cuda (on the CPU, --kernel numba is the fused kernel)")
+        if self.kernel == "cuda" and self.threads != 1 and not self.nondeterministic:
+            raise ConfigError("--kernel cuda races its warps on the rows they share, so a run is not repeatable: add "
+                              "--nondeterministic (or --threads 1: one warp, repeatable and slow)")
         if self.token_cache_gb < 0:
             raise ConfigError(f"--token-cache-gb must be >= 0 (0 turns the cache off), got {self.token_cache_gb}")
         if self.workers < 0 or self.threads < 0:

@@ -11,6 +11,9 @@ docs/training.md) and is what gets exported;
   windows, negatives: :meth:`Word2Vec.draw`, which the reader's thread calls ahead) and applies
   word2vec.c's sequential updates, ``--threads`` slices at a time
   (:mod:`w2v_dist.kernels.numba_cpu`); the tables are views of the kernel's stores;
+- ``--kernel cuda`` (GPU): the same draws, trained by warps racing on the GPU, word2vec.c's
+  sequential updates inside each warp's range of the chunk (:mod:`w2v_dist.kernels.numba_cuda`);
+  the tables are torch CUDA tensors the kernel writes in place;
 - ``--kernel torch`` (any device; CUDA): examples drawn with numpy (:mod:`w2v_dist.pairs`) and
   summed mini-batch updates of ``--batch-pairs`` examples (:mod:`w2v_dist.kernels.reference`),
   added in a fixed order (on CUDA too) unless ``--nondeterministic``.
@@ -43,8 +46,15 @@ class Word2Vec(nn.Module):
         self.keep_prob, self.neg_prob, self.neg_alias = vocab.keep_prob, vocab.neg_prob, vocab.neg_alias
         self.sampler = vocab.sampler
         self.device = torch.device(device)
-        self.kernel = resolve_kernel(kernel, self.device.type)
-        if self.kernel == "numba":
+        self.kernel = resolve_kernel(kernel, self.device.type, nondeterministic)
+        if self.kernel == "cuda":
+            from w2v_dist.kernels.numba_cuda import CudaFused, default_warps
+
+            w_in, w_out = init.to(self.device), torch.zeros(V, dim, device=self.device)
+            self.fused = CudaFused(V, dim, threads or default_warps(self.device), model, window, negative,
+                                   max_sentence, share_negatives)
+            self.fused.bind(w_in, w_out, torch_device=self.device)
+        elif self.kernel == "numba":
             from w2v_dist.kernels.numba_cpu import Fused
 
             self.fused = Fused(V, dim, threads, model, window, negative, slice_words, max_sentence,

@@ -32,7 +32,7 @@ from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
 from w2v_dist.encoding import COLUMN as ENCODED_COLUMN
 from w2v_dist.encoding import check_tokenizer, encoded_vocab, read_manifest
 from w2v_dist.faults import maybe_fail
-from w2v_dist.kernels import warm_up_in_background
+from w2v_dist.kernels import resolve_kernel, warm_up_in_background
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
 from w2v_dist.sync import TableSync, check_node_every
@@ -463,16 +463,25 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
              len(start.shards), time.perf_counter() - t0)
     if dist.is_main and dist.world_size > 1:
         _warn_idle_ranks(start.row_tokens, cfg, dist)
-    threads = cfg.threads or default_threads(dist.local_world_size)
-    model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, cfg.kernel, window=cfg.window,
+    kernel = resolve_kernel(cfg.kernel, torch.device(dist.device).type, cfg.nondeterministic)
+    # --kernel cuda: warps (0: 4 per multiprocessor); else CPU threads
+    threads = cfg.threads or (0 if kernel == "cuda" else default_threads(dist.local_world_size))
+    model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, kernel, window=cfg.window,
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
                      max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
                      nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs)
-    if dist.is_main and model.kernel == "torch" and torch.device(dist.device).type == "cuda":  # once, not per rank
-        log.warning("--device %s trains with the torch reference kernel (mini-batches of --batch-pairs %d): on an "
-                    "H200 it ran below one CPU core's speed, and --device cpu is faster (docs/benchmarks.md)",
-                    dist.device, cfg.batch_pairs)
-    if model.fused is not None:
+    if kernel == "cuda":
+        threads = model.fused.warps
+        if dist.is_main:
+            log.info("kernel: fused CUDA, %d warp%s", threads, " (repeatable)" if threads == 1 else
+                     "s racing on shared rows (--nondeterministic: not repeatable)")
+    elif dist.is_main and kernel == "torch" and torch.device(dist.device).type == "cuda":  # once, not per rank
+        log.warning("--device %s trains with the torch reference kernel (mini-batches of --batch-pairs %d), "
+                    "repeatable and slow: on an H200 below one CPU core's speed. %s (docs/training.md, \"Kernels\")",
+                    dist.device, cfg.batch_pairs,
+                    "The fused CUDA kernel needs numba-cuda, which numba cannot find here (pip install numba-cuda)"
+                    if cfg.nondeterministic else "Add --nondeterministic for the fused CUDA kernel, whose warps race")
+    elif model.fused is not None:
         log.info("kernel: %d thread%s, %s", threads, "" if threads == 1 else "s",
                  "racing (--nondeterministic)" if cfg.nondeterministic and threads > 1
                  else f"slices of {model.fused.slice_words} words" + (" merged every step" if threads > 1 else ""))
@@ -502,7 +511,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                           storage_options=cfg.storage_options, vocab_storage_options=so, cache_dir=cfg.cache_dir,
                           row_tokens=start.row_tokens, on_bad=cfg.on_bad_shard,
                           token_cache_bytes=0 if start.encoded else cfg.token_cache_gb * 2**30,
-                          prepare_threads=max(1, _cores() // max(dist.local_world_size, 1) - threads))
+                          prepare_threads=max(1, _cores() // max(dist.local_world_size, 1)
+                                              - (threads if kernel == "numba" else 1)))
     feed = Feed(None, mine.get("feed"), cfg.workers)
     stream.load_state_dict({"resume": feed.resume_for_stream()})
     feed.chunks = reader(stream, cfg.workers, model.draw)

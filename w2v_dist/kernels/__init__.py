@@ -6,6 +6,9 @@
   word2vec.c's sequential SGD inside a slice of the chunk, ``--threads`` slices at a time with
   private overlays for rows several threads touch, merged in thread order: repeatable bit for
   bit for a given thread count (see the module's docstring).
+- ``numba_cuda`` (``--kernel cuda``, ``auto`` on a GPU with ``--nondeterministic``): the same
+  draws, trained on the GPU by warps that each run word2vec.c's loop over their range of the chunk,
+  racing on the rows they share (not repeatable, but for one warp).
 - ``reference`` (``--kernel torch``): plain torch ops on mini-batches of examples (summed updates
   from the weights as they were before the mini-batch); any device, the ground truth for the
   gradient (checked against autograd).
@@ -20,12 +23,18 @@ import threading
 log = logging.getLogger("w2v_dist.train")
 
 
-def resolve_kernel(name: str, device: str) -> str:
-    """``--kernel`` on ``device`` -> ``"numba"`` or ``"torch"``."""
+def resolve_kernel(name: str, device: str, nondeterministic: bool = False) -> str:
+    """``--kernel`` on ``device`` -> ``"numba"``, ``"cuda"`` or ``"torch"``. ``auto`` on a GPU is
+    the fused CUDA kernel where a run may race (``--nondeterministic``), else the repeatable
+    reference kernel."""
     if name == "auto":
-        return "numba" if device == "cpu" and _numba_available() else "torch"
+        if device == "cpu":
+            return "numba" if _numba_available() else "torch"
+        return "cuda" if nondeterministic and _numba_cuda_available() else "torch"
     if name == "numba" and device != "cpu":
-        raise ValueError(f"--kernel numba runs on CPU only; use --kernel torch on {device}")
+        raise ValueError(f"--kernel numba runs on CPU only; use --kernel cuda or torch on {device}")
+    if name == "cuda" and device == "cpu":
+        raise ValueError("--kernel cuda runs on a GPU: use --device cuda")
     return name
 
 
@@ -35,6 +44,14 @@ def _numba_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _numba_cuda_available() -> bool:
+    try:
+        from numba import cuda
+    except ImportError:
+        return False
+    return bool(cuda.is_available())
 
 
 _warming: threading.Thread | None = None
