@@ -517,7 +517,9 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     stream.load_state_dict({"resume": feed.resume_for_stream()})
     feed.chunks = reader(stream, cfg.workers, model.draw)
     schedule = LinearSchedule(cfg.alpha, cfg.min_alpha, cfg.epochs * vocab.total_words)
-    lock = Lockstep(sync.every)
+    # the ranks learn each other's words every sync; one rank under torchrun has no one to wait for,
+    # and its learning rate moves every step, as one process's does
+    lock = Lockstep(sync.every if dist.world_size > 1 else 1)
     lock.load_state_dict(mine.get("lockstep", {}))
     # rank 0's TensorBoard scalars; a resumed run's hide what the attempt before logged past its checkpoint
     board = open_board(cfg.output, so, purge_step=state["words_done"] + 1) if dist.is_main else None
