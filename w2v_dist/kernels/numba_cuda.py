@@ -30,6 +30,8 @@ in order, which is exactly the CPU kernel's one-thread order.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 if not hasattr(np, "row_stack"):  # numba-cuda 0.x calls it; numpy 2.5 removed it (seen on the H200's image)
@@ -38,6 +40,10 @@ from numba import config, cuda, float32, float64, int64  # noqa: E402
 
 from w2v_dist.kernels.numba_cpu import (CBOW, EXP_TABLE_SIZE, MAX_EXP, NEG_LOG_SIGMOID, SG,  # noqa: E402
                                         SG_SHARED, SIGMOID, Drawn, _draw, _writable)
+
+# numba warns at every launch of fewer blocks than the GPU has multiprocessors ("Grid size 66 will
+# likely result in GPU under-utilization"): a warp a block, --threads 66 or 1 asks for exactly that
+warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU under-utilization")
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
 LANES = 1 if SIMULATED else 32  # the simulator has no warp shuffles: a warp is one thread there
