@@ -464,7 +464,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     if dist.is_main and dist.world_size > 1:
         _warn_idle_ranks(start.row_tokens, cfg, dist)
     kernel = resolve_kernel(cfg.kernel, torch.device(dist.device).type, cfg.nondeterministic)
-    # --kernel cuda: warps (0: 4 per multiprocessor); else CPU threads
+    # --kernel cuda: warps (0: one per multiprocessor); else CPU threads
     threads = cfg.threads or (0 if kernel == "cuda" else default_threads(dist.local_world_size))
     model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, kernel, window=cfg.window,
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
