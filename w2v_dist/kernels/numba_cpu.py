@@ -580,7 +580,39 @@ class Drawn(NamedTuple):
     settings: tuple  # of the kernel that drew them
 
 
-class Fused:
+class Draws:
+    """What both fused kernels (this module's and numba_cuda's) share: a chunk's draws, made on the
+    CPU by :func:`_draw` (``kind``, ``window``, ``negative`` and ``max_sentence`` are the kernel's)."""
+
+    kind: int
+    window: int
+    negative: int
+    max_sentence: int
+    _sampling_arrays: tuple = ()
+
+    def _sampling(self, keep, neg_prob, neg_alias) -> tuple:
+        """Writable copies of the vocabulary's (memory-mapped, read-only) tables, made once."""
+        if not self._sampling_arrays or self._sampling_arrays[0] is not keep:
+            self._sampling_arrays = (keep, _writable(keep, np.float32), _writable(neg_prob, np.float32),
+                                     _writable(neg_alias, np.int32))
+        return self._sampling_arrays[1:]
+
+    def _drawn(self, ids: np.ndarray, starts: np.ndarray, key: int, keep: np.ndarray, neg_prob: np.ndarray,
+               neg_alias: np.ndarray) -> tuple:
+        """``(ids, starts, keep, arrays)``: the chunk's arrays as numba takes them, the keep
+        probabilities likewise, and :func:`_draw`'s arrays."""
+        # one signature for numba whatever the arrays' origin (Arrow buffers and memory maps are
+        # read-only, unpickled ones writable): every variant would be compiled (a minute) apart
+        ids, starts = _writable(ids, np.int32), _writable(starts, np.int64)
+        keep, neg_prob, neg_alias = self._sampling(keep, neg_prob, neg_alias)
+        if len(ids) and int(np.diff(starts).max()) > self.max_sentence:
+            raise ValueError(f"a sentence is longer than max_sentence={self.max_sentence}")
+        arrays = _draw(self.kind == CBOW, self.kind == SG_SHARED, ids, starts, np.uint64(key), keep, neg_prob,
+                       neg_alias, self.window, self.negative)
+        return ids, starts, keep, arrays
+
+
+class Fused(Draws):
     """The fused kernel of one run: the tables' stores (the V rows of each table, then each
     thread's overlay rows), per-thread buffers and marks. ``table_in`` / ``table_out`` are the
     tables themselves (views of the stores; the model wraps them as its parameters).
@@ -627,14 +659,6 @@ class Fused:
         self.neu1e = _lines(T, dim, np.float32)
         self.out = _lines(T, 3, np.float64)
         self.tag = 0
-        self._sampling_arrays: tuple = ()
-
-    def _sampling(self, keep, neg_prob, neg_alias) -> tuple:
-        """Writable copies of the vocabulary's (memory-mapped, read-only) tables, made once."""
-        if not self._sampling_arrays or self._sampling_arrays[0] is not keep:
-            self._sampling_arrays = (keep, _writable(keep, np.float32), _writable(neg_prob, np.float32),
-                                     _writable(neg_alias, np.int32))
-        return self._sampling_arrays[1:]
 
     def draw(self, ids: np.ndarray, starts: np.ndarray, key: int, keep: np.ndarray, neg_prob: np.ndarray,
              neg_alias: np.ndarray) -> Drawn:
@@ -643,15 +667,8 @@ class Fused:
         a reader's thread can draw the next chunks while this one trains (``prefetch`` in
         training.py): the kernel's one thread then only computes. The same draws wherever they
         are made: the same bits."""
-        # one signature for numba whatever the arrays' origin (Arrow buffers and memory maps are
-        # read-only, unpickled ones writable): every variant would be compiled (a minute) apart
-        ids, starts = _writable(ids, np.int32), _writable(starts, np.int64)
-        keep, neg_prob, neg_alias = self._sampling(keep, neg_prob, neg_alias)
-        if len(ids) and int(np.diff(starts).max()) > self.max_sentence:
-            raise ValueError(f"a sentence is longer than max_sentence={self.max_sentence}")
+        ids, starts, keep, arrays = self._drawn(ids, starts, key, keep, neg_prob, neg_alias)
         slices = slice_bounds(ids, starts, keep, self.slice_words, 1 if self.hogwild else self.threads)
-        arrays = _draw(self.kind == CBOW, self.kind == SG_SHARED, ids, starts, np.uint64(key), keep, neg_prob,
-                       neg_alias, self.window, self.negative)
         return Drawn(arrays, slices, starts, self.settings)
 
     def train(self, ids: np.ndarray, starts: np.ndarray, key: int, lr0: float, lr1: float, keep: np.ndarray,

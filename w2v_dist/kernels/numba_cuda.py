@@ -39,7 +39,7 @@ if not hasattr(np, "row_stack"):  # numba-cuda 0.x calls it; numpy 2.5 removed i
 from numba import config, cuda, float32, float64, int64  # noqa: E402
 
 from w2v_dist.kernels.numba_cpu import (CBOW, EXP_TABLE_SIZE, MAX_EXP, NEG_LOG_SIGMOID, SG,  # noqa: E402
-                                        SG_SHARED, SIGMOID, Drawn, _draw, _writable)
+                                        SG_SHARED, SIGMOID, Draws, Drawn)
 
 # numba warns at every launch of fewer blocks than the GPU has multiprocessors ("Grid size 66 will
 # likely result in GPU under-utilization"): a warp a block, --threads 66 or 1 asks for exactly that
@@ -208,7 +208,7 @@ def default_warps(device) -> int:
     return WARPS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
 
 
-class CudaFused:
+class CudaFused(Draws):
     """The fused CUDA kernel of one run, on tables that live on the GPU (``bind``: torch CUDA
     tensors, or anything numba takes as a CUDA array). Draws as the CPU kernel does
     (:meth:`draw`, the reader's thread), trains on the device (:meth:`train`).
@@ -227,7 +227,6 @@ class CudaFused:
         self.kind = CBOW if model == "cbow" else SG_SHARED if share_negatives else SG
         self.settings = (self.kind, window, negative, "cuda")
         self.kernel = _kernel(self.kind, -(-dim // LANES))
-        self._sampling_arrays: tuple = ()
         self._torch_device = None
         self._stream = 0
         self.table_in = self.table_out = None
@@ -261,22 +260,10 @@ class CudaFused:
         held.append(t)  # freed after the launch: torch's allocator reuses it only after the stream's work
         return cuda.as_cuda_array(t, sync=False)
 
-    def _sampling(self, keep, neg_prob, neg_alias) -> tuple:
-        if not self._sampling_arrays or self._sampling_arrays[0] is not keep:
-            self._sampling_arrays = (keep, _writable(keep, np.float32), _writable(neg_prob, np.float32),
-                                     _writable(neg_alias, np.int32))
-        return self._sampling_arrays[1:]
-
     def draw(self, ids: np.ndarray, starts: np.ndarray, key: int, keep: np.ndarray, neg_prob: np.ndarray,
              neg_alias: np.ndarray) -> Drawn:
         """The chunk's draws: the CPU kernel's (numba_cpu.Fused.draw), made on the CPU."""
-        ids, starts = _writable(ids, np.int32), _writable(starts, np.int64)
-        keep, neg_prob, neg_alias = self._sampling(keep, neg_prob, neg_alias)
-        if len(ids) and int(np.diff(starts).max()) > self.max_sentence:
-            raise ValueError(f"a sentence is longer than max_sentence={self.max_sentence}")
-        arrays = _draw(self.kind == CBOW, self.kind == SG_SHARED, ids, starts, np.uint64(key), keep, neg_prob,
-                       neg_alias, self.window, self.negative)
-        return Drawn(arrays, None, starts, self.settings)
+        return Drawn(self._drawn(ids, starts, key, keep, neg_prob, neg_alias)[3], None, starts, self.settings)
 
     def train(self, ids: np.ndarray, starts: np.ndarray, key: int, lr0: float, lr1: float, keep: np.ndarray,
               neg_prob: np.ndarray, neg_alias: np.ndarray, drawn: Drawn | None = None) -> tuple[float, int, int]:
