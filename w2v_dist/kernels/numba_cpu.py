@@ -611,6 +611,15 @@ class Draws:
                        neg_alias, self.window, self.negative)
         return ids, starts, keep, arrays
 
+    def _ready(self, drawn, ids, starts, key, keep, neg_prob, neg_alias):
+        """The chunk's draws: ``drawn`` (made ahead by ``draw``, by a kernel of these settings), or
+        made now."""
+        if drawn is None:
+            return self.draw(ids, starts, key, keep, neg_prob, neg_alias)
+        if drawn.settings != self.settings:
+            raise ValueError("drawn by a kernel with other settings")
+        return drawn
+
 
 class Fused(Draws):
     """The fused kernel of one run: the tables' stores (the V rows of each table, then each
@@ -679,10 +688,7 @@ class Fused(Draws):
         beforehand by :meth:`draw` (else drawn here)."""
         if len(ids) == 0:
             return 0.0, 0, 0
-        if drawn is None:
-            drawn = self.draw(ids, starts, key, keep, neg_prob, neg_alias)
-        elif drawn.settings != self.settings:
-            raise ValueError("drawn by a kernel with other settings")
+        drawn = self._ready(drawn, ids, starts, key, keep, neg_prob, neg_alias)
         if self.tag > 2**31 - 2**24:  # the marks are step tags: start again before they wrap
             self.marks_in[:] = -1
             self.marks_out[:] = -1

@@ -272,10 +272,7 @@ class CudaFused(Draws):
         them waits for the kernel)."""
         if len(ids) == 0:
             return 0.0, 0, 0
-        if drawn is None:
-            drawn = self.draw(ids, starts, key, keep, neg_prob, neg_alias)
-        elif drawn.settings != self.settings:
-            raise ValueError("drawn by a kernel with other settings")
+        drawn = self._ready(drawn, ids, starts, key, keep, neg_prob, neg_alias)
         kept, kstart, reach, noff, negs = drawn.arrays
         if len(kept) == 0:
             return 0.0, 0, 0
