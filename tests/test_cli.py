@@ -141,6 +141,23 @@ def test_same_command_same_vectors(tmp_path):
     assert not np.array_equal(np.load(tmp_path / "a/vectors.npy"), np.load(tmp_path / "c/vectors.npy"))
 
 
+def test_replicas_train_repeatably_and_apart_from_one_table(tmp_path):
+    """``--replicas 2``: two copies of the tables, a kernel thread each, averaged every
+    --sync-every steps. The same command gives the same bits; the vectors are not one table's (the
+    replicas really trained apart), and the run says what it did."""
+    corpus = write_shards(tmp_path / "corpus", gcide_lines(5_000))
+    args = [*TRAIN, "--epochs", "1", "--batch-words", "2000", "--sync-every", "3"]
+    runs, said = {}, {}
+    for name, extra in (("a", ["--replicas", "2"]), ("b", ["--replicas", "2"]), ("one", ["--threads", "1"])):
+        said[name] = cli("train", str(corpus), "--output", str(tmp_path / name), *args, *extra).stderr
+        runs[name] = np.load(tmp_path / name / "vectors.npy")
+    assert "kernel: 2 replicas of the tables, one thread each, at 2 x the rate, averaged every 3 steps" in said["a"]
+    np.testing.assert_array_equal(runs["a"], runs["b"])
+    assert not np.array_equal(runs["a"], runs["one"])
+    summary = json.loads((tmp_path / "a/summary.json").read_text())
+    assert summary["threads"] == 2 and np.isfinite(summary["final_loss"])
+
+
 def test_cbow_and_list_column(tmp_path):
     lines = gcide_lines(6000)
     toks = [line.lower().split() for line in lines]

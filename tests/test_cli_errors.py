@@ -75,6 +75,9 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda", "--kernel", "numba"],
      "--kernel numba runs on the CPU only; use --kernel cuda or torch (or auto) with --device cuda"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--kernel", "cuda"], "--kernel cuda runs on a GPU: add --device cuda"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--replicas", "2", "--threads", "2"],
+     "--replicas trains each replica with one kernel thread: drop --threads and --nondeterministic"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--replicas", "0"], "--replicas must be >= 1, got 0"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda", "--kernel", "cuda"],
      "--kernel cuda races its warps on the rows they share, so a run is not repeatable: add --nondeterministic"),
     pytest.param(["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda"],
@@ -92,6 +95,7 @@ IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eva
        "train-dim-too-large",
        "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything",
        "train-device-unknown", "train-numba-on-cuda", "train-cuda-kernel-on-cpu", "train-cuda-kernel-races",
+       "train-replicas-with-threads", "train-replicas-zero",
        "train-cuda-without-gpu"]
 
 

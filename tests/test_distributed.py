@@ -554,6 +554,16 @@ def test_torchrun_with_one_rank_is_one_process(small_corpus, tmp_path):
     np.testing.assert_array_equal(np.load(one / "vectors.npy"), np.load(two / "vectors.npy"))
 
 
+def test_replicas_under_torchrun_are_refused_in_one_line(small_corpus, tmp_path):
+    """``--replicas`` copies the tables inside one process; under torchrun the ranks are the
+    replicas: one line, said once, before training."""
+    p = torchrun("train", str(small_corpus), "--output", str(tmp_path / "r"), *TRAIN, "--replicas", "2", check=False)
+    assert p.returncode != 0
+    line = "--replicas 2 copies the tables inside one process; under torchrun run more ranks instead"
+    assert p.stderr.count(line) == 1, p.stderr[-3000:]
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
 def _replay_two_ranks(run, tmp_path, lr_scale: float, divide: float) -> np.ndarray:
     """One process replaying a 2-rank run that synced every row after every step: each rank's
     chunk (read with the rank's own CorpusStream) trained from the step's starting tables at the

@@ -402,3 +402,45 @@ def test_the_warm_up_compiles_what_a_run_calls(small_corpus, tmp_path):
     assert len(K._train_chunk.signatures) == 1, K._train_chunk.signatures
     assert len(K._slice_bounds.signatures) == 1, K._slice_bounds.signatures
     assert len(K._draw.signatures) == 1, K._draw.signatures
+
+
+@pytest.mark.parametrize("model,share", [("sg", True), ("sg", False), ("cbow", True)])
+def test_replicas_train_their_runs_of_slices_apart_and_average_in_order(model, share):
+    """``replicas=2``: each replica is the one-thread kernel on its own copy of the tables and its
+    own contiguous run of the chunk's slices, and :meth:`Fused.average` leaves every replica with
+    the mean, summed in replica order. Against two one-thread kernels given the same draws (each
+    restricted to its run of slices) and numpy's mean: bit for bit. Guards: a replica training the
+    other's slices or both, a replica on the shared tables, an average in another order or of one
+    table only, a replica left out of the average."""
+    V, d, lr0, lr1 = 60, 8, 0.05, 0.04
+    keep, prob, alias = _sampling(V)
+    k = K.Fused(V, d, 1, model, 3, 4, 64, 64, share, replicas=2)
+    rng = np.random.default_rng(3)
+    k.table_in[:] = (rng.random((V, d), np.float32) - 0.5) / d * 20
+    k.table_out[:] = (rng.random((V, d), np.float32) - 0.5) / d * 20
+    k.broadcast()
+    singles = [_fused(V, d, 1, model, share=share) for _ in range(2)]
+    for one in singles:
+        one.table_in[:], one.table_out[:] = k.table_in, k.table_out
+    for key, seed in ((7, 0), (8, 1)):
+        ids, starts = _chunk(V, n=1500, seed=seed)
+        drawn = k.draw(ids, starts, key, keep, prob, alias)
+        n = len(drawn.slices) - 1
+        assert n >= 4
+        loss, terms, examples = k.train(ids, starts, key, lr0, lr1, keep, prob, alias, drawn)
+        got = [one.train(ids, starts, key, lr0, lr1, keep, prob, alias,
+                         drawn._replace(slices=drawn.slices[r * n // 2:(r + 1) * n // 2 + 1], settings=one.settings))
+               for r, one in enumerate(singles)]
+        assert examples == sum(g[2] for g in got) > 100 and terms == sum(g[1] for g in got)
+        assert loss == pytest.approx(sum(g[0] for g in got), rel=1e-12)
+        for r, one in enumerate(singles):  # apart: each replica is its single kernel, bit for bit
+            np.testing.assert_array_equal(k.replicas_in[r], one.table_in)
+            np.testing.assert_array_equal(k.replicas_out[r], one.table_out)
+        k.average()
+        for name in ("table_in", "table_out"):
+            mean = (getattr(singles[0], name) + getattr(singles[1], name)) * np.float32(0.5)
+            for one in singles:
+                getattr(one, name)[:] = mean
+        for r in range(2):
+            np.testing.assert_array_equal(k.replicas_in[r], singles[0].table_in)
+            np.testing.assert_array_equal(k.replicas_out[r], singles[0].table_out)

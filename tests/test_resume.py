@@ -135,6 +135,22 @@ def test_single_process_resume_is_exact(corpus, tmp_path):
     assert f"done: {summary['words']} words, {session} of them in this session: " in p.stderr, p.stderr
 
 
+def test_replicas_checkpoint_where_they_agree_and_resume_exactly(corpus, tmp_path):
+    """``--replicas 2``: the replicas agree only at their averages (every --sync-every steps and at
+    an epoch's start), so checkpoints wait for one, and a killed run rerun ends in the
+    uninterrupted run's bits. Guards: a checkpoint of replica 0 alone between averages (the other
+    replica's progress lost on resume), the other replica not given the checkpoint's tables."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["--epochs", "2", "--dim", "16", "--min-count", "3", "--log-every", "0", "--workers", "1",
+            "--batch-words", "1000", "--checkpoint-every", "5", "--replicas", "2", "--sync-every", "4"]
+    cli("train", str(corpus), "--output", str(a), *args)
+    p = cli("train", str(corpus), "--output", str(b), *args, check=False, env={"W2V_DIST_FAULT": "kill@step:0:18"})
+    assert p.returncode == -signal.SIGKILL
+    p = cli("train", str(corpus), "--output", str(b), *args)
+    assert "checkpoints/step-16 (" in p.stderr, p.stderr  # asked at step 15, written at the average of 16
+    _same(a, b)
+
+
 def test_sigterm_checkpoints_and_says_how_to_resume(corpus, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     cli("train", str(corpus), "--output", str(a), *TRAIN)

@@ -41,7 +41,7 @@ OPERATIONAL = {"output", "overwrite", "force_resume", "log_every", "threads", "s
                "checkpoint_minutes", "keep_checkpoints", "allow_incomplete"}
 
 # settings added since runs began writing config.json, with the value a run from before them had
-ADDED = {"sync_overlap": False, "sync_node_every": 0, "sync_dtype": "float32"}
+ADDED = {"sync_overlap": False, "sync_node_every": 0, "sync_dtype": "float32", "replicas": 1}
 
 
 def save(run_uri: str, step: int, tensors: dict[str, torch.Tensor], state: dict, keep: int = 2,

@@ -127,6 +127,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("sync_lr_scale", float, "several ranks, --sync-combine mean: each rank trains at this x the rate "
                                  "(0: the number of ranks, but no rank above a rate of 0.2)"),
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
+        ("replicas", int, "copies of the tables in this process, each trained by one kernel thread on its part of "
+                          "every chunk at replicas x the rate, averaged every --sync-every steps (64 by default): "
+                          "local SGD without ranks, repeatable"),
         ("threads", int, "kernel threads (0: the rank's share of the cores, less one for its reader; 1, not 2); "
                          "--kernel cuda: warps (0: one per multiprocessor)"),
         ("log_every", float, "seconds between log lines"),
@@ -198,7 +201,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         sync=a.sync, sync_every=a.sync_every, sync_rows=a.sync_rows, sync_combine=a.sync_combine,
         sync_lr_scale=a.sync_lr_scale, sync_overlap=a.sync_overlap,
         sync_node_every=a.sync_node_every, sync_dtype=a.sync_dtype,
-        seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, workers=a.workers,
+        seed=a.seed, text_column=a.text_column, tokenizer=tok, kernel=a.kernel, threads=a.threads, replicas=a.replicas,
+        workers=a.workers,
         device=a.device, backend=a.backend, cache_dir=a.cache_dir, token_cache_gb=a.token_cache_gb,
         log_every=a.log_every, storage_options=_storage_options(a.storage_options),
         output_storage_options=_output_storage_options(a.output_storage_options),

@@ -37,7 +37,7 @@ class Word2Vec(nn.Module):
     def __init__(self, vocab, dim: int, model: str = "sg", seed: int = 1, device: str = "cpu",
                  kernel: str = "auto", *, window: int = 5, negative: int = 5, threads: int = 1,
                  slice_words: int = 0, max_sentence: int = 1000, share_negatives: bool = True,
-                 nondeterministic: bool = False, batch_pairs: int = 256):
+                 nondeterministic: bool = False, batch_pairs: int = 256, replicas: int = 1):
         super().__init__()
         V = len(vocab)
         g = torch.Generator().manual_seed(seed)
@@ -57,11 +57,12 @@ class Word2Vec(nn.Module):
         elif self.kernel == "numba":
             from w2v_dist.kernels.numba_cpu import Fused
 
-            self.fused = Fused(V, dim, threads, model, window, negative, slice_words, max_sentence,
-                               share_negatives, nondeterministic)
+            self.fused = Fused(V, dim, 1 if replicas > 1 else threads, model, window, negative, slice_words,
+                               max_sentence, share_negatives, nondeterministic, replicas)
             w_in, w_out = torch.from_numpy(self.fused.table_in), torch.from_numpy(self.fused.table_out)
             w_in.copy_(init)
             w_out.zero_()
+            self.fused.broadcast()
         else:
             self.fused = None
             self.deterministic = not nondeterministic
@@ -105,6 +106,20 @@ class Word2Vec(nn.Module):
         if self.fused is not None and len(tokens.ids):
             tokens.drawn = self.fused.draw(tokens.ids, tokens.starts, tokens.key, self.keep_prob, self.neg_prob,
                                            self.neg_alias)
+
+    @property
+    def replicas(self) -> int:
+        return getattr(self.fused, "replicas", 1)
+
+    def average(self) -> None:
+        """``--replicas``: every replica becomes the replicas' mean (the tables are replica 0)."""
+        if self.replicas > 1:
+            self.fused.average()
+
+    def tables_set(self) -> None:
+        """The tables were set from outside (a checkpoint): every replica takes them."""
+        if self.replicas > 1:
+            self.fused.broadcast()
 
     def tables(self) -> dict[str, torch.Tensor]:
         return {"in_embed": self.in_embed.weight, "out_embed": self.out_embed.weight}

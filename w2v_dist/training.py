@@ -35,7 +35,7 @@ from w2v_dist.faults import maybe_fail
 from w2v_dist.kernels import resolve_kernel, warm_up_in_background
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
-from w2v_dist.sync import TableSync, check_node_every
+from w2v_dist.sync import TableSync, auto_sync_every, check_node_every
 from w2v_dist.tensorboard import open_board
 from w2v_dist.vocab import Counter, Vocab, VocabError
 
@@ -464,13 +464,23 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     if dist.is_main and dist.world_size > 1:
         _warn_idle_ranks(start.row_tokens, cfg, dist)
     kernel = resolve_kernel(cfg.kernel, torch.device(dist.device).type, cfg.nondeterministic)
-    # --kernel cuda: warps (0: one per multiprocessor); else CPU threads
-    threads = cfg.threads or (0 if kernel == "cuda" else default_threads(dist.local_world_size))
+    with alike(ConfigError):
+        if cfg.replicas > 1 and dist.world_size > 1:
+            raise ConfigError(f"--replicas {cfg.replicas} copies the tables inside one process; under torchrun run "
+                              "more ranks instead (--nproc-per-node), which sync as the replicas would")
+    # --kernel cuda: warps (0: one per multiprocessor); --replicas: one thread each; else CPU threads
+    threads = cfg.replicas if cfg.replicas > 1 else cfg.threads or (
+        0 if kernel == "cuda" else default_threads(dist.local_world_size))
     model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, kernel, window=cfg.window,
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
                      max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
-                     nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs)
-    if kernel == "cuda":
+                     nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs, replicas=cfg.replicas)
+    # --replicas: each replica trains at this x the rate (the mean's multiplier, capped as the ranks' is)
+    replica_every, replica_scale = cfg.sync_every or auto_sync_every(2), min(cfg.replicas, 0.2 / cfg.alpha)
+    if cfg.replicas > 1:
+        log.info("kernel: %d replicas of the tables, one thread each, at %.4g x the rate, averaged every %d steps",
+                 cfg.replicas, replica_scale, replica_every)
+    elif kernel == "cuda":
         threads = model.fused.warps
         if dist.is_main:
             log.info("kernel: fused CUDA, %d warp%s%s", threads, " (repeatable)" if threads == 1 else
@@ -505,6 +515,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         with torch.no_grad():
             for name, table in model.tables().items():
                 table.copy_(tensors[name])
+        model.tables_set()
         sync.load_state_dict(state.get("sync", {}))
         set_rng_states(state["ranks"][dist.rank]["rng"])
     mine = state["ranks"][dist.rank]
@@ -530,7 +541,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
                         records=state["metrics"], resumed_from=state["words_done"] if start.checkpoint else None,
                         board=board, extras=ranks, tail=state.get("loss_tail"))
-    guard = Guard(cfg.negative, cfg.alpha, lr_scale=sync.lr_scale)
+    scale = sync.lr_scale * (replica_scale if cfg.replicas > 1 else 1)
+    guard = Guard(cfg.negative, cfg.alpha, lr_scale=scale)
     control = Control(cfg, dist)
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
     control.epoch = epoch = mine.get("epoch", 0)
@@ -539,7 +551,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         stop_if_diverged(flags[3], guard, control, dist, step, epoch)
         with_data += batch is not None
         lr, lr_next = schedule(words_done), schedule(words_done + words)
-        loss, examples = (model.train_chunk(batch.tokens, lr * sync.lr_scale, lr_next * sync.lr_scale)
+        loss, examples = (model.train_chunk(batch.tokens, lr * scale, lr_next * scale)
                           if batch is not None else (0.0, 0))
         if maybe_fail("loss", dist.rank, step):  # a test's diverged rank
             loss = float("nan")
@@ -548,6 +560,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         control.epoch = epoch = max(epoch, batch.epoch if batch is not None else epoch)
         # an epoch began on some rank: every row is synced after this step, a point to checkpoint at
         synced = sync.after_step(step, full=bool(flags[2]))
+        if model.replicas > 1:  # the replicas agree at their averages only: the points to checkpoint at
+            if step % replica_every == 0 or flags[2]:
+                model.average()
+            else:
+                synced = False
         progress.update(words, examples, loss, lr, step, epoch)
         maybe_fail("step", dist.rank, step)
         control.request(step, flags)
@@ -558,6 +575,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
             if control.saved():
                 return _interrupted(cfg, dist, control, step)
     stop_if_diverged(dist.all_reduce_sum([control.diverged])[0], guard, control, dist, step, epoch)
+    model.average()
     sync.full()
     final = progress.close(lr, step, epoch)
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)

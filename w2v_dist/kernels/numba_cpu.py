@@ -502,6 +502,39 @@ def _train_chunk(kind, S_in, S_out, V, starts, slices, drawn, lr0, lr1, negative
     return tag0 + steps
 
 
+@njit(parallel=_prange_only(), fastmath=FASTMATH, cache=True, nogil=True)
+def _train_replicas(kind, S_ins, S_outs, V, starts, slices, drawn, lr0, lr1, negative, neu1s, neu1es, sig, nls,
+                    marks_in, marks_out, tag0, ov_in, ov_out, out):
+    """Train a chunk, drawn (:func:`_draw`), on ``R`` replicas of the tables at once: replica ``r``
+    walks the ``r``-th contiguous run of the chunk's slices on its own tables, in word2vec.c's
+    order (the one-thread walk), one thread each."""
+    kept, kstart, reach, noff, negs = drawn
+    R = S_ins.shape[0]
+    nslices = len(slices) - 1
+    n = max(starts[len(starts) - 1], 1)
+    for r in prange(R):
+        for s in range(r * nslices // R, (r + 1) * nslices // R):
+            lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
+            _walk(kind, DIRECT, (S_ins[r], S_outs[r], V, kept, kstart, reach, noff, negs, slices[s], slices[s + 1],
+                                 negative, lr, neu1s[r], neu1es[r], sig, nls, 0, 1, marks_in[0], marks_out[0], tag0,
+                                 ov_in, ov_out, out[r]))
+
+
+@njit(parallel=_prange_only(), cache=True, nogil=True)  # no fastmath: the sum in replica order
+def _average(S):
+    """Every replica's rows become the replicas' mean: summed in replica order, times 1/R."""
+    R, V, d = S.shape
+    inv = np.float32(1.0 / R)
+    for v in prange(V):
+        for x in range(d):
+            acc = S[0, v, x]
+            for r in range(1, R):
+                acc += S[r, v, x]
+            acc *= inv
+            for r in range(R):
+                S[r, v, x] = acc
+
+
 def slice_bounds(ids: np.ndarray, starts: np.ndarray, keep: np.ndarray, slice_words: int, threads: int) -> np.ndarray:
     """Sentence indices where slices begin (and the end). The chunk is cut at sentence starts into
     a multiple of ``threads`` slices of about ``slice_words`` words, balanced by expected kept words
@@ -636,22 +669,29 @@ class Fused(Draws):
 
     def __init__(self, vocab_size: int, dim: int, threads: int, model: str, window: int, negative: int,
                  slice_words: int = 0, max_sentence: int = 1000, share_negatives: bool = True,
-                 nondeterministic: bool = False):
-        self.V, self.d, self.threads = vocab_size, dim, threads
+                 nondeterministic: bool = False, replicas: int = 1):
+        if replicas > 1 and (threads != 1 or nondeterministic):
+            raise ValueError("replicas train one thread each: threads=1, deterministic")
+        self.V, self.d, self.threads, self.replicas = vocab_size, dim, threads, replicas
         slice_words = slice_words or auto_slice_words(threads, nondeterministic)
         self.window, self.negative, self.slice_words = window, negative, slice_words
         self.hogwild = bool(nondeterministic)
         self.kind = CBOW if model == "cbow" else SG_SHARED if share_negatives else SG
         # what a chunk's draws and slices depend on (Drawn.settings)
-        self.settings = (self.kind, window, negative, slice_words, threads, self.hogwild)
+        self.settings = (self.kind, window, negative, slice_words, threads, self.hogwild, replicas)
         T, V = threads, vocab_size
         words = slice_words + max_sentence - 1
         per_word = (1 + negative) * (1 if model == "cbow" else 2 * window)
         overlays = T > 1 and not self.hogwild
         r_in, r_out = (min(V, words), min(V, words * per_word)) if overlays else (0, 0)
         # np.empty: overlay pages become resident only where a step writes
-        self.store_in = np.empty((V + T * r_in, dim), np.float32)
-        self.store_out = np.empty((V + T * r_out, dim), np.float32)
+        if replicas > 1:  # replica 0 is the tables; the others follow it in one array (_average)
+            self.replicas_in = np.empty((replicas, V, dim), np.float32)
+            self.replicas_out = np.empty((replicas, V, dim), np.float32)
+            self.store_in, self.store_out = self.replicas_in[0], self.replicas_out[0]
+        else:
+            self.store_in = np.empty((V + T * r_in, dim), np.float32)
+            self.store_out = np.empty((V + T * r_out, dim), np.float32)
         self.table_in, self.table_out = self.store_in[:V], self.store_out[:V]
         cols = V if overlays else 1
         # two sets of marks: threads mark the next step's rows while others still read this step's
@@ -664,10 +704,23 @@ class Fused(Draws):
         self.ov_out = (np.full((T, cols), -1, np.int32), np.zeros((T, max(r_out, 1)), np.int32),
                        _lines(T, 1, np.int64), r_out, np.zeros((T, max(r_out, 1)), np.float32))
         self.max_sentence = max_sentence
-        self.neu1 = _lines(T, dim, np.float32)
-        self.neu1e = _lines(T, dim, np.float32)
-        self.out = _lines(T, 3, np.float64)
+        self.neu1 = _lines(max(T, replicas), dim, np.float32)
+        self.neu1e = _lines(max(T, replicas), dim, np.float32)
+        self.out = _lines(max(T, replicas), 3, np.float64)
         self.tag = 0
+
+    def average(self) -> None:
+        """Every replica becomes the replicas' mean (in replica order: the same bits every run)."""
+        if self.replicas > 1:
+            numba.set_num_threads(min(self.replicas, numba.config.NUMBA_NUM_THREADS))
+            _average(self.replicas_in)
+            _average(self.replicas_out)
+
+    def broadcast(self) -> None:
+        """Every replica becomes the tables (replica 0): after the tables were set from outside."""
+        if self.replicas > 1:
+            self.replicas_in[1:] = self.replicas_in[0]
+            self.replicas_out[1:] = self.replicas_out[0]
 
     def draw(self, ids: np.ndarray, starts: np.ndarray, key: int, keep: np.ndarray, neg_prob: np.ndarray,
              neg_alias: np.ndarray) -> Drawn:
@@ -677,7 +730,8 @@ class Fused(Draws):
         training.py): the kernel's one thread then only computes. The same draws wherever they
         are made: the same bits."""
         ids, starts, keep, arrays = self._drawn(ids, starts, key, keep, neg_prob, neg_alias)
-        slices = slice_bounds(ids, starts, keep, self.slice_words, 1 if self.hogwild else self.threads)
+        slices = slice_bounds(ids, starts, keep, self.slice_words,
+                              self.replicas if self.replicas > 1 else 1 if self.hogwild else self.threads)
         return Drawn(arrays, slices, starts, self.settings)
 
     def train(self, ids: np.ndarray, starts: np.ndarray, key: int, lr0: float, lr1: float, keep: np.ndarray,
@@ -693,8 +747,15 @@ class Fused(Draws):
             self.marks_in[:] = -1
             self.marks_out[:] = -1
             self.tag = 0
-        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         self.out[:] = 0.0
+        if self.replicas > 1:
+            numba.set_num_threads(min(self.replicas, numba.config.NUMBA_NUM_THREADS))
+            _train_replicas(self.kind, self.replicas_in, self.replicas_out, self.V, drawn.starts, drawn.slices,
+                            drawn.arrays, lr0, lr1, self.negative, self.neu1, self.neu1e, SIGMOID, NEG_LOG_SIGMOID,
+                            self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out, self.out)
+            loss, terms, examples = self.out[:, :3].sum(axis=0)
+            return float(loss), int(terms), int(examples)
+        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         self.tag = _train_chunk(
             self.kind, self.store_in, self.store_out, self.V, drawn.starts, drawn.slices, drawn.arrays, lr0, lr1,
             self.negative, self.threads, self.hogwild, self.neu1, self.neu1e, SIGMOID, NEG_LOG_SIGMOID,
