@@ -120,7 +120,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                              "(0: 1,024 / --threads, at least 64: a step of the threads covers about 1,024 words)"),
         ("batch_pairs", int, "--kernel torch (CUDA): examples per summed mini-batch update; larger is faster on a GPU "
                              "but sums more stale updates, which diverged on repetitive text"),
-        ("sync_every", int, "several ranks: steps between syncs of the frequent rows (0: 64 at 2 ranks, 16 at more)"),
+        ("sync_every", int, "several ranks: steps between syncs of the frequent rows (0: 64 at 2 ranks, 16 at more); "
+                            "--replicas: steps between averages (0: 64)"),
         ("sync_rows", int, "several ranks: rows in the smallest sync"),
         ("sync_node_every", int, "several nodes: steps between syncs among the ranks of each node, between the "
                                  "syncs of all ranks every --sync-every steps (0: none; needs --sync-combine mean)"),
