@@ -67,6 +67,9 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000"],
      "--dim 20000000000 with 4 words needs about 894.1 GiB for the tables on this node (298.0 GiB each, 1 rank(s)), "
      "but"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000", "--replicas", "2"],
+     "--dim 20000000000 with 4 words needs about 1490.1 GiB for the tables on this node (298.0 GiB each, 1 rank(s), "
+     "2 replicas), but"),
     (["train", "{d}/corpus", "--output", "/proc/w2v-dist-run"], "/proc/w2v-dist-run: cannot write the run directory"),
     (["train", "{d}/corpus", "--output", "/sys/w2v-dist-run"], "/sys/w2v-dist-run: cannot write the run directory"),
     (["train", "{d}/many", "--output", "{d}/r", "--max-vocab-size", "1000", "--min-count", "1"],
@@ -92,7 +95,7 @@ IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eva
        "train-token-cache-nan", "train-sync-every-negative", "train-sync-step-overlap",
        "train-sync-node-every-negative", "train-sync-node-every-overlap",
        "train-sync-step-bfloat16", "prepare-max-invalid-utf8-nan", "export-would-overwrite",
-       "train-dim-too-large",
+       "train-dim-too-large", "train-dim-too-large-for-replicas",
        "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything",
        "train-device-unknown", "train-numba-on-cuda", "train-cuda-kernel-on-cpu", "train-cuda-kernel-races",
        "train-replicas-with-threads", "train-replicas-zero",

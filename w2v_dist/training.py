@@ -227,17 +227,20 @@ def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
 
     On the CPU every rank of the node holds the two tables and their initialisation (3 x V x dim
     float32), and with several ranks the sync's snapshot of both and its buffer for their changes
-    (--sync-overlap: and a copy of what the rank sent); a checkpoint copies the tables again, so
-    this is a floor, not a budget."""
+    (--sync-overlap: and a copy of what the rank sent); --replicas R adds R - 1 copies of both; a
+    checkpoint copies the tables again, so this is a floor, not a budget."""
     tables = vocab_size * cfg.dim * 4
-    need = (3 + (4 + 2 * cfg.sync_overlap) * (dist.world_size > 1)) * tables * dist.local_world_size
+    need = (3 + 2 * (cfg.replicas - 1) + (4 + 2 * cfg.sync_overlap) * (dist.world_size > 1)) * tables \
+        * dist.local_world_size
     free = [f for f in dist.all_gather_object(_available_memory() if torch.device(dist.device).type == "cpu" else None)
             if f is not None]  # every rank's: the message is the tightest node's, the same on all
     if free and need > min(free):
         several = dist.world_size > 1
         raise ConfigError(f"--dim {cfg.dim} with {vocab_size} words needs about {need / 2**30:.1f} GiB for the tables "
                           f"on {'each' if several else 'this'} node ({tables / 2**30:.1f} GiB each, "
-                          f"{dist.local_world_size} rank(s)), but {min(free) / 2**30:.1f} GiB is available"
+                          f"{dist.local_world_size} rank(s)"
+                          f"{f', {cfg.replicas} replicas' if cfg.replicas > 1 else ''}), but {min(free) / 2**30:.1f} "
+                          f"GiB is available"
                           f"{' on the tightest' if several else ''}: lower --dim, or --max-vocab / --min-count")
 
 
