@@ -15,6 +15,7 @@ no reader, so the times are the kernel's and the syncs', for ``R`` = 1 and the o
 run.
 
     python bench/replicas.py --models sg cbow --replicas 1 2 --seeds 1 2 3
+    python bench/replicas.py --models cbow sg --product   # and the product's Fused(replicas=R) beside it
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from w2v_dist.kernels.numba_cpu import Fused  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
 
 
-def train(vocab, chunks, model: str, replicas: int, every: int, epochs: int, seed: int, dim: int = 100) -> dict:
+def train(vocab, chunks, model: str, replicas: int, every: int, epochs: int, seed: int, dim: int = 100,
+          product: bool = False) -> dict:
     alpha = 0.025 if model == "sg" else 0.05
     scale = min(replicas, 0.2 / alpha)
     kernels = [Fused(len(vocab), dim, 1, model, 5, 5, 0, 1000) for _ in range(replicas)]
@@ -54,6 +56,19 @@ def train(vocab, chunks, model: str, replicas: int, every: int, epochs: int, see
     total = epochs * sum(len(c.ids) for c in chunks)
     done, loss, examples, sync_s, steps = 0, 0.0, 0, 0.0, max(len(s) for s in shares)
     pool = ThreadPoolExecutor(replicas) if replicas > 1 else None
+    product_kernel, merged, drawn_ahead = None, [], []
+    if product:
+        product_kernel = Fused(len(vocab), dim, 1, model, 5, 5, 0, 1000, replicas=replicas)
+        product_kernel.table_in[:] = init
+        product_kernel.table_out[:] = 0.0
+        product_kernel.broadcast()
+        kernels = [product_kernel]
+        for step in range(steps):  # the step's chunks as one, as the reader would hand them over
+            parts = [shares[r][step] for r in range(replicas) if step < len(shares[r])]
+            ids = np.concatenate([c.ids for c in parts])
+            offsets = np.cumsum([0] + [len(c.ids) for c in parts])
+            starts = np.concatenate([c.starts[:-1] + o for c, o in zip(parts, offsets)] + [offsets[-1:]])
+            merged.append((ids, starts))
     t0 = time.perf_counter()
     for epoch in range(epochs):
         for step in range(steps):
@@ -66,13 +81,21 @@ def train(vocab, chunks, model: str, replicas: int, every: int, epochs: int, see
                 r, c, key = job
                 return kernels[r].train(c.ids, c.starts, epoch * 10_000_000 + key, lr0 * scale, lr1 * scale, *sampling)
 
-            results = list(pool.map(run, jobs)) if pool else [run(j) for j in jobs]
+            if product:  # as --replicas does it: one chunk of the step's words, cut between the replicas
+                results = [product_kernel.train(*merged[step], epoch * 10_000_000 + step, lr0 * scale, lr1 * scale,
+                                                *sampling, drawn_ahead.pop(0) if drawn_ahead else None)]
+            else:
+                results = list(pool.map(run, jobs)) if pool else [run(j) for j in jobs]
             loss += sum(x[0] for x in results)
             examples += sum(x[2] for x in results)
             done += words
             last = epoch == epochs - 1 and step == steps - 1
             if replicas > 1 and ((step + 1) % every == 0 or step == steps - 1 or last):
                 t = time.perf_counter()
+                if product:
+                    product_kernel.average()
+                    sync_s += time.perf_counter() - t
+                    continue
                 for name in ("table_in", "table_out"):
                     mean = getattr(kernels[0], name).copy()
                     for k in kernels[1:]:
@@ -98,6 +121,9 @@ def main() -> None:
     p.add_argument("--every", type=int, default=64, help="steps of 10,000 words between averages")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seeds", nargs="+", type=int, default=[1])
+    p.add_argument("--product", action="store_true",
+                   help="the replicas as --replicas trains them (Fused(replicas=R): one chunk a step, cut between "
+                        "them, draws inline), beside the bench's own")
     a = p.parse_args()
     vocab, chunks = encoded_chunks(a.corpus, a.lines)
     print(f"{len(chunks)} chunks, {sum(len(c.ids) for c in chunks):,} words, vocabulary {len(vocab):,}; "
@@ -108,11 +134,12 @@ def main() -> None:
         for seed in a.seeds:
             base = None
             for r in a.replicas:
-                out = train(vocab, chunks, model, r, a.every, a.epochs, seed)
-                base = base or out["words_per_s"]
-                print(f"| {model} | {seed} | {r} | {out['seconds']:.1f} | {out['words_per_s']:,.0f} | "
-                      f"{out['words_per_s'] / base:.2f}x | {out['sync_s']:.2f} | {out['analogy']:.4f} | "
-                      f"{out['ws353']:.4f} |", flush=True)
+                for product in ([False, True] if a.product and r > 1 else [False]):
+                    out = train(vocab, chunks, model, r, a.every, a.epochs, seed, product=product)
+                    base = base or out["words_per_s"]
+                    print(f"| {model} | {seed} | {r}{' (Fused)' if product else ''} | {out['seconds']:.1f} | "
+                          f"{out['words_per_s']:,.0f} | {out['words_per_s'] / base:.2f}x | {out['sync_s']:.2f} | "
+                          f"{out['analogy']:.4f} | {out['ws353']:.4f} |", flush=True)
 
 
 if __name__ == "__main__":
