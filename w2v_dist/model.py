@@ -37,12 +37,13 @@ class Word2Vec(nn.Module):
     def __init__(self, vocab, dim: int, model: str = "sg", seed: int = 1, device: str = "cpu",
                  kernel: str = "auto", *, window: int = 5, negative: int = 5, threads: int = 1,
                  slice_words: int = 0, max_sentence: int = 1000, share_negatives: bool = True,
-                 nondeterministic: bool = False, batch_pairs: int = 256, replicas: int = 1):
+                 nondeterministic: bool = False, batch_pairs: int = 256, replicas: int = 1, average_every: int = 64):
         super().__init__()
         V = len(vocab)
         g = torch.Generator().manual_seed(seed)
         init = (torch.rand(V, dim, generator=g) * 2 - 1) / dim
         self.model, self.window, self.negative, self.batch_pairs = model, window, negative, batch_pairs
+        self.average_every = average_every  # --replicas: steps between averages
         self.keep_prob, self.neg_prob, self.neg_alias = vocab.keep_prob, vocab.neg_prob, vocab.neg_alias
         self.sampler = vocab.sampler
         self.device = torch.device(device)
@@ -115,6 +116,16 @@ class Word2Vec(nn.Module):
         """``--replicas``: every replica becomes the replicas' mean (the tables are replica 0)."""
         if self.replicas > 1:
             self.fused.average()
+
+    def after_step(self, step: int, full: bool = False) -> bool:
+        """``--replicas``: average them if this step is due (every ``average_every`` steps, or
+        ``full``: an epoch began). True where the replicas agree: a checkpoint can be taken."""
+        if self.replicas <= 1:
+            return True
+        if step % self.average_every == 0 or full:
+            self.average()
+            return True
+        return False
 
     def tables_set(self) -> None:
         """The tables were set from outside (a checkpoint): every replica takes them."""

@@ -477,12 +477,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, kernel, window=cfg.window,
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
                      max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
-                     nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs, replicas=cfg.replicas)
+                     nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs, replicas=cfg.replicas,
+                     average_every=cfg.sync_every or auto_sync_every(2))
     # --replicas: each replica trains at this x the rate (the mean's multiplier, capped as the ranks' is)
-    replica_every, replica_scale = cfg.sync_every or auto_sync_every(2), min(cfg.replicas, 0.2 / cfg.alpha)
+    replica_scale = min(cfg.replicas, 0.2 / cfg.alpha)
     if cfg.replicas > 1:
         log.info("kernel: %d replicas of the tables, one thread each, at %.4g x the rate, averaged every %d steps",
-                 cfg.replicas, replica_scale, replica_every)
+                 cfg.replicas, replica_scale, model.average_every)
     elif kernel == "cuda":
         threads = model.fused.warps
         if dist.is_main:
@@ -563,11 +564,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         control.epoch = epoch = max(epoch, batch.epoch if batch is not None else epoch)
         # an epoch began on some rank: every row is synced after this step, a point to checkpoint at
         synced = sync.after_step(step, full=bool(flags[2]))
-        if model.replicas > 1:  # the replicas agree at their averages only: the points to checkpoint at
-            if step % replica_every == 0 or flags[2]:
-                model.average()
-            else:
-                synced = False
+        synced = model.after_step(step, full=bool(flags[2])) and synced  # --replicas agree at their averages
         progress.update(words, examples, loss, lr, step, epoch)
         maybe_fail("step", dist.rank, step)
         control.request(step, flags)

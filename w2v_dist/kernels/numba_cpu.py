@@ -748,17 +748,15 @@ class Fused(Draws):
             self.marks_out[:] = -1
             self.tag = 0
         self.out[:] = 0.0
+        numba.set_num_threads(min(max(self.threads, self.replicas), numba.config.NUMBA_NUM_THREADS))
         if self.replicas > 1:
-            numba.set_num_threads(min(self.replicas, numba.config.NUMBA_NUM_THREADS))
             _train_replicas(self.kind, self.replicas_in, self.replicas_out, self.V, drawn.starts, drawn.slices,
                             drawn.arrays, lr0, lr1, self.negative, self.neu1, self.neu1e, SIGMOID, NEG_LOG_SIGMOID,
                             self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out, self.out)
-            loss, terms, examples = self.out[:, :3].sum(axis=0)
-            return float(loss), int(terms), int(examples)
-        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
-        self.tag = _train_chunk(
-            self.kind, self.store_in, self.store_out, self.V, drawn.starts, drawn.slices, drawn.arrays, lr0, lr1,
-            self.negative, self.threads, self.hogwild, self.neu1, self.neu1e, SIGMOID, NEG_LOG_SIGMOID,
-            self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out, self.out)
+        else:
+            self.tag = _train_chunk(
+                self.kind, self.store_in, self.store_out, self.V, drawn.starts, drawn.slices, drawn.arrays, lr0, lr1,
+                self.negative, self.threads, self.hogwild, self.neu1, self.neu1e, SIGMOID, NEG_LOG_SIGMOID,
+                self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out, self.out)
         loss, terms, examples = self.out[:, :3].sum(axis=0)
         return float(loss), int(terms), int(examples)
