@@ -464,6 +464,16 @@ def main(argv: list[str] | None = None) -> int:
     # The process exits next: the interpreter's last cycle collection over every object torch,
     # numba and pyarrow made would take 0.3-0.7 s of a command that has finished its work.
     gc.freeze()
+    from w2v_dist.kernels import still_warming
+    if still_warming():
+        # a run that stopped early (a one-line error) while numba still compiles the kernel in its
+        # thread (a fresh install: a minute or two): the interpreter's shutdown under that thread
+        # aborted the process ("terminate called without an active exception", exit -6 for 2).
+        # Everything is written and said; leave without the shutdown.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

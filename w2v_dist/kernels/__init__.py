@@ -57,6 +57,11 @@ def _numba_cuda_available() -> bool:
 _warming: threading.Thread | None = None
 
 
+def still_warming() -> bool:
+    """The kernel's warm-up thread is still loading or compiling it (numba, in native code)."""
+    return _warming is not None and _warming.is_alive()
+
+
 def warm_up_in_background(name: str, device: str) -> threading.Thread:
     """Load the fused kernel (numba: importing it, then its machine code from the on-disk cache, or
     compiling it on a first run: 0.5-0.8 s on one core) in a thread of its own, so that it overlaps
