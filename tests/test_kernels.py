@@ -408,8 +408,9 @@ def test_the_warm_up_compiles_what_a_run_calls(small_corpus, tmp_path):
 def test_replicas_train_their_runs_of_slices_apart_and_average_in_order(model, share):
     """``replicas=2``: each replica is the one-thread kernel on its own copy of the tables and its
     own contiguous run of the chunk's slices, and :meth:`Fused.average` leaves every replica with
-    the mean, summed in replica order. Against two one-thread kernels given the same draws (each
-    restricted to its run of slices) and numpy's mean: bit for bit. Guards: a replica training the
+    the mean, summed in replica order. Against two one-thread kernels given the whole chunk's draws
+    (each restricted to its run of slices; the replicas draw only their own runs) and numpy's mean:
+    bit for bit. Guards: a replica drawing its sentences under other keys, a replica training the
     other's slices or both, a replica on the shared tables, an average in another order or of one
     table only, a replica left out of the average."""
     V, d, lr0, lr1 = 60, 8, 0.05, 0.04
@@ -428,8 +429,9 @@ def test_replicas_train_their_runs_of_slices_apart_and_average_in_order(model, s
         n = len(drawn.slices) - 1
         assert n >= 4
         loss, terms, examples = k.train(ids, starts, key, lr0, lr1, keep, prob, alias, drawn)
-        got = [one.train(ids, starts, key, lr0, lr1, keep, prob, alias,
-                         drawn._replace(slices=drawn.slices[r * n // 2:(r + 1) * n // 2 + 1], settings=one.settings))
+        got = [one.train(ids, starts, key, lr0, lr1, keep, prob, alias,  # the whole chunk's draws, a run of slices
+                         one.draw(ids, starts, key, keep, prob, alias)._replace(
+                             slices=drawn.slices[r * n // 2:(r + 1) * n // 2 + 1]))
                for r, one in enumerate(singles)]
         assert examples == sum(g[2] for g in got) > 100 and terms == sum(g[1] for g in got)
         assert loss == pytest.approx(sum(g[0] for g in got), rel=1e-12)

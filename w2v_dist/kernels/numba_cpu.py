@@ -203,7 +203,16 @@ def _draw(cbow, share, ids, starts, key, keep, neg_prob, neg_alias, window, nega
     ``negative`` per example, example after example. Returns ``(kept, kstart, reach, noff, negs)``:
     sentence ``s``'s kept words are ``kept[kstart[s]:kstart[s + 1]]``, kept word ``w``'s negatives
     ``negs[noff[w]:noff[w + 1]]``."""
-    N, S = len(ids), len(starts) - 1
+    return _draw_sentences(cbow, share, ids, starts, 0, len(starts) - 1, key, keep, neg_prob, neg_alias, window,
+                           negative)
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _draw_sentences(cbow, share, ids, starts, first, end, key, keep, neg_prob, neg_alias, window, negative):
+    """:func:`_draw` for the chunk's sentences ``first..end`` only: the same draws as the whole
+    chunk's for them (each sentence's stream is keyed by its index in the chunk), numbered from
+    ``first`` (sentence ``first + s``'s kept words are ``kept[kstart[s]:kstart[s + 1]]``)."""
+    N, S = starts[end] - starts[first], end - first
     kept = np.empty(N, np.int32)
     kstart = np.empty(S + 1, np.int64)
     reach = np.empty(N, np.int32)
@@ -213,8 +222,8 @@ def _draw(cbow, share, ids, starts, key, keep, neg_prob, neg_alias, window, nega
     for s in range(S):
         a0 = m
         kstart[s] = a0
-        state = sentence_seed(key, s)
-        for p in range(starts[s], starts[s + 1]):
+        state = sentence_seed(key, first + s)
+        for p in range(starts[first + s], starts[first + s + 1]):
             w = ids[p]
             state, z = _next(state)
             if _uniform(z) < keep[w]:
@@ -503,21 +512,28 @@ def _train_chunk(kind, S_in, S_out, V, starts, slices, drawn, lr0, lr1, negative
 
 
 @njit(parallel=_prange_only(), fastmath=FASTMATH, cache=True, nogil=True)
-def _train_replicas(kind, S_ins, S_outs, V, starts, slices, drawn, lr0, lr1, negative, neu1s, neu1es, sig, nls,
-                    marks_in, marks_out, tag0, ov_in, ov_out, out):
-    """Train a chunk, drawn (:func:`_draw`), on ``R`` replicas of the tables at once: replica ``r``
-    walks the ``r``-th contiguous run of the chunk's slices on its own tables, in word2vec.c's
-    order (the one-thread walk), one thread each."""
-    kept, kstart, reach, noff, negs = drawn
+def _train_replicas(kind, S_ins, S_outs, V, ids, starts, slices, key, keep, neg_prob, neg_alias, window, lr0, lr1,
+                    negative, neu1s, neu1es, sig, nls, marks_in, marks_out, tag0, ov_in, ov_out, out):
+    """Draw and train a chunk on ``R`` replicas of the tables at once: replica ``r`` draws the
+    ``r``-th contiguous run of the chunk's slices (:func:`_draw_sentences`: the draws the whole
+    chunk's would hold) and walks it on its own tables, in word2vec.c's order (the one-thread walk),
+    one thread each. (The replicas draw for themselves: a reader's thread drawing for both would be
+    a third busy thread on their cores, and each chunk's replicas wait for the slowest.)"""
     R = S_ins.shape[0]
     nslices = len(slices) - 1
     n = max(starts[len(starts) - 1], 1)
     for r in prange(R):
-        for s in range(r * nslices // R, (r + 1) * nslices // R):
-            lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
-            _walk(kind, DIRECT, (S_ins[r], S_outs[r], V, kept, kstart, reach, noff, negs, slices[s], slices[s + 1],
-                                 negative, lr, neu1s[r], neu1es[r], sig, nls, 0, 1, marks_in[0], marks_out[0], tag0,
-                                 ov_in, ov_out, out[r]))
+        lo, hi = r * nslices // R, (r + 1) * nslices // R
+        if lo < hi:
+            first = slices[lo]
+            kept, kstart, reach, noff, negs = _draw_sentences(kind == CBOW, kind == SG_SHARED, ids, starts, first,
+                                                              slices[hi], key, keep, neg_prob, neg_alias, window,
+                                                              negative)
+            for s in range(lo, hi):
+                lr = np.float32(lr0 + (lr1 - lr0) * (starts[slices[s]] / n))
+                _walk(kind, DIRECT, (S_ins[r], S_outs[r], V, kept, kstart, reach, noff, negs, slices[s] - first,
+                                     slices[s + 1] - first, negative, lr, neu1s[r], neu1es[r], sig, nls, 0, 1,
+                                     marks_in[0], marks_out[0], tag0, ov_in, ov_out, out[r]))
 
 
 @njit(parallel=_prange_only(), cache=True, nogil=True)  # no fastmath: the sum in replica order
@@ -607,10 +623,11 @@ def _lines(threads: int, n: int, dtype) -> np.ndarray:
 class Drawn(NamedTuple):
     """A chunk's draws and slices (:meth:`Fused.draw`), to train with :meth:`Fused.train`."""
 
-    arrays: tuple  # (kept, kstart, reach, noff, negs): _draw's
-    slices: np.ndarray  # the sentences where slices begin, then the end
+    arrays: tuple | None  # (kept, kstart, reach, noff, negs): _draw's; None where replicas draw them
+    slices: np.ndarray | None  # the sentences where slices begin, then the end
     starts: np.ndarray  # the chunk's sentence starts (the learning rate moves slice by slice)
     settings: tuple  # of the kernel that drew them
+    ids: np.ndarray | None = None  # the chunk's token ids as numba takes them (for the replicas' draws)
 
 
 class Draws:
@@ -630,16 +647,21 @@ class Draws:
                                      _writable(neg_alias, np.int32))
         return self._sampling_arrays[1:]
 
+    def _typed(self, ids: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The chunk's arrays as numba takes them, its sentences checked against ``max_sentence``."""
+        # one signature for numba whatever the arrays' origin (Arrow buffers and memory maps are
+        # read-only, unpickled ones writable): every variant would be compiled (a minute) apart
+        ids, starts = _writable(ids, np.int32), _writable(starts, np.int64)
+        if len(ids) and int(np.diff(starts).max()) > self.max_sentence:
+            raise ValueError(f"a sentence is longer than max_sentence={self.max_sentence}")
+        return ids, starts
+
     def _drawn(self, ids: np.ndarray, starts: np.ndarray, key: int, keep: np.ndarray, neg_prob: np.ndarray,
                neg_alias: np.ndarray) -> tuple:
         """``(ids, starts, keep, arrays)``: the chunk's arrays as numba takes them, the keep
         probabilities likewise, and :func:`_draw`'s arrays."""
-        # one signature for numba whatever the arrays' origin (Arrow buffers and memory maps are
-        # read-only, unpickled ones writable): every variant would be compiled (a minute) apart
-        ids, starts = _writable(ids, np.int32), _writable(starts, np.int64)
+        ids, starts = self._typed(ids, starts)
         keep, neg_prob, neg_alias = self._sampling(keep, neg_prob, neg_alias)
-        if len(ids) and int(np.diff(starts).max()) > self.max_sentence:
-            raise ValueError(f"a sentence is longer than max_sentence={self.max_sentence}")
         arrays = _draw(self.kind == CBOW, self.kind == SG_SHARED, ids, starts, np.uint64(key), keep, neg_prob,
                        neg_alias, self.window, self.negative)
         return ids, starts, keep, arrays
@@ -729,9 +751,13 @@ class Fused(Draws):
         a reader's thread can draw the next chunks while this one trains (``prefetch`` in
         training.py): the kernel's one thread then only computes. The same draws wherever they
         are made: the same bits."""
+        if self.replicas > 1:  # the slices only: each replica draws its own run of them (_train_replicas)
+            ids, starts = self._typed(ids, starts)
+            keep = self._sampling(keep, neg_prob, neg_alias)[0]
+            return Drawn(None, slice_bounds(ids, starts, keep, self.slice_words, self.replicas), starts,
+                         self.settings, ids)
         ids, starts, keep, arrays = self._drawn(ids, starts, key, keep, neg_prob, neg_alias)
-        slices = slice_bounds(ids, starts, keep, self.slice_words,
-                              self.replicas if self.replicas > 1 else 1 if self.hogwild else self.threads)
+        slices = slice_bounds(ids, starts, keep, self.slice_words, 1 if self.hogwild else self.threads)
         return Drawn(arrays, slices, starts, self.settings)
 
     def train(self, ids: np.ndarray, starts: np.ndarray, key: int, lr0: float, lr1: float, keep: np.ndarray,
@@ -750,9 +776,11 @@ class Fused(Draws):
         self.out[:] = 0.0
         numba.set_num_threads(min(max(self.threads, self.replicas), numba.config.NUMBA_NUM_THREADS))
         if self.replicas > 1:
-            _train_replicas(self.kind, self.replicas_in, self.replicas_out, self.V, drawn.starts, drawn.slices,
-                            drawn.arrays, lr0, lr1, self.negative, self.neu1, self.neu1e, SIGMOID, NEG_LOG_SIGMOID,
-                            self.marks_in, self.marks_out, self.tag, self.ov_in, self.ov_out, self.out)
+            keep, neg_prob, neg_alias = self._sampling(keep, neg_prob, neg_alias)
+            _train_replicas(self.kind, self.replicas_in, self.replicas_out, self.V, drawn.ids, drawn.starts,
+                            drawn.slices, np.uint64(key), keep, neg_prob, neg_alias, self.window, lr0, lr1,
+                            self.negative, self.neu1, self.neu1e, SIGMOID, NEG_LOG_SIGMOID, self.marks_in,
+                            self.marks_out, self.tag, self.ov_in, self.ov_out, self.out)
         else:
             self.tag = _train_chunk(
                 self.kind, self.store_in, self.store_out, self.V, drawn.starts, drawn.slices, drawn.arrays, lr0, lr1,
