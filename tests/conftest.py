@@ -142,11 +142,18 @@ def _sigint_as_on_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real entry point: ``python -m w2v_dist ...``."""
+def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300,
+        cpus: set[int] | None = None) -> subprocess.CompletedProcess:
+    """Run the real entry point: ``python -m w2v_dist ...`` (``cpus``: on these CPUs only, as
+    ``taskset`` or a container's limit would run it)."""
+
+    def start() -> None:
+        _sigint_as_on_a_terminal()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
     p = subprocess.run([sys.executable, "-m", "w2v_dist", *args], capture_output=True, text=True,
-                       env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT,
-                       preexec_fn=_sigint_as_on_a_terminal)
+                       env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT, preexec_fn=start)
     if check and p.returncode != 0:
         raise AssertionError(f"w2v-dist {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p

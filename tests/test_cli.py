@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import pickletools
 import re
 import zipfile
@@ -156,6 +157,30 @@ def test_replicas_train_repeatably_and_apart_from_one_table(tmp_path):
     assert not np.array_equal(runs["a"], runs["one"])
     summary = json.loads((tmp_path / "a/summary.json").read_text())
     assert summary["threads"] == 2 and np.isfinite(summary["final_loss"])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_two_replicas_by_default_on_two_to_four_cores(tmp_path):
+    """``--replicas 0`` (the default) trains two replicas on a process with 2 to 4 cores where
+    nothing asked for threads, and one table on one core or with ``--threads``: the same bits as
+    the explicit flags, and the run says which it chose."""
+    corpus = write_shards(tmp_path / "corpus", gcide_lines(4_000))
+    args = [*TRAIN, "--epochs", "1", "--batch-words", "2000", "--sync-every", "3"]
+    two = set(sorted(os.sched_getaffinity(0))[:2])
+    runs, said = {}, {}
+    for name, cpus, extra in (("auto2", two, []), ("replicas2", two, ["--replicas", "2"]),
+                              ("auto1", set(sorted(two)[:1]), []), ("threads1", two, ["--threads", "1"]),
+                              ("one", two, ["--replicas", "1"])):
+        said[name] = cli("train", str(corpus), "--output", str(tmp_path / name), *args, *extra, cpus=cpus).stderr
+        runs[name] = np.load(tmp_path / name / "vectors.npy")
+    assert "kernel: 2 replicas of the tables (--replicas 0: 2 cores), one thread each" in said["auto2"]
+    np.testing.assert_array_equal(runs["auto2"], runs["replicas2"])
+    for name in ("auto1", "threads1"):
+        assert "replicas of the tables" not in said[name] and "kernel: 1 thread" in said[name]
+        np.testing.assert_array_equal(runs[name], runs["one"])
+    assert not np.array_equal(runs["auto2"], runs["one"])
+    assert json.loads((tmp_path / "auto2/summary.json").read_text())["replicas"] == 2
+    assert json.loads((tmp_path / "auto1/summary.json").read_text())["replicas"] == 1
 
 
 def test_cbow_and_list_column(tmp_path):

@@ -64,7 +64,7 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
      "--sync-dtype bfloat16 needs --sync local"),
     (["prepare", "{d}/a.txt", "--output", "{d}/o", "--max-invalid-utf8", "nan"], "--max-invalid-utf8 must be"),
     (["export", "{d}/vec.txt", "--output", "{d}/exists.bin"], "{d}/exists.bin: exists; pass --overwrite"),
-    (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000"],
+    (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000", "--replicas", "1"],
      "--dim 20000000000 with 4 words needs about 894.1 GiB for the tables on this node (298.0 GiB each, 1 rank(s)), "
      "but"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--dim", "20000000000", "--replicas", "2"],
@@ -80,7 +80,7 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--kernel", "cuda"], "--kernel cuda runs on a GPU: add --device cuda"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--replicas", "2", "--threads", "2"],
      "--replicas trains each replica with one kernel thread: drop --threads and --nondeterministic"),
-    (["train", "{d}/corpus", "--output", "{d}/r", "--replicas", "0"], "--replicas must be >= 1, got 0"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--replicas", "-1"], "--replicas must be >= 0 (0: chosen by the cores), got -1"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda", "--kernel", "cuda"],
      "--kernel cuda races its warps on the rows they share, so a run is not repeatable: add --nondeterministic"),
     pytest.param(["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda"],
@@ -98,7 +98,7 @@ IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eva
        "train-dim-too-large", "train-dim-too-large-for-replicas",
        "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything",
        "train-device-unknown", "train-numba-on-cuda", "train-cuda-kernel-on-cpu", "train-cuda-kernel-races",
-       "train-replicas-with-threads", "train-replicas-zero",
+       "train-replicas-with-threads", "train-replicas-negative",
        "train-cuda-without-gpu"]
 
 

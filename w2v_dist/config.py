@@ -127,8 +127,9 @@ class TrainConfig:
     # kernel threads; 0: the rank's share of the node's cores, less one for its reader (1, not 2)
     threads: int = 0
     workers: int = 0  # DataLoader reader processes; 0: one reader thread in the trainer
-    # copies of the tables in this process, a kernel thread each, averaged every --sync-every steps
-    replicas: int = 1
+    # copies of the tables in this process, a kernel thread each, averaged every --sync-every steps;
+    # 0: two on a CPU of 2-4 cores with --threads 0, else one (training.resolve_replicas)
+    replicas: int = 0
     device: str = "cpu"
     backend: str | None = None  # process-group backend; None: nccl on CUDA, gloo on CPU
     cache_dir: str | None = None  # node-local: a remote vocabulary's copy, encoded units; None: under the temp dir
@@ -193,8 +194,8 @@ class TrainConfig:
             raise ConfigError(f"--token-cache-gb must be >= 0 (0 turns the cache off), got {self.token_cache_gb}")
         if self.workers < 0 or self.threads < 0:
             raise ConfigError("--workers and --threads must be >= 0")
-        if self.replicas < 1:
-            raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
+        if self.replicas < 0:
+            raise ConfigError(f"--replicas must be >= 0 (0: chosen by the cores), got {self.replicas}")
         if self.replicas > 1 and (self.device != "cpu" or self.kernel not in ("auto", "numba")):
             raise ConfigError("--replicas runs the CPU's fused kernel (--kernel numba, --device cpu)")
         if self.replicas > 1 and (self.threads > 1 or self.nondeterministic):

@@ -32,10 +32,10 @@ from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
 from w2v_dist.encoding import COLUMN as ENCODED_COLUMN
 from w2v_dist.encoding import check_tokenizer, encoded_vocab, read_manifest
 from w2v_dist.faults import maybe_fail
-from w2v_dist.kernels import resolve_kernel, warm_up_in_background
+from w2v_dist.kernels import resolve_kernel, wait_warm_up, warm_up_in_background
 from w2v_dist.model import Word2Vec
 from w2v_dist.progress import DivergedError, Guard, Progress
-from w2v_dist.sync import TableSync, auto_sync_every, check_node_every
+from w2v_dist.sync import TableSync, auto_lr_scale, auto_sync_every, check_node_every
 from w2v_dist.tensorboard import open_board
 from w2v_dist.vocab import Counter, Vocab, VocabError
 
@@ -229,8 +229,8 @@ def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
     float32), and with several ranks the sync's snapshot of both and its buffer for their changes
     (--sync-overlap: and a copy of what the rank sent); --replicas R adds R - 1 copies of both; a
     checkpoint copies the tables again, so this is a floor, not a budget."""
-    tables = vocab_size * cfg.dim * 4
-    need = (3 + 2 * (cfg.replicas - 1) + (4 + 2 * cfg.sync_overlap) * (dist.world_size > 1)) * tables \
+    tables, replicas = vocab_size * cfg.dim * 4, resolve_replicas(cfg, dist)
+    need = (3 + 2 * (replicas - 1) + (4 + 2 * cfg.sync_overlap) * (dist.world_size > 1)) * tables \
         * dist.local_world_size
     free = [f for f in dist.all_gather_object(_available_memory() if torch.device(dist.device).type == "cpu" else None)
             if f is not None]  # every rank's: the message is the tightest node's, the same on all
@@ -239,7 +239,7 @@ def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
         raise ConfigError(f"--dim {cfg.dim} with {vocab_size} words needs about {need / 2**30:.1f} GiB for the tables "
                           f"on {'each' if several else 'this'} node ({tables / 2**30:.1f} GiB each, "
                           f"{dist.local_world_size} rank(s)"
-                          f"{f', {cfg.replicas} replicas' if cfg.replicas > 1 else ''}), but {min(free) / 2**30:.1f} "
+                          f"{f', {replicas} replicas' if replicas > 1 else ''}), but {min(free) / 2**30:.1f} "
                           f"GiB is available"
                           f"{' on the tightest' if several else ''}: lower --dim, or --max-vocab / --min-count")
 
@@ -457,7 +457,8 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
     so, t0 = cfg.output_options, time.perf_counter()
-    warm_up_in_background(cfg.kernel, torch.device(dist.device).type)  # beside the vocabulary pass
+    warm_up_in_background(cfg.kernel, torch.device(dist.device).type,  # beside the vocabulary pass
+                          replicas=resolve_replicas(cfg, dist) > 1)
     with alike(ConfigError, CorpusError, RunExistsError, VocabError):  # checks of what all ranks see alike
         check_node_every(cfg.sync_node_every, cfg.sync_every, dist.world_size, cfg.sync_combine)  # before the run dir
         start = start_run(cfg, dist)
@@ -471,19 +472,22 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         if cfg.replicas > 1 and dist.world_size > 1:
             raise ConfigError(f"--replicas {cfg.replicas} copies the tables inside one process; under torchrun run "
                               "more ranks instead (--nproc-per-node), which sync as the replicas would")
+    replicas = resolve_replicas(cfg, dist)
     # --kernel cuda: warps (0: one per multiprocessor); --replicas: one thread each; else CPU threads
-    threads = cfg.replicas if cfg.replicas > 1 else cfg.threads or (
+    threads = replicas if replicas > 1 else cfg.threads or (
         0 if kernel == "cuda" else default_threads(dist.local_world_size))
     model = Word2Vec(vocab, cfg.dim, cfg.model, cfg.seed, dist.device, kernel, window=cfg.window,
                      negative=cfg.negative, threads=threads, slice_words=cfg.slice_words,
                      max_sentence=cfg.tokenizer.max_sentence_length, share_negatives=cfg.share_negatives,
-                     nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs, replicas=cfg.replicas,
+                     nondeterministic=cfg.nondeterministic, batch_pairs=cfg.batch_pairs, replicas=replicas,
                      average_every=cfg.sync_every or auto_sync_every(2))
-    # --replicas: each replica trains at this x the rate (the mean's multiplier, capped as the ranks' is)
-    replica_scale = min(cfg.replicas, 0.2 / cfg.alpha)
-    if cfg.replicas > 1:
-        log.info("kernel: %d replicas of the tables, one thread each, at %.4g x the rate, averaged every %d steps",
-                 cfg.replicas, replica_scale, model.average_every)
+    # --replicas: each replica trains at this x the rate (the ranks' mean multiplier: at most 0.2 per
+    # update, never below the rate asked for)
+    replica_scale = auto_lr_scale(replicas, cfg.alpha)
+    if replicas > 1:
+        log.info("kernel: %d replicas of the tables%s, one thread each, at %.4g x the rate, averaged every %d steps",
+                 replicas, "" if cfg.replicas else f" (--replicas 0: {_cores()} cores)", replica_scale,
+                 model.average_every)
     elif kernel == "cuda":
         threads = model.fused.warps
         if dist.is_main:
@@ -532,6 +536,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                                               - (threads if kernel == "numba" else 1)))
     feed = Feed(None, mine.get("feed"), cfg.workers)
     stream.load_state_dict({"resume": feed.resume_for_stream()})
+    wait_warm_up()  # no parallel region of the warm-up's beside the first step's
     feed.chunks = reader(stream, cfg.workers, model.draw)
     schedule = LinearSchedule(cfg.alpha, cfg.min_alpha, cfg.epochs * vocab.total_words)
     # the ranks learn each other's words every sync; one rank under torchrun has no one to wait for,
@@ -545,7 +550,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
                         records=state["metrics"], resumed_from=state["words_done"] if start.checkpoint else None,
                         board=board, extras=ranks, tail=state.get("loss_tail"))
-    scale = sync.lr_scale * (replica_scale if cfg.replicas > 1 else 1)
+    scale = sync.lr_scale * (replica_scale if replicas > 1 else 1)
     guard = Guard(cfg.negative, cfg.alpha, lr_scale=scale)
     control = Control(cfg, dist)
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
@@ -594,7 +599,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                     while_training)
     summary = {"words": words_done, "steps": step, "epochs": cfg.epochs, "vocab_size": len(vocab),
                "skipped": start.skipped, "skipped_while_training": while_training,
-               "world_size": dist.world_size, "threads": threads,
+               "world_size": dist.world_size, "threads": threads, "replicas": replicas,
                "slice_words": model.fused.slice_words if model.fused is not None else None,
                "sync_bytes_per_word": sync.bytes / max(words_done, 1),
                "node_sync_bytes_per_word": sync.node_bytes / max(words_done, 1), "dim": cfg.dim, "model": cfg.model,
@@ -667,6 +672,25 @@ def _warn_idle_ranks(row_tokens, cfg: TrainConfig, dist: Dist) -> None:
                     "the text in more rows (a line or a paragraph a row)", "s" if len(idle) > 1 else "",
                     ", ".join(map(str, idle)), "" if len(idle) > 1 else "s", units, "" if units == 1 else "s",
                     dist.world_size, readers, " or readers" if workers > 1 else "")
+
+
+def resolve_replicas(cfg: TrainConfig, dist: Dist) -> int:
+    """``--replicas`` (0: two where they measured faster than the kernel's threads, else one table).
+
+    Two replicas on one process's CPU with 2 to 4 cores, when nothing asked for threads
+    (``--threads 0``, deterministic): on 2 cores they trained skip-gram 1.45-1.6x and CBOW 1.0-1.4x
+    one table's speed, at least as well against gensim (their doubled rate; docs/training.md,
+    "Replicas instead of overlays"), where 2 deterministic threads do 2.0-2.7x one thread's work.
+    From 5 cores on the threads are kept: 4 and more threads' work grows more slowly than their
+    number (docs/training.md, "What several deterministic threads cost"); the crossing point was
+    not measured on more than 2 cores. Under torchrun the ranks are the replicas."""
+    if cfg.replicas:
+        return cfg.replicas
+    device = torch.device(dist.device).type
+    if (cfg.threads or cfg.nondeterministic or dist.world_size > 1
+            or resolve_kernel(cfg.kernel, device, cfg.nondeterministic) != "numba"):
+        return 1
+    return 2 if 2 <= _cores() // max(dist.local_world_size, 1) <= 4 else 1
 
 
 def default_threads(ranks_on_node: int) -> int:

@@ -62,12 +62,14 @@ def still_warming() -> bool:
     return _warming is not None and _warming.is_alive()
 
 
-def warm_up_in_background(name: str, device: str) -> threading.Thread:
+def warm_up_in_background(name: str, device: str, replicas: bool = False) -> threading.Thread:
     """Load the fused kernel (numba: importing it, then its machine code from the on-disk cache, or
     compiling it on a first run: 0.5-0.8 s on one core) in a thread of its own, so that it overlaps
     the vocabulary pass instead of following it. The first step finds it loaded, or waits for it
-    (numba compiles a function once, under its lock). A failure here is left to the real call to
-    raise. Once a process: later calls return the first one's thread."""
+    (numba compiles a function once, under its lock). ``replicas``: ``--replicas``' kernel and
+    average too. A failure here is left to the real call to raise. Once a process: later calls
+    return the first one's thread; join it before the first step (:func:`wait_warm_up`), so that no
+    two threads run a parallel region at once."""
     global _warming
     if _warming is not None:
         return _warming
@@ -80,7 +82,7 @@ def warm_up_in_background(name: str, device: str) -> threading.Thread:
     def run() -> None:
         try:
             if resolve_kernel(name, device) == "numba":
-                _load_fused()
+                _load_fused(replicas)
         except Exception as e:  # noqa: BLE001 - the training's own call raises it where it matters
             log.debug("warming the kernel up failed: %s", e)
 
@@ -89,15 +91,25 @@ def warm_up_in_background(name: str, device: str) -> threading.Thread:
     return _warming
 
 
-def _load_fused() -> None:
+def wait_warm_up() -> None:
+    """Wait for the warm-up thread, if any (before the first step: the replicas' kernel runs a
+    parallel region, and numba's workqueue threading layer must not run two at once)."""
+    if _warming is not None:
+        _warming.join()
+
+
+def _load_fused(replicas: bool = False) -> None:
     """The fused kernel called once with the argument types of every run (a tiny chunk on tiny
-    tables): numba loads or compiles it for those types."""
+    tables): numba loads or compiles it for those types (and ``--replicas``' kernel and average)."""
     import numpy as np
 
     from w2v_dist.kernels.numba_cpu import Fused
 
-    k = Fused(vocab_size=8, dim=4, threads=1, model="sg", window=2, negative=1)
-    k.table_in[:] = 0.0
-    k.table_out[:] = 0.0
     ones = np.ones(8, np.float32)
-    k.train(np.zeros(4, np.int32), np.array([0, 4], np.int64), 0, 0.0, 0.0, ones, ones, np.zeros(8, np.int32))
+    for k in [Fused(vocab_size=8, dim=4, threads=1, model="sg", window=2, negative=1)] + (
+            [Fused(vocab_size=8, dim=4, threads=1, model="sg", window=2, negative=1, replicas=2)] if replicas else []):
+        k.table_in[:] = 0.0
+        k.table_out[:] = 0.0
+        k.broadcast()
+        k.train(np.zeros(4, np.int32), np.array([0, 4], np.int64), 0, 0.0, 0.0, ones, ones, np.zeros(8, np.int32))
+        k.average()
