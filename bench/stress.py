@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="our kernel threads = gensim workers")
     p.add_argument("--our-threads", type=int, default=None,
-                   help="our --threads, if not --threads (0: our default, the cores less one for the reader)")
+                   help="our --threads, if not --threads (0: our default: two replicas on 2-4 cores, else the cores less one for the reader)")
     p.add_argument("--extra-args", default="",
                    help="more flags for our `train` only; write --extra-args='--batch-pairs 1024 --workers 2'")
     p.add_argument("--log-every", type=float, default=0.1,

@@ -185,7 +185,7 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=None, help="default: 0.025 sg, 0.05 cbow (word2vec.c's), for both")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="gensim's workers (default: the cores)")
     p.add_argument("--our-threads", type=int, default=0,
-                   help="our --threads (default 0: our default, the cores less one for the reader thread)")
+                   help="our --threads (default 0: our default: two replicas on 2-4 cores, else the cores less one for the reader thread)")
     p.add_argument("--workers", type=int, default=0, help="our reader processes (0: a reader thread)")
     p.add_argument("--extra-args", default="", help="more flags for our train command, e.g. '--slice-words 2048'")
     p.add_argument("--encoded", action="store_true",
