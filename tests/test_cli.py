@@ -183,6 +183,32 @@ def test_two_replicas_by_default_on_two_to_four_cores(tmp_path):
     assert json.loads((tmp_path / "auto1/summary.json").read_text())["replicas"] == 1
 
 
+def test_default_replicas_fall_back_to_one_table_where_two_do_not_fit():
+    """The default never refuses a run that one table can train: where two replicas' two more
+    copies of the tables exceed the memory available, ``--replicas 0`` trains one table (an
+    explicit ``--replicas 2`` is refused by the memory check instead). On 2 CPUs, as CI has."""
+    from w2v_dist.config import TrainConfig
+    from w2v_dist.distributed import Dist
+    from w2v_dist.training import memory_need, resolve_replicas
+
+    cfg, dist, V = TrainConfig(corpus="c", output="o", dim=100), Dist(), 10_000
+    one, two = memory_need(cfg, dist, V, 1), memory_need(cfg, dist, V, 2)
+    assert one == 3 * V * 100 * 4 and two == one + 2 * V * 100 * 4
+    before = os.sched_getaffinity(0)
+    if len(before) < 2:
+        pytest.skip("needs 2 CPUs")
+    os.sched_setaffinity(0, set(sorted(before)[:2]))
+    try:
+        assert resolve_replicas(cfg, dist) == 2
+        assert resolve_replicas(cfg, dist, V, free=two) == 2
+        assert resolve_replicas(cfg, dist, V, free=two - 1) == 1
+        assert resolve_replicas(cfg, dist, V, free=None) == 2  # memory not readable: by the cores
+        cfg.replicas = 2
+        assert resolve_replicas(cfg, dist, V, free=0) == 2
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def test_cbow_and_list_column(tmp_path):
     lines = gcide_lines(6000)
     toks = [line.lower().split() for line in lines]

@@ -228,10 +228,10 @@ def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
     On the CPU every rank of the node holds the two tables and their initialisation (3 x V x dim
     float32), and with several ranks the sync's snapshot of both and its buffer for their changes
     (--sync-overlap: and a copy of what the rank sent); --replicas R adds R - 1 copies of both; a
-    checkpoint copies the tables again, so this is a floor, not a budget."""
-    tables, replicas = vocab_size * cfg.dim * 4, resolve_replicas(cfg, dist)
-    need = (3 + 2 * (replicas - 1) + (4 + 2 * cfg.sync_overlap) * (dist.world_size > 1)) * tables \
-        * dist.local_world_size
+    checkpoint copies the tables again, so this is a floor, not a budget. (``--replicas 0`` counts
+    as one table here: it trains one where two do not fit, :func:`resolve_replicas`.)"""
+    tables, replicas = vocab_size * cfg.dim * 4, cfg.replicas or 1
+    need = memory_need(cfg, dist, vocab_size, replicas)
     free = [f for f in dist.all_gather_object(_available_memory() if torch.device(dist.device).type == "cpu" else None)
             if f is not None]  # every rank's: the message is the tightest node's, the same on all
     if free and need > min(free):
@@ -242,6 +242,13 @@ def check_memory(cfg: TrainConfig, dist: Dist, vocab_size: int) -> None:
                           f"{f', {replicas} replicas' if replicas > 1 else ''}), but {min(free) / 2**30:.1f} "
                           f"GiB is available"
                           f"{' on the tightest' if several else ''}: lower --dim, or --max-vocab / --min-count")
+
+
+def memory_need(cfg: TrainConfig, dist: Dist, vocab_size: int, replicas: int) -> int:
+    """Bytes of tables a node holds (:func:`check_memory`)."""
+    tables = vocab_size * cfg.dim * 4
+    return (3 + 2 * (replicas - 1) + (4 + 2 * cfg.sync_overlap) * (dist.world_size > 1)) * tables \
+        * dist.local_world_size
 
 
 def _available_memory() -> int | None:
@@ -473,6 +480,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
             raise ConfigError(f"--replicas {cfg.replicas} copies the tables inside one process; under torchrun run "
                               "more ranks instead (--nproc-per-node), which sync as the replicas would")
     replicas = resolve_replicas(cfg, dist)
+    if replicas > 1 and not cfg.replicas:
+        free = _available_memory()
+        if resolve_replicas(cfg, dist, len(vocab), free) == 1:
+            log.info("--replicas 0: one table: two replicas' tables need about %.1f GiB, %.1f GiB is available",
+                     memory_need(cfg, dist, len(vocab), 2) / 2**30, free / 2**30)
+            replicas = 1
     # --kernel cuda: warps (0: one per multiprocessor); --replicas: one thread each; else CPU threads
     threads = replicas if replicas > 1 else cfg.threads or (
         0 if kernel == "cuda" else default_threads(dist.local_world_size))
@@ -674,8 +687,10 @@ def _warn_idle_ranks(row_tokens, cfg: TrainConfig, dist: Dist) -> None:
                     dist.world_size, readers, " or readers" if workers > 1 else "")
 
 
-def resolve_replicas(cfg: TrainConfig, dist: Dist) -> int:
-    """``--replicas`` (0: two where they measured faster than the kernel's threads, else one table).
+def resolve_replicas(cfg: TrainConfig, dist: Dist, vocab_size: int | None = None, free: int | None = None) -> int:
+    """``--replicas`` (0: two where they measured faster than the kernel's threads, else one table;
+    given the vocabulary's size and the bytes ``free``, one table where two replicas' copies would
+    not fit: the default never refuses a run that one table can train).
 
     Two replicas on one process's CPU with 2 to 4 cores, when nothing asked for threads
     (``--threads 0``, deterministic): on 2 cores they trained skip-gram 1.45-1.6x and CBOW 1.0-1.4x
@@ -690,7 +705,11 @@ def resolve_replicas(cfg: TrainConfig, dist: Dist) -> int:
     if (cfg.threads or cfg.nondeterministic or dist.world_size > 1
             or resolve_kernel(cfg.kernel, device, cfg.nondeterministic) != "numba"):
         return 1
-    return 2 if 2 <= _cores() // max(dist.local_world_size, 1) <= 4 else 1
+    if not 2 <= _cores() // max(dist.local_world_size, 1) <= 4:
+        return 1
+    if vocab_size is not None and free is not None and memory_need(cfg, dist, vocab_size, 2) > free:
+        return 1
+    return 2
 
 
 def default_threads(ranks_on_node: int) -> int:
