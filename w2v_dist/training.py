@@ -479,13 +479,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         if cfg.replicas > 1 and dist.world_size > 1:
             raise ConfigError(f"--replicas {cfg.replicas} copies the tables inside one process; under torchrun run "
                               "more ranks instead (--nproc-per-node), which sync as the replicas would")
-    replicas = resolve_replicas(cfg, dist)
-    if replicas > 1 and not cfg.replicas:
-        free = _available_memory()
-        if resolve_replicas(cfg, dist, len(vocab), free) == 1:
-            log.info("--replicas 0: one table: two replicas' tables need about %.1f GiB, %.1f GiB is available",
-                     memory_need(cfg, dist, len(vocab), 2) / 2**30, free / 2**30)
-            replicas = 1
+    free = _available_memory()
+    replicas = resolve_replicas(cfg, dist, len(vocab), free)
+    if replicas < resolve_replicas(cfg, dist):  # the default's two replicas do not fit
+        log.info("--replicas 0: one table: two replicas' tables need about %.1f GiB, %.1f GiB is available",
+                 memory_need(cfg, dist, len(vocab), 2) / 2**30, free / 2**30)
     # --kernel cuda: warps (0: one per multiprocessor); --replicas: one thread each; else CPU threads
     threads = replicas if replicas > 1 else cfg.threads or (
         0 if kernel == "cuda" else default_threads(dist.local_world_size))
@@ -563,7 +561,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
                         records=state["metrics"], resumed_from=state["words_done"] if start.checkpoint else None,
                         board=board, extras=ranks, tail=state.get("loss_tail"))
-    scale = sync.lr_scale * (replica_scale if replicas > 1 else 1)
+    scale = sync.lr_scale * replica_scale  # (1 for one table)
     guard = Guard(cfg.negative, cfg.alpha, lr_scale=scale)
     control = Control(cfg, dist)
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
