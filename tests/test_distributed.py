@@ -635,6 +635,19 @@ def test_mean_combine_trains_every_rank_at_n_times_the_rate(small_corpus, tmp_pa
                                rtol=0, atol=2e-5)
 
 
+def test_mean_with_the_multiplier_short_of_the_ranks_divides_by_the_multiplier(small_corpus, tmp_path):
+    """Where the rate multiplier stops short of N (0.2 per update: CBOW past 4 ranks), ``mean``
+    divides the summed changes by it, so a row one rank trained moves as one process would move it.
+    Here 2 ranks at a multiplier of 1 (the floor N / 2): the replay sums the ranks' changes at the
+    plain rate. Guards: dividing by N there (CBOW at 8 ranks x 4: rows moved half their way, analogy
+    0.094 against 0.114 on gcide)."""
+    run = tmp_path / "capped"
+    torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, "--workers", "0", "--batch-words", "1500",
+             "--log-every", "0", "--sync-every", "1", "--sync-rows", "100000000", "--sync-lr-scale", "1")
+    np.testing.assert_allclose(np.load(run / "vectors.npy"), _replay_two_ranks(run, tmp_path, 1.0, 1.0),
+                               rtol=0, atol=2e-5)
+
+
 def test_divergence_is_said_once_naming_the_rank(small_corpus, tmp_path):
     """Guards: every rank printing its own copy (8 ranks diverging at once printed 8 lines; before
     that, 8 copies of "on another rank"). Rank 2 of 3 has a NaN loss in step 3: all ranks stop at
@@ -718,9 +731,11 @@ def test_an_error_is_said_once_and_a_rank_s_own_names_the_rank(plain_corpus, tmp
 
 def test_mean_scales_the_rate_by_the_ranks_up_to_a_rate_of_0_2():
     """Guards: CBOW at 8 ranks x 0.05 (0.4 per rank) diverged on gcide; skip-gram at 8 x 0.025 did
-    not. The multiplier stops where a rank's rate would pass 0.2, and --sync-lr-scale overrides it."""
+    not. The multiplier stops where a rank's rate would pass 0.2, and --sync-lr-scale overrides it.
+    The summed changes are divided by the multiplier, between N / 2 and N: N where the multiplier
+    is N (the mean); CBOW at 16 ranks divided by 4 diverged, by 8 trained."""
     from w2v_dist.distributed import Dist
-    from w2v_dist.sync import TableSync, auto_lr_scale
+    from w2v_dist.sync import TableSync, auto_lr_scale, mean_divisor
 
     assert [auto_lr_scale(n, 0.025) for n in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 8]
     assert [auto_lr_scale(n, 0.05) for n in (2, 4, 8)] == [2, 4, 4]
@@ -729,3 +744,6 @@ def test_mean_scales_the_rate_by_the_ranks_up_to_a_rate_of_0_2():
     assert TableSync(tables, Dist(world_size=8), alpha=0.05).lr_scale == 4
     assert TableSync(tables, Dist(world_size=8), alpha=0.05, lr_scale=6).lr_scale == 6
     assert TableSync(tables, Dist(world_size=8), combine="sum", alpha=0.05).lr_scale == 1
+    assert [TableSync(tables, Dist(world_size=n), alpha=0.025).divisor for n in (2, 4, 8, 16, 32)] == [2, 4, 8, 8, 16]
+    assert [TableSync(tables, Dist(world_size=n), alpha=0.05).divisor for n in (2, 4, 8, 16)] == [2, 4, 4, 8]
+    assert [mean_divisor(8, s) for s in (1, 4, 6, 8, 16)] == [4, 4, 6, 8, 8]

@@ -126,7 +126,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("sync_node_every", int, "several nodes: steps between syncs among the ranks of each node, between the "
                                  "syncs of all ranks every --sync-every steps (0: none; needs --sync-combine mean)"),
         ("sync_lr_scale", float, "several ranks, --sync-combine mean: each rank trains at this x the rate "
-                                 "(0: the number of ranks, but no rank above a rate of 0.2)"),
+                                 "(0: the number of ranks, but no rank above a rate of 0.2), and the ranks' summed "
+                                 "changes are divided by it, kept between ranks / 2 and ranks"),
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
         ("replicas", int, "copies of the tables in this process, each trained by one kernel thread on its part of "
                           "every chunk at replicas x the rate, averaged every --sync-every steps (64 by default): "

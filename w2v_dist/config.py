@@ -116,6 +116,7 @@ class TrainConfig:
     sync_rows: int = 1024  # rows of the smallest sync (the prefix doubles on every other sync, ...)
     sync_combine: str = "mean"  # how ranks' changes of a row combine: mean (lr x world size), rowmean or sum
     sync_lr_scale: float = 0  # under mean: each rank trains at this x the rate; 0: min(world size, 0.2 / alpha)
+    # (the summed changes are divided by it, between world size / 2 and world size: sync.mean_divisor)
     sync_overlap: bool = False  # several ranks: train on while a sync is summed; its result lands one interval late
     sync_node_every: int = 0  # several nodes: steps between syncs among a node's ranks (0: none; below sync_every)
     sync_dtype: str = "float32"  # several ranks, --sync local: the type the changes travel in (float32 or bfloat16)

@@ -21,10 +21,11 @@ still wait. It hides the collective where the link is slow, for rows one interva
 ``--sync-node-every`` adds syncs among the ranks of each node (torchrun's agents: ``GROUP_RANK``)
 between those of all ranks, on the same prefix schedule with a counter of their own: on a cluster
 the ranks of a node talk over shared memory or NVLink, the nodes over a network, so the ranks of a
-node can agree more often for the same traffic between nodes. Under ``mean`` a sync sets its rows
-to the mean of the ranks' rows, so a sync of all ranks after node syncs still sets them to the
-mean over all ranks of their rows, and the snapshot stays what all ranks agreed on.
-Other rules would count a node's agreed change once per rank of it, and are refused.
+node can agree more often for the same traffic between nodes. A node's sync sets its rows to the
+mean of the node's ranks' rows, which keeps the sum of their changes, so the next sync of all
+ranks combines the same summed changes as without it (under ``mean``: sets the rows to the mean
+over all ranks), and the snapshot stays what all ranks agreed on. Other rules would count a node's
+agreed change once per rank of it, and are refused.
 
 ``--sync-dtype bfloat16`` sends and sums the changes in bfloat16 (torch's ``bf16_compress_hook``
 for our deltas): half the bytes. The tables and the snapshot stay float32, so only the changes are
@@ -41,7 +42,11 @@ as pWord2Vec does) and every rank trains with the learning rate times the number
 linear scaling rule of large-batch SGD): where a row's updates are small and add up, the mean of N
 ranks' changes at N times the rate is their sum at the rate; where a frequent row's updates
 saturate (its sigmoid does), each rank's change is bounded and so is their mean. The multiplier
-stops where a rank's rate would pass 0.2 (``MAX_RANK_ALPHA``): past it CBOW diverged. ``sum`` adds the
+stops where a rank's rate would pass 0.2 (``MAX_RANK_ALPHA``): past it CBOW diverged. Where it
+stops short of N (CBOW past 4 ranks, skip-gram past 8), the summed changes are divided by the
+multiplier instead of N, so a row one rank trained still moves as far as one process would move
+it, but by at least N / ``MAX_OVERSHOOT``: a row every rank saturates then moves up to twice one
+rank's change, where 4 times diverged (:func:`mean_divisor`). ``sum`` adds the
 ranks' changes at the plain rate (it overshoots the frequent
 rows by N and diverged at 4 ranks on gcide); ``rowmean`` averages each row over the ranks that
 changed it (Spark MLlib's rule; every row a rank trains in a sync interval is "changed", so it
@@ -69,11 +74,25 @@ FULL_EVERY = 64  # syncs: the whole table at least this often (a checkpoint wait
 # mean: each rank trains at lr x min(N, MAX_RANK_ALPHA / alpha): the linear scaling rule up to a rate
 # of 0.2 per update (CBOW at 8 x 0.05 = 0.4 diverged on gcide; at 0.2 neither model did: docs/distributed.md)
 MAX_RANK_ALPHA = 0.2
+# mean with the multiplier capped below N: a row every rank saturates moves at most this x one rank's
+# change (CBOW on gcide at 16 ranks: 2 trained, 4 diverged; docs/distributed.md)
+MAX_OVERSHOOT = 2
 
 
 def auto_lr_scale(world_size: int, alpha: float) -> float:
     """The rate multiplier of ``--sync-combine mean`` when ``--sync-lr-scale`` is 0."""
     return float(max(1, min(world_size, int(MAX_RANK_ALPHA / alpha + 1e-9))))
+
+
+def mean_divisor(world_size: int, lr_scale: float) -> float:
+    """What ``--sync-combine mean`` divides the ranks' summed changes by, each rank trained at
+    ``lr_scale`` x the rate: the multiplier, so that a row one rank trained moves as one process at
+    the rate would move it (the linear scaling rule), kept between N / MAX_OVERSHOOT and N. N (the
+    mean) wherever the multiplier is N or more: the default's at up to 8 ranks of skip-gram and 4 of
+    CBOW. Dividing by N where the multiplier stopped at 0.2 per update moved a row one rank trained
+    only multiplier / N of its way: CBOW at 8 ranks (x 4) scored 0.094 analogy on gcide, 0.114
+    divided by 4 (3 seeds; one rank 0.142)."""
+    return float(min(world_size, max(lr_scale, world_size / MAX_OVERSHOOT)))
 
 
 def auto_sync_every(world_size: int) -> int:
@@ -144,6 +163,7 @@ class TableSync:
         # up to a point: each rank trains at that rate, and 8 x --alpha diverged
         self.lr_scale = ((lr_scale or auto_lr_scale(dist.world_size, alpha)) if self.active and combine == "mean"
                          else 1)
+        self.divisor = mean_divisor(dist.world_size, self.lr_scale)  # of mean's summed changes
         # --sync-node-every: syncs among the ranks of a node between those of all ranks (:meth:`sync`)
         self.node_every, self.node_syncs, self.node_bytes, self.node_size = 0, 0, 0, 1
         if node_every and self.active:
@@ -222,18 +242,18 @@ class TableSync:
         for i in range(len(summed)):
             if self.combine == "rowmean":
                 summed[i] /= touched[i].clamp(min=1)
-            elif self.combine == "mean":
-                summed[i] /= ranks or self.dist.world_size
+            elif self.combine == "mean":  # a node's sync (ranks): its ranks' mean
+                summed[i] /= ranks or self.divisor
 
     @torch.no_grad()
     def sync(self, rows: int, node: bool = False) -> None:
         """One all_reduce for both tables' prefixes (and, for rowmean, their touched-row flags);
         the ranks wait for it and leave with equal rows. With ``node`` (``--sync-node-every``), among
-        the ranks of this rank's node only, and the snapshot stays what all ranks agreed on: under
-        ``mean`` a sync sets the rows to the mean of the ranks' rows whatever common snapshot the
-        changes are taken from, so a node sync leaves the node's ranks with their mean, and the next
-        sync of all ranks with the mean over all ranks: as if every sync had been of all ranks, with
-        the node's ranks closer together in between."""
+        the ranks of this rank's node only, and the snapshot stays what all ranks agreed on: a node
+        sync leaves the node's ranks with the mean of their rows whatever common snapshot the
+        changes are taken from, which keeps the sum of their changes, so the next sync of all ranks
+        combines the same sum (under ``mean`` divided by N: the mean over all ranks): as if every
+        sync had been of all ranks, with the node's ranks closer together in between."""
         self.finish()
         flat, deltas, touched = self._deltas(rows)
         self.dist.all_reduce_(flat, node=node)
