@@ -186,7 +186,8 @@ def test_two_replicas_by_default_on_two_to_four_cores(tmp_path):
 def test_default_replicas_fall_back_to_one_table_where_two_do_not_fit():
     """The default never refuses a run that one table can train: where two replicas' two more
     copies of the tables exceed the memory available, ``--replicas 0`` trains one table (an
-    explicit ``--replicas 2`` is refused by the memory check instead). On 2 CPUs, as CI has."""
+    explicit ``--replicas 2`` is refused by the memory check instead); and where ``--alpha`` is
+    above 0.1, where a replica could not train at twice the rate. On 2 CPUs, as CI has."""
     from w2v_dist.config import TrainConfig
     from w2v_dist.distributed import Dist
     from w2v_dist.training import memory_need, resolve_replicas
@@ -203,6 +204,9 @@ def test_default_replicas_fall_back_to_one_table_where_two_do_not_fit():
         assert resolve_replicas(cfg, dist, V, free=two) == 2
         assert resolve_replicas(cfg, dist, V, free=two - 1) == 1
         assert resolve_replicas(cfg, dist, V, free=None) == 2  # memory not readable: by the cores
+        # above 0.1, two replicas could not train at twice the rate (0.2 per update at most)
+        assert resolve_replicas(TrainConfig(corpus="c", output="o", dim=100, alpha=0.1), dist) == 2
+        assert resolve_replicas(TrainConfig(corpus="c", output="o", dim=100, alpha=0.15), dist) == 1
         cfg.replicas = 2
         assert resolve_replicas(cfg, dist, V, free=0) == 2
     finally:

@@ -131,8 +131,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         ("workers", int, "DataLoader reader processes (0: read in the trainer)"),
         ("replicas", int, "copies of the tables in this process, each trained by one kernel thread on its part of "
                           "every chunk at replicas x the rate, averaged every --sync-every steps (64 by default): "
-                          "local SGD without ranks, repeatable (0: 2 on a CPU of 2-4 cores with --threads 0, "
-                          "else 1)"),
+                          "local SGD without ranks, repeatable (0: 2 on a CPU of 2-4 cores with --threads 0 and "
+                          "--alpha up to 0.1, else 1)"),
         ("threads", int, "kernel threads (0: the rank's share of the cores, less one for its reader; 1, not 2); "
                          "--kernel cuda: warps (0: one per multiprocessor)"),
         ("log_every", float, "seconds between log lines"),

@@ -129,7 +129,7 @@ class TrainConfig:
     threads: int = 0
     workers: int = 0  # DataLoader reader processes; 0: one reader thread in the trainer
     # copies of the tables in this process, a kernel thread each, averaged every --sync-every steps;
-    # 0: two on a CPU of 2-4 cores with --threads 0, else one (training.resolve_replicas)
+    # 0: two on a CPU of 2-4 cores with --threads 0 and --alpha up to 0.1, else one (training.resolve_replicas)
     replicas: int = 0
     device: str = "cpu"
     backend: str | None = None  # process-group backend; None: nccl on CUDA, gloo on CPU

@@ -499,6 +499,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         log.info("kernel: %d replicas of the tables%s, one thread each, at %.4g x the rate, averaged every %d steps",
                  replicas, "" if cfg.replicas else f" (--replicas 0: {_cores()} cores)", replica_scale,
                  model.average_every)
+        if replica_scale < replicas and dist.is_main:
+            log.warning("--replicas %d at --alpha %g: each replica trains at %g x the rate (at most 0.2 per update), "
+                        "and their average moves a row one replica trained %g of the way one table would; "
+                        "--replicas 1 trains one table at the rate", replicas, cfg.alpha, replica_scale,
+                        replica_scale / replicas)
     elif kernel == "cuda":
         threads = model.fused.warps
         if dist.is_main:
@@ -696,7 +701,10 @@ def resolve_replicas(cfg: TrainConfig, dist: Dist, vocab_size: int | None = None
     "Replicas instead of overlays"), where 2 deterministic threads do 2.0-2.7x one thread's work.
     From 5 cores on the threads are kept: 4 and more threads' work grows more slowly than their
     number (docs/training.md, "What several deterministic threads cost"); the crossing point was
-    not measured on more than 2 cores. Under torchrun the ranks are the replicas."""
+    not measured on more than 2 cores. Under torchrun the ranks are the replicas. One table where
+    ``--alpha`` is above 0.1: the replicas would train at less than twice the rate (the ranks' cap
+    of 0.2 per update), and their average would move a row only one replica trained less far than
+    one table moves it."""
     if cfg.replicas:
         return cfg.replicas
     device = torch.device(dist.device).type
@@ -705,6 +713,8 @@ def resolve_replicas(cfg: TrainConfig, dist: Dist, vocab_size: int | None = None
         return 1
     if not 2 <= _cores() // max(dist.local_world_size, 1) <= 4:
         return 1
+    if auto_lr_scale(2, cfg.alpha) < 2:  # --alpha above 0.1: a replica at 2 x it would pass 0.2 per update,
+        return 1  # and the average of two at less moves a row one replica trained less far than one table
     if vocab_size is not None and free is not None and memory_need(cfg, dist, vocab_size, 2) > free:
         return 1
     return 2
