@@ -204,6 +204,18 @@ MUTATIONS = [
         "1 if self.active",
         ("tests/test_distributed.py::test_mean_combine_trains_every_rank_at_n_times_the_rate",)),
     Mutation(
+        "sync: mean divides by N where the capped multiplier is below it (CBOW at 8 ranks: rows move half their way)",
+        "w2v_dist/sync.py",
+        "summed[i] /= ranks or self.divisor",
+        "summed[i] /= ranks or self.dist.world_size",
+        ("tests/test_distributed.py::test_mean_with_the_multiplier_short_of_the_ranks_divides_by_the_multiplier",)),
+    Mutation(
+        "train: two replicas by default above --alpha 0.1 (their average moves rows half their way)",
+        "w2v_dist/training.py",
+        "    if auto_lr_scale(2, cfg.alpha) < 2:",
+        "    if False:",
+        ("tests/test_cli.py::test_default_replicas_fall_back_to_one_table_where_two_do_not_fit",)),
+    Mutation(
         "sync: the mean combine's rate multiplier not capped (CBOW at 8 ranks diverges)",
         "w2v_dist/sync.py",
         "min(world_size, int(MAX_RANK_ALPHA / alpha + 1e-9))",
@@ -219,8 +231,8 @@ MUTATIONS = [
     Mutation(
         "sync: --sync step syncs only a prefix of the rows",
         "w2v_dist/sync.py",
-        "every, rows, combine, overlap = 1, 1 << 62, \"sum\", False",
-        "every, rows, combine, overlap = 1, 8, \"sum\", False",
+        "every, rows, combine, overlap, node_every, dtype = 1, 1 << 62, \"sum\", False, 0, \"float32\"",
+        "every, rows, combine, overlap, node_every, dtype = 1, 8, \"sum\", False, 0, \"float32\"",
         ("tests/test_distributed.py::test_sync_step_is_the_sum_of_the_ranks_steps",)),
     Mutation(
         "token cache: a rewritten shard served from the cache",
