@@ -202,13 +202,13 @@ MUTATIONS = [
         "w2v_dist/sync.py",
         "(lr_scale or auto_lr_scale(dist.world_size, alpha)) if self.active",
         "1 if self.active",
-        ("tests/test_distributed.py::test_mean_combine_trains_every_rank_at_n_times_the_rate",)),
+        ("tests/test_distributed.py::test_mean_combine_trains_every_rank_at_n_times_the_rate[n-times-the-rate]",)),
     Mutation(
         "sync: mean divides by N where the capped multiplier is below it (CBOW at 8 ranks: rows move half their way)",
         "w2v_dist/sync.py",
         "summed[i] /= ranks or self.divisor",
         "summed[i] /= ranks or self.dist.world_size",
-        ("tests/test_distributed.py::test_mean_with_the_multiplier_short_of_the_ranks_divides_by_the_multiplier",)),
+        ("tests/test_distributed.py::test_mean_combine_trains_every_rank_at_n_times_the_rate[multiplier-short-of-n]",)),
     Mutation(
         "train: two replicas by default above --alpha 0.1 (their average moves rows half their way)",
         "w2v_dist/training.py",

@@ -623,28 +623,23 @@ def test_sync_step_is_the_sum_of_the_ranks_steps(small_corpus, tmp_path):
     np.testing.assert_allclose(got, _replay_two_ranks(exact, tmp_path, 1.0, 1.0), rtol=0, atol=2e-5)
 
 
-def test_mean_combine_trains_every_rank_at_n_times_the_rate(small_corpus, tmp_path):
+@pytest.mark.parametrize("flags, lr_scale, divide", [((), 2.0, 2.0), (("--sync-lr-scale", "1"), 1.0, 1.0)],
+                         ids=["n-times-the-rate", "multiplier-short-of-n"])
+def test_mean_combine_trains_every_rank_at_n_times_the_rate(small_corpus, tmp_path, flags, lr_scale, divide):
     """The default combine, ``mean``, with every row synced every step, equals the replay where
     each rank trains at 2 x the schedule's rate and the tables get the mean of the changes.
     Guards: the learning rate not scaled by the world size (rows move 1/N as far as one
-    process moves them: analogy 0.07 against 0.12 at 2 ranks on gcide), a sum in place of the mean."""
+    process moves them: analogy 0.07 against 0.12 at 2 ranks on gcide), a sum in place of the mean.
+
+    Where the rate multiplier stops short of N (0.2 per update: CBOW past 4 ranks), ``mean``
+    divides the summed changes by it, so a row one rank trained moves as one process would move it:
+    here 2 ranks at a multiplier of 1 (the floor N / 2), which the replay sums at the plain rate.
+    Guards: dividing by N there (CBOW at 8 ranks x 4: rows moved half their way, analogy 0.094
+    against 0.114 on gcide)."""
     run = tmp_path / "mean"
     torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, "--workers", "0", "--batch-words", "1500",
-             "--log-every", "0", "--sync-every", "1", "--sync-rows", "100000000")
-    np.testing.assert_allclose(np.load(run / "vectors.npy"), _replay_two_ranks(run, tmp_path, 2.0, 2.0),
-                               rtol=0, atol=2e-5)
-
-
-def test_mean_with_the_multiplier_short_of_the_ranks_divides_by_the_multiplier(small_corpus, tmp_path):
-    """Where the rate multiplier stops short of N (0.2 per update: CBOW past 4 ranks), ``mean``
-    divides the summed changes by it, so a row one rank trained moves as one process would move it.
-    Here 2 ranks at a multiplier of 1 (the floor N / 2): the replay sums the ranks' changes at the
-    plain rate. Guards: dividing by N there (CBOW at 8 ranks x 4: rows moved half their way, analogy
-    0.094 against 0.114 on gcide)."""
-    run = tmp_path / "capped"
-    torchrun("train", str(small_corpus), "--output", str(run), *TRAIN, "--workers", "0", "--batch-words", "1500",
-             "--log-every", "0", "--sync-every", "1", "--sync-rows", "100000000", "--sync-lr-scale", "1")
-    np.testing.assert_allclose(np.load(run / "vectors.npy"), _replay_two_ranks(run, tmp_path, 1.0, 1.0),
+             "--log-every", "0", "--sync-every", "1", "--sync-rows", "100000000", *flags)
+    np.testing.assert_allclose(np.load(run / "vectors.npy"), _replay_two_ranks(run, tmp_path, lr_scale, divide),
                                rtol=0, atol=2e-5)
 
 
