@@ -464,8 +464,8 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
     so, t0 = cfg.output_options, time.perf_counter()
-    warm_up_in_background(cfg.kernel, torch.device(dist.device).type,  # beside the vocabulary pass
-                          replicas=resolve_replicas(cfg, dist) > 1)
+    wanted = resolve_replicas(cfg, dist)  # the settings' and the cores' choice; memory may cut it (below)
+    warm_up_in_background(cfg.kernel, torch.device(dist.device).type, replicas=wanted > 1)  # beside the vocabulary pass
     with alike(ConfigError, CorpusError, RunExistsError, VocabError):  # checks of what all ranks see alike
         check_node_every(cfg.sync_node_every, cfg.sync_every, dist.world_size, cfg.sync_combine)  # before the run dir
         start = start_run(cfg, dist)
@@ -481,7 +481,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                               "more ranks instead (--nproc-per-node), which sync as the replicas would")
     free = _available_memory()
     replicas = resolve_replicas(cfg, dist, len(vocab), free)
-    if replicas < resolve_replicas(cfg, dist):  # the default's two replicas do not fit
+    if replicas < wanted:  # the default's two replicas do not fit
         log.info("--replicas 0: one table: two replicas' tables need about %.1f GiB, %.1f GiB is available",
                  memory_need(cfg, dist, len(vocab), 2) / 2**30, free / 2**30)
     # --kernel cuda: warps (0: one per multiprocessor); --replicas: one thread each; else CPU threads
