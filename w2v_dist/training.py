@@ -298,6 +298,9 @@ class Feed:
 
     def __init__(self, chunks, state: dict | None = None, workers: int = 1):
         self.chunks, self.workers = chunks, max(workers, 1)
+        # this session's seconds the training thread waited for the reader's next chunk, the first
+        # one's included (as in the training time): a run bound by its input
+        self.wait_s = 0.0
         self.after: dict[str, list[int]] = dict((state or {}).get("after", {}))
         self.next: int | None = (state or {}).get("next")  # the worker whose chunk comes next
         self.skipped: dict[str, dict] = dict((state or {}).get("skipped", {}))  # worker -> running counts
@@ -314,7 +317,12 @@ class Feed:
     def __iter__(self) -> Iterator[Batch]:
         chunks = iter(self.chunks)
         try:
-            for chunk in chunks:
+            while True:
+                t = time.perf_counter()
+                chunk = next(chunks, None)
+                self.wait_s += time.perf_counter() - t
+                if chunk is None:
+                    return
                 self.after[str(chunk.worker)] = chunk.position
                 self.next = (chunk.worker + 1) % self.workers
                 if chunk.skipped:
@@ -622,6 +630,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                "final_loss": final["final_loss"], "words_this_session": final["session_words"],
                "examples_this_session": session_examples,
                "elapsed_s": final["elapsed_s"], "words_per_s": final["mean_words_per_s"]}
+    summary.update(time_waiting_for_data(feed, dist, final["elapsed_s"], cfg.workers))
     if dist.world_size > 1:
         summary.update(time_in_collectives(sync, lock, dist, final["elapsed_s"]))
     if dist.is_main:
@@ -638,6 +647,32 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                      storage.join(cfg.output, "vectors.npy"))
     dist.barrier()
     return summary
+
+
+# a rank that waited this share of its training time for data, and this many seconds, is told so
+# (a small run's reader, tokenizing as it goes, is often behind a kernel that trains for a second)
+INPUT_BOUND, INPUT_BOUND_S = 0.1, 1.0
+
+
+def time_waiting_for_data(feed: Feed, dist: Dist, elapsed_s: float, workers: int) -> dict:
+    """Each rank's seconds waiting for its reader's next chunk (reading, tokenizing, drawing the
+    examples), for ``summary.json``: ``reader_wait_s``, this rank's (rank 0's in the file), and under
+    torchrun ``rank_reader_wait_s``. Where a rank waited ``INPUT_BOUND`` of its training time and
+    ``INPUT_BOUND_S`` or more, rank 0 says so in one line with what speeds the reader up: the run is
+    bound by its input, and a faster kernel or more threads would not make it faster."""
+    waits, elapsed = zip(*dist.all_gather_object((round(feed.wait_s, 3), max(elapsed_s, 1e-9))))
+    share = [w / t for w, t in zip(waits, elapsed)]
+    if any(x >= INPUT_BOUND and w >= INPUT_BOUND_S for x, w in zip(share, waits)) and dist.is_main:
+        who = (f"the training waited for data {100 * share[0]:.0f}% of its time ({waits[0]:.1f} s)"
+               if len(share) == 1 else f"the ranks' training waited for data {100 * min(share):.0f}-"
+               f"{100 * max(share):.0f}% of its time ({min(waits):.1f}-{max(waits):.1f} s)")
+        log.info("%s: its reader (%s) fell behind; %s, and a corpus written by "
+                 "`w2v-dist encode` needs no tokenizing (docs/training.md, \"Waiting for data\")", who,
+                 f"--workers {workers}: {workers} process{'es' * (workers > 1)}, reading and tokenizing" if workers
+                 else "--workers 0: one thread, reading, tokenizing and drawing each chunk's examples",
+                 "more --workers read in more processes" if workers else "--workers N reads in N processes")
+    out = {"reader_wait_s": round(feed.wait_s, 3)}
+    return out | ({"rank_reader_wait_s": list(waits)} if dist.world_size > 1 else {})
 
 
 def time_in_collectives(sync: TableSync, lock: Lockstep, dist: Dist, elapsed_s: float) -> dict:
