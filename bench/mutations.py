@@ -216,6 +216,12 @@ MUTATIONS = [
         "    if False:",
         ("tests/test_cli.py::test_default_replicas_fall_back_to_one_table_where_two_do_not_fit",)),
     Mutation(
+        "train: the wait for the reader's next chunk not counted (a run bound by its input says nothing)",
+        "w2v_dist/training.py",
+        "                self.wait_s += time.perf_counter() - t",
+        "                pass",
+        ("tests/test_object_stores.py::test_a_slow_store_is_said_as_the_training_waiting_for_data",)),
+    Mutation(
         "sync: the mean combine's rate multiplier not capped (CBOW at 8 ranks diverges)",
         "w2v_dist/sync.py",
         "min(world_size, int(MAX_RANK_ALPHA / alpha + 1e-9))",
