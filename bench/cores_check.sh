@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The CPU side of a many-core machine, in one call: what this project's 2-core machine cannot show.
+#
+#   bash bench/cores_check.sh DATA [OUT]
+#
+# DATA holds gcide_en.txt.gz, questions-words.txt and wordsim353.tsv (a copy of ../shared/data in
+# a folder the device call carries: docs/benchmarks.md, "1 to 16 ranks on a 16-core machine"); it
+# is linked as ../shared/data where that is missing, which is where the bench scripts look.
+# Groups (ONLY="threads ranks" by default):
+#   threads  one process on all the cores, gcide, 5 epochs, skip-gram and CBOW: the default
+#            (--threads 0: the cores less one, deterministic), one thread, and --nondeterministic;
+#            words/s, the seconds waited for the reader (summary.json) and the scores. Never
+#            measured past 2 cores: is the default faster than one thread there, or than ranks?
+#   ranks    bench/scaling.py --ranks 1 2 4 8 16 --seeds 1, both models, without the independent
+#            pair; its probe of two compute-bound processes says how steady the machine is.
+# LINES=N trains on gcide's first N lines (a dry run here: 2 minutes on 2 cores with 20000); every
+# step has its own time limit and the script goes on after a failure. Results: OUT/results.jsonl
+# and OUT/scaling.json, all output OUT/log.txt. On the 16-core H200 machine each group takes 5-7
+# minutes, the first call's kernel build (1-3 minutes) included: one group a call (600 s at most),
+# ONLY=threads first (never measured), then ONLY=ranks if the session's device time allows.
+set -u
+DATA=$(cd "$1" && pwd) OUT=${2:-${OUT:-/tmp/cores_check}}
+PY=${PYTHON:-python3}
+RUNS=$(mktemp -d)
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+[ -e ../shared/data ] || { mkdir -p ../shared && ln -s "$DATA" ../shared/data; }
+
+want() { [[ " ${ONLY:-threads ranks} " == *" $1 "* ]]; }
+
+step() {  # step NAME LIMIT_S COMMAND...: run it, time it, keep going
+    local name=$1 limit=$2; shift 2
+    echo "=== $name: $*"
+    local t0=$SECONDS
+    timeout -k 5 "$limit" "$@"
+    echo "=== $name: exit $? after $((SECONDS - t0)) s"
+}
+
+step env 60 bash -c "nproc; lscpu | grep -E 'Model name|Thread|Core|Socket'; $PY -c 'import sys, torch, numpy, numba, pyarrow; print(sys.version.split()[0], torch.__version__, numpy.__version__, numba.__version__, pyarrow.__version__)'"
+LINES_ARGS=()
+[ -n "${LINES:-}" ] && LINES_ARGS=(--lines "$LINES")
+
+if want threads; then
+    text="$RUNS/text.txt"
+    if [ -n "${LINES:-}" ]; then zcat "$DATA/gcide_en.txt.gz" | head -n "$LINES" >"$text"; else text="$DATA/gcide_en.txt.gz"; fi
+    step prepare 180 $PY -m w2v_dist -q prepare "$text" --output "$RUNS/shards"
+    # the kernels' first build (minutes on a bare machine) before anything is timed
+    step warm-up 300 $PY -m w2v_dist -q train "$RUNS/shards" --output "$RUNS/warm" --epochs 1 --threads 2 --cache-dir "$RUNS/cache"
+    for model in sg cbow; do
+        for setting in "default:" "one-thread:--threads 1" "nondeterministic:--nondeterministic"; do
+            name="$model-${setting%%:*}"
+            step "$name" 240 $PY -m w2v_dist train "$RUNS/shards" --output "$RUNS/$name" --model "$model" \
+                --seed 1 --log-every 600 --cache-dir "$RUNS/cache" ${setting#*:}
+            ev=$(timeout 120 $PY -m w2v_dist -q eval --json --analogies "$DATA/questions-words.txt" \
+                --similarity "$DATA/wordsim353.tsv" "$RUNS/$name" 2>/dev/null)
+            $PY - "$name" "$RUNS/$name" "${ev:-null}" >>"$OUT/results.jsonl" <<'PYEOF'
+import json, pathlib, sys
+name, run, ev = sys.argv[1], pathlib.Path(sys.argv[2]), json.loads(sys.argv[3])
+s = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+r = {"name": name, **{k: s.get(k) for k in ("words_per_s", "elapsed_s", "reader_wait_s", "threads", "replicas")}}
+if ev:
+    r["analogy"] = next(iter(ev["analogies"].values()))["accuracy"]
+    r["ws353"] = next(iter(ev["similarity"].values()))["spearman"]
+print(json.dumps(r))
+print(name, json.dumps(r), file=sys.stderr)
+PYEOF
+        done
+    done
+fi
+
+if want ranks; then
+    step ranks 420 $PY bench/scaling.py --models sg cbow --ranks 1 2 4 8 16 --seeds 1 --no-independent \
+        --corpus "$DATA/gcide_en.txt.gz" "${LINES_ARGS[@]}" --json "$OUT/scaling.json"
+fi
+rm -rf "$RUNS"
