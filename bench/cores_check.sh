@@ -11,6 +11,7 @@
 #            (--threads 0: the cores less one, deterministic), one thread, and --nondeterministic;
 #            words/s, the seconds waited for the reader (summary.json) and the scores. Never
 #            measured past 2 cores: is the default faster than one thread there, or than ranks?
+#            Then the kernel alone (bench/kernel.py) at 1, 4 and 16 threads and 16 racing ones.
 #   ranks    bench/scaling.py --ranks 1 2 4 8 16 --seeds 1, both models, without the independent
 #            pair; its probe of two compute-bound processes says how steady the machine is.
 # LINES=N trains on gcide's first N lines (a dry run here: 2 minutes on 2 cores with 20000); every
@@ -67,6 +68,13 @@ print(name, json.dumps(r), file=sys.stderr)
 PYEOF
         done
     done
+fi
+
+# the kernel alone at 1, 4 and 16 deterministic threads and 16 racing ones (docs/training.md, "How
+# the merge's cost grows with the threads": projected, never timed on 16 cores)
+if want threads; then
+    step kernel 240 $PY bench/kernel.py --models cbow sg --configs 1:1024 4:0 16:0 16:1024:hogwild \
+        --corpus "$DATA/gcide_en.txt.gz" --lines "${LINES:-150000}" --reps 2
 fi
 
 if want ranks; then
