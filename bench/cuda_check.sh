@@ -40,7 +40,7 @@ name, run, ev = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
 summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
 ev = json.loads(ev)
 print(json.dumps({"name": name, "summary": summary, "eval": ev}))
-brief = {k: summary.get(k) for k in ("words_per_s", "elapsed_s", "final_loss", "world_size")} if summary else {}
+brief = {k: summary.get(k) for k in ("words_per_s", "elapsed_s", "reader_wait_s", "final_loss", "world_size")} if summary else {}
 if ev:
     brief["analogy"] = next(iter(ev["analogies"].values()))["accuracy"]
     brief["ws353"] = next(iter(ev["similarity"].values()))["spearman"]
