@@ -30,13 +30,8 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 
 want() { [[ " ${ONLY:-threads ranks} " == *" $1 "* ]]; }
 
-step() {  # step NAME LIMIT_S COMMAND...: run it, time it, keep going
-    local name=$1 limit=$2; shift 2
-    echo "=== $name: $*"
-    local t0=$SECONDS
-    timeout -k 5 "$limit" "$@"
-    echo "=== $name: exit $? after $((SECONDS - t0)) s"
-}
+ANALOGIES=$DATA/questions-words.txt WS=$DATA/wordsim353.tsv
+. "$(dirname "$0")/check_steps.sh"  # step, record
 
 step env 60 bash -c "nproc; lscpu | grep -E 'Model name|Thread|Core|Socket'; $PY -c 'import sys, torch, numpy, numba, pyarrow; print(sys.version.split()[0], torch.__version__, numpy.__version__, numba.__version__, pyarrow.__version__)'"
 LINES_ARGS=()
@@ -53,19 +48,7 @@ if want threads; then
             name="$model-${setting%%:*}"
             step "$name" 240 $PY -m w2v_dist train "$RUNS/shards" --output "$RUNS/$name" --model "$model" \
                 --seed 1 --log-every 600 --cache-dir "$RUNS/cache" ${setting#*:}
-            ev=$(timeout 120 $PY -m w2v_dist -q eval --json --analogies "$DATA/questions-words.txt" \
-                --similarity "$DATA/wordsim353.tsv" "$RUNS/$name" 2>/dev/null)
-            $PY - "$name" "$RUNS/$name" "${ev:-null}" >>"$OUT/results.jsonl" <<'PYEOF'
-import json, pathlib, sys
-name, run, ev = sys.argv[1], pathlib.Path(sys.argv[2]), json.loads(sys.argv[3])
-s = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-r = {"name": name, **{k: s.get(k) for k in ("words_per_s", "elapsed_s", "reader_wait_s", "threads", "replicas")}}
-if ev:
-    r["analogy"] = next(iter(ev["analogies"].values()))["accuracy"]
-    r["ws353"] = next(iter(ev["similarity"].values()))["spearman"]
-print(json.dumps(r))
-print(name, json.dumps(r), file=sys.stderr)
-PYEOF
+            record "$name" "$RUNS/$name"
         done
     done
 fi
