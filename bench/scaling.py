@@ -248,6 +248,10 @@ def main() -> None:
                      # of it, the ranks' mean share spent waiting for the slowest (the rest: the collectives' own)
                      "waiting": statistics.mean(w / t for w, t in zip(summary["rank_wait_s"], elapsed(summary, ranks)))
                      if ranks > 1 else 0.0,
+                     # the ranks' mean share of their training time spent waiting for their readers
+                     "reader_waiting": statistics.mean(w / t for w, t in zip(
+                         summary.get("rank_reader_wait_s") or [summary.get("reader_wait_s", 0.0)],
+                         elapsed(summary, ranks))),
                      **evaluate(Vectors.load(out))}
                 results[model][label].append(r)
                 print(model, label, r, file=sys.stderr, flush=True)
@@ -274,8 +278,9 @@ def main() -> None:
         ref = rows.get("1 process, 2 threads")
         print(f"**{model}**\n")
         print("| setup | wall s | cores busy | train words/s | vs 1 rank | vs 1 process, 2 threads | analogy | Δ | "
-              "WS-353 | Δ | sync bytes/word/rank | dense every step | time in collectives | of it waiting |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "WS-353 | Δ | sync bytes/word/rank | dense every step | time in collectives | of it waiting | "
+              "waiting for data |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label, r in rows.items():
             base = ref or one or r  # without a reference run (--no-reference, no 1 rank): no deltas
             print(f"| {label} | {r['seconds']:.1f} | {r['cores_busy']:.2f} | {r['words_per_s']:,.0f} | "
@@ -284,7 +289,7 @@ def main() -> None:
                   f"{r['ws353'] - base['ws353']:+.4f} | {r['bytes_per_word']:.1f}"
                   + (f" ({r['node_bytes_per_word']:.1f} within nodes)" if r.get('node_bytes_per_word') else "")
                   + f" | {r['dense_bytes_per_word']:,.0f} | "
-                  f"{100 * r['collectives']:.0f}% | {100 * r['waiting']:.0f}% |")
+                  f"{100 * r['collectives']:.0f}% | {100 * r['waiting']:.0f}% | {100 * r['reader_waiting']:.0f}% |")
         two = rows.get("2 ranks x 1 thread")
         if independent[model]:
             pair = statistics.mean(independent[model])
