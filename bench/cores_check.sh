@@ -12,8 +12,9 @@
 #            words/s, the seconds waited for the reader (summary.json) and the scores. Never
 #            measured past 2 cores: is the default faster than one thread there, or than ranks?
 #            Then the kernel alone (bench/kernel.py) at 1, 4 and 16 threads and 16 racing ones.
-#   ranks    bench/scaling.py --ranks 1 2 4 8 16 --seeds 1, both models, without the independent
-#            pair; its probe of two compute-bound processes says how steady the machine is.
+#   ranks    bench/scaling.py --ranks 1 2 4 8 16 --seeds 1 --pin (N ranks on N CPUs, issue 9's
+#            count), both models, without the independent pair; its probe of two compute-bound
+#            processes says how steady the machine is.
 # LINES=N trains on gcide's first N lines (a dry run here: 2 minutes on 2 cores with 20000); every
 # step has its own time limit and the script goes on after a failure. Results: OUT/results.jsonl
 # and OUT/scaling.json, all output OUT/log.txt. On the 16-core H200 machine each group takes 5-7
@@ -61,7 +62,7 @@ if want threads; then
 fi
 
 if want ranks; then
-    step ranks 420 $PY bench/scaling.py --models sg cbow --ranks 1 2 4 8 16 --seeds 1 --no-independent \
+    step ranks 420 $PY bench/scaling.py --models sg cbow --ranks 1 2 4 8 16 --seeds 1 --no-independent --pin \
         --corpus "$DATA/gcide_en.txt.gz" "${LINES_ARGS[@]}" --json "$OUT/scaling.json"
 fi
 rm -rf "$RUNS"

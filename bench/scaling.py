@@ -12,7 +12,9 @@ trains, analogy accuracy and WS-353 Spearman, for SG and CBOW.
 ``--pin`` makes one rank one core, as issue 9 counts it: the 1-rank runs and each of the two
 independent trainings run on one CPU of their own (``sched_setaffinity``), their reader threads
 (which tokenize the first epoch and draw every chunk's examples) sharing it; without it a lone
-rank's reader takes the idle second core.
+rank's reader takes the idle second core. N ranks (or N threads) run on the first N CPUs, where
+the machine has them, so that on a many-core machine they get N cores as one rank gets one (on 2
+cores, 4 and 8 ranks share both, as without ``--pin``).
 
 Every rank runs one kernel thread and reads in a thread of its own process (``--threads 1
 --workers 0``): one rank is one core for the kernel, and its reader takes part of another while it
@@ -160,7 +162,8 @@ def main() -> None:
                    help="train on the corpus `w2v-dist encode` writes (the readers tokenize nothing; the same vectors)")
     p.add_argument("--pin", action="store_true",
                    help="one rank = one core: run 1 rank, and each of the independent pair, on one CPU of its own "
-                        "(its reader thread shares it); N ranks and the 2-thread process get every CPU")
+                        "(its reader thread shares it), N ranks (or a process of N threads) on the first N CPUs "
+                        "(every CPU where there are fewer)")
     p.add_argument("--nodes", type=int, default=1,
                    help="run N ranks as this many torchrun agents on this host (N / nodes ranks each: nodes as "
                         "torchrun sees them, for --sync-node-every); 1: one agent, --standalone")
@@ -225,7 +228,7 @@ def main() -> None:
             for label, (ranks, threads) in setups.items():
                 out = os.path.join(work, f"{model}-{ranks}x{threads}-{seed}")
                 took = run(commands(model, seed, ranks, threads, out), env,
-                           {cpus[0]} if a.pin and ranks == 1 and threads == 1 else None)
+                           set(cpus[:ranks * threads]) if a.pin and ranks * threads <= len(cpus) else None)
                 if took is None:
                     results[model][label].append({"seed": seed, "diverged": True})
                     print(model, label, "seed", seed, "diverged", file=sys.stderr, flush=True)
@@ -263,7 +266,8 @@ def main() -> None:
           f"{cfg.sync_rows} rows doubling, {cfg.sync_combine} {a.extra_args}; seeds {' '.join(map(str, a.seeds))} "
           f"(means); {os.cpu_count()} cores; two compute-bound processes get {ceiling:.2f}x what one alone gets "
           f"(the ceiling for 2 ranks vs 1)"
-          + ("; --pin: 1 rank and each independent training on one CPU of its own" if a.pin else "")
+          + ("; --pin: 1 rank and each independent training on one CPU of its own, N ranks on N CPUs"
+             if a.pin else "")
           + (f"; several ranks as {a.nodes} torchrun agents (nodes) on this host" if a.nodes > 1 else "") + "\n")
     table = {}
     for model in a.models:
