@@ -194,8 +194,8 @@ def test_an_epoch_fetches_the_corpus_once(store, reference, corpus_txt, tmp_path
 
 def test_a_slow_store_is_said_as_the_training_waiting_for_data(s3_store, reference, corpus_txt, tmp_path):
     """Every request to the store answered 0.5 s late: the kernel outruns the reader, and the run
-    says so in one line naming the reader and what speeds it up; summary.json has the seconds
-    waited. Guards: a run bound by its input that looks like a slow kernel (nothing said), the
+    says so in one line naming the reader and what speeds it up, and on the progress lines of the
+    intervals it waited; summary.json has the seconds waited, metrics.jsonl each interval's share. Guards: a run bound by its input that looks like a slow kernel (nothing said), the
     wait not counted (the reader thread's queue), and under torchrun a rank's wait missing."""
     ref_run, _ = reference
     assert len(json.loads((ref_run / "summary.json").read_text())["rank_reader_wait_s"]) == 2  # each rank's
@@ -205,7 +205,7 @@ def test_a_slow_store_is_said_as_the_training_waiting_for_data(s3_store, referen
     proxy = FlakyProxy(s3_store.url, every=1, faults=("delay",), delay=0.5).start()
     try:
         p = cli("train", shards, "--output", str(tmp_path / "run"), "--epochs", "1", "--dim", "16", "--min-count", "3",
-                "--threads", "1", "--workers", "0", "--batch-words", "1000", "--log-every", "600",
+                "--threads", "1", "--workers", "0", "--batch-words", "1000", "--log-every", "0.3",
                 "--storage-options", json.dumps(s3_store.options(proxy.url)), "--cache-dir", str(tmp_path / "cache"))
     finally:
         proxy.stop()
@@ -215,6 +215,10 @@ def test_a_slow_store_is_said_as_the_training_waiting_for_data(s3_store, referen
     said = [line for line in p.stderr.splitlines() if WAITED in line]
     assert len(said) == 1, p.stderr[-3000:]
     assert "--workers 0: one thread" in said[0] and "--workers N" in said[0] and "w2v-dist encode" in said[0], said
+    # and live: the progress lines of the intervals spent waiting, and metrics.jsonl's share of each
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["data_wait"] for r in records) >= 0.5, records
+    assert any(" eta " in line and "waiting for data" in line for line in p.stderr.splitlines()), p.stderr[-3000:]
 
 
 def test_an_encoded_corpus_on_a_store_trains_as_the_text_did(s3_store, reference, tmp_path):

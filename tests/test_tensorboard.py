@@ -14,7 +14,7 @@ from tests.conftest import cli
 
 EventAccumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator").EventAccumulator
 
-TAGS = {"train/loss", "train/lr", "train/words_per_s", "train/progress", "train/epoch"}
+TAGS = {"train/loss", "train/lr", "train/words_per_s", "train/progress", "train/epoch", "train/data_wait"}
 
 
 def scalars(run) -> dict[str, list]:
@@ -37,6 +37,8 @@ def test_a_point_per_logged_interval(plain_run):
     assert got["train/lr"][-1].value == np.float32(records[-1]["lr"])  # the final lr
     assert [e.value for e in got["train/loss"]] == [np.float32(r["loss"]) for r in records]
     assert got["train/progress"][-1].value == 1.0
+    assert [e.value for e in got["train/data_wait"]] == [np.float32(r["data_wait"]) for r in records]
+    assert all(0 <= r["data_wait"] <= 1 for r in records)
 
 
 def test_resumed_run_continues_the_curves(plain_corpus, tmp_path):

@@ -3,7 +3,8 @@ otherwise, a JSON-lines metrics file in the run directory and TensorBoard scalar
 
 A ``metrics.jsonl`` line: ``time`` (seconds since this attempt started), ``step``, ``epoch``,
 ``words`` (global words trained so far), ``progress``, ``lr``, ``loss`` (per example, over the
-interval; 0 if it had none), ``examples`` (this rank's, in the interval), ``words_per_s``; with
+interval; 0 if it had none), ``examples`` (this rank's, in the interval), ``words_per_s``,
+``data_wait`` (the share of the interval this rank's training waited for its reader); with
 several ranks also ``sync_bytes`` (what each rank has sent to the table syncs so far) and
 ``rank_words_per_s`` (one rate per rank, as of the last exchange); the first line after a
 resumption has ``resumed_from`` (the words of the checkpoint it started from).
@@ -28,6 +29,8 @@ log = logging.getLogger("w2v_dist.train")
 # summary.json's final_loss: the mean loss per example over the last steps of training that hold
 # this many words (the whole run if it is shorter), whatever --log-every is
 FINAL_LOSS_WORDS = 1_000_000
+# an interval whose training waited this share of it for the reader says so on its line
+DATA_WAIT_SHOWN = 0.1
 
 
 class Progress:
@@ -49,7 +52,10 @@ class Progress:
         self.records: list[dict] = list(records or [])  # a resumed run keeps what came before
         self.resumed_from = resumed_from  # marked on the first line of a resumed attempt
         self.board = board  # TensorBoard scalars (w2v_dist.tensorboard.Board), or None
-        self.extras = extras  # several ranks: () -> {"sync_bytes": n, "rank_words": [words of each rank]}
+        # () -> {"reader_wait_s": seconds waited for data so far; several ranks: "sync_bytes": n,
+        # "rank_words": [words of each rank]}
+        self.extras = extras
+        self.last_wait = 0.0  # reader_wait_s at the last line
         self.last_rank_words: list[int] | None = None
         # (words, loss, examples) of the latest steps, as few as hold final_words words: final_loss
         self.tail: collections.deque = collections.deque(tuple(t) for t in (tail or ()))
@@ -80,6 +86,10 @@ class Progress:
                "loss": self.loss / max(self.examples, 1), "examples": self.examples, "words_per_s": round(rate, 1)}
         if self.extras is not None:
             extra = dict(self.extras())
+            wait = extra.pop("reader_wait_s", None)
+            if wait is not None:
+                rec["data_wait"] = round(min(max((wait - self.last_wait) / max(now - self.last, 1e-9), 0.0), 1.0), 4)
+                self.last_wait = wait
             rank_words = extra.pop("rank_words", None)
             if rank_words:
                 before = self.last_rank_words or [0] * len(rank_words)
@@ -92,16 +102,21 @@ class Progress:
         self.last, self.last_words, self.loss, self.examples = now, self.words, 0.0, 0
         if self.enabled:
             self.records.append(rec)
+            # an interval spent mostly waiting for the reader is said on its line (docs/training.md)
+            waiting = rec.get("data_wait", 0.0) >= DATA_WAIT_SHOWN
             if self.bar is not None:
-                self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.5f}", refresh=False)
+                self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.5f}",
+                                     **({"waiting": f"{100 * rec['data_wait']:.0f}%"} if waiting else {}),
+                                     refresh=False)
             else:
                 # from the session's mean rate: an interval's can be 0 (ranks count their words at
                 # the exchanges, every --sync-every steps) and gave etas of 10^13 s at --log-every 0
                 mean = (self.words - self.start_words) / max(now - self.start, 1e-9)
                 eta = f"{(self.total - self.words) / mean:.0f}s" if mean > 0 else "?"
                 loss = f"{rec['loss']:.4f}" if rec["examples"] else "-"  # rank 0 trained nothing since the last line
-                log.info("epoch %d step %d  %5.1f%%  loss %s  lr %.6f  %.0f words/s  eta %s",
-                         epoch, step, 100 * rec["progress"], loss, lr, rate, eta)
+                log.info("epoch %d step %d  %5.1f%%  loss %s  lr %.6f  %.0f words/s  eta %s%s",
+                         epoch, step, 100 * rec["progress"], loss, lr, rate, eta,
+                         f"  waiting for data {100 * rec['data_wait']:.0f}%" if waiting else "")
             self._write()
             if self.board is not None:
                 self.board.write(rec)

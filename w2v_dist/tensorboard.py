@@ -33,7 +33,8 @@ log = logging.getLogger("w2v_dist.train")
 
 # (tag, metrics.jsonl key)
 SCALARS = (("train/loss", "loss"), ("train/lr", "lr"), ("train/words_per_s", "words_per_s"),
-           ("train/progress", "progress"), ("train/epoch", "epoch"), ("sync/bytes_per_rank", "sync_bytes"))
+           ("train/progress", "progress"), ("train/epoch", "epoch"), ("train/data_wait", "data_wait"),
+           ("sync/bytes_per_rank", "sync_bytes"))
 
 
 class Board:

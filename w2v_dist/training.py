@@ -569,11 +569,14 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     lock.load_state_dict(mine.get("lockstep", {}))
     # rank 0's TensorBoard scalars; a resumed run's hide what the attempt before logged past its checkpoint
     board = open_board(cfg.output, so, purge_step=state["words_done"] + 1) if dist.is_main else None
-    ranks = (lambda: {"sync_bytes": sync.bytes, "rank_words": lock.rank_words}) if dist.world_size > 1 else None
+    def extras() -> dict:  # for each metrics line: rank 0's wait for data, and the ranks' syncs and words
+        ranks = {"sync_bytes": sync.bytes, "rank_words": lock.rank_words} if dist.world_size > 1 else {}
+        return {"reader_wait_s": feed.wait_s, **ranks}
+
     progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl"), cfg.log_every,
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
                         records=state["metrics"], resumed_from=state["words_done"] if start.checkpoint else None,
-                        board=board, extras=ranks, tail=state.get("loss_tail"))
+                        board=board, extras=extras, tail=state.get("loss_tail"))
     scale = sync.lr_scale * replica_scale  # (1 for one table)
     guard = Guard(cfg.negative, cfg.alpha, lr_scale=scale)
     control = Control(cfg, dist)
