@@ -569,6 +569,9 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     lock.load_state_dict(mine.get("lockstep", {}))
     # rank 0's TensorBoard scalars; a resumed run's hide what the attempt before logged past its checkpoint
     board = open_board(cfg.output, so, purge_step=state["words_done"] + 1) if dist.is_main else None
+    # the others wait here for rank 0's writer (its imports take 0.4-0.5 s), before their training
+    # clocks start: in their first exchange it counted as waiting for the slowest rank
+    dist.barrier()
     def extras() -> dict:  # for each metrics line: rank 0's wait for data, and the ranks' syncs and words
         ranks = {"sync_bytes": sync.bytes, "rank_words": lock.rank_words} if dist.world_size > 1 else {}
         return {"reader_wait_s": feed.wait_s, **ranks}
@@ -684,9 +687,9 @@ def time_in_collectives(sync: TableSync, lock: Lockstep, dist: Dist, elapsed_s: 
     collective waits for nobody: its time there, the shortest, is the collective's own; what
     another rank spent beyond it, it spent waiting for the last (the ranks make the same
     collectives in the same order). Each rank's shares are of its own training time (``elapsed_s``,
-    from its own loop's start): the other ranks start theirs before rank 0, which opens its
-    TensorBoard writer first, and wait for it in the first exchange; against rank 0's time a short
-    run's shares went past 100%."""
+    from its own loop's start; the ranks start theirs together, after rank 0 opened its TensorBoard
+    writer: against rank 0's time, when the others started before it, a short run's shares went
+    past 100%)."""
     mine = torch.tensor([*sync.durations, *lock.durations], dtype=torch.float64)
     sync_s, exchange_s, counts, elapsed = zip(*dist.all_gather_object(
         (round(sum(sync.durations), 3), round(sum(lock.durations), 3), len(mine), max(elapsed_s, 1e-9))))
