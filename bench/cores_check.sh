@@ -52,11 +52,8 @@ if want threads; then
             record "$name" "$RUNS/$name"
         done
     done
-fi
-
-# the kernel alone at 1, 4 and 16 deterministic threads and 16 racing ones (docs/training.md, "How
-# the merge's cost grows with the threads": projected, never timed on 16 cores)
-if want threads; then
+    # the kernel alone at 1, 4 and 16 deterministic threads and 16 racing ones (docs/training.md,
+    # "How the merge's cost grows with the threads": projected, never timed on 16 cores)
     step kernel 240 $PY bench/kernel.py --models cbow sg --configs 1:1024 4:0 16:0 16:1024:hogwild \
         --corpus "$DATA/gcide_en.txt.gz" --lines "${LINES:-150000}" --reps 2
 fi

@@ -29,7 +29,8 @@ log = logging.getLogger("w2v_dist.train")
 # summary.json's final_loss: the mean loss per example over the last steps of training that hold
 # this many words (the whole run if it is shorter), whatever --log-every is
 FINAL_LOSS_WORDS = 1_000_000
-# an interval whose training waited this share of it for the reader says so on its line
+# an interval whose training waited this share of it for the reader says so on its line (and a
+# run that waited this share of its time, at its end: training.time_waiting_for_data)
 DATA_WAIT_SHOWN = 0.1
 
 

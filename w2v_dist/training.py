@@ -34,7 +34,7 @@ from w2v_dist.encoding import check_tokenizer, encoded_vocab, read_manifest
 from w2v_dist.faults import maybe_fail
 from w2v_dist.kernels import resolve_kernel, wait_warm_up, warm_up_in_background
 from w2v_dist.model import Word2Vec
-from w2v_dist.progress import DivergedError, Guard, Progress
+from w2v_dist.progress import DATA_WAIT_SHOWN, DivergedError, Guard, Progress
 from w2v_dist.sync import TableSync, auto_lr_scale, auto_sync_every, check_node_every
 from w2v_dist.tensorboard import open_board
 from w2v_dist.vocab import Counter, Vocab, VocabError
@@ -655,20 +655,21 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     return summary
 
 
-# a rank that waited this share of its training time for data, and this many seconds, is told so
-# (a small run's reader, tokenizing as it goes, is often behind a kernel that trains for a second)
-INPUT_BOUND, INPUT_BOUND_S = 0.1, 1.0
+# a rank that waited DATA_WAIT_SHOWN of its training time for data (the share a progress line
+# says), and this many seconds, is told so at the end (a small run's reader, tokenizing as it goes,
+# is often behind a kernel that trains for a second)
+INPUT_BOUND_S = 1.0
 
 
 def time_waiting_for_data(feed: Feed, dist: Dist, elapsed_s: float, workers: int) -> dict:
     """Each rank's seconds waiting for its reader's next chunk (reading, tokenizing, drawing the
     examples), for ``summary.json``: ``reader_wait_s``, this rank's (rank 0's in the file), and under
-    torchrun ``rank_reader_wait_s``. Where a rank waited ``INPUT_BOUND`` of its training time and
+    torchrun ``rank_reader_wait_s``. Where a rank waited ``DATA_WAIT_SHOWN`` of its training time and
     ``INPUT_BOUND_S`` or more, rank 0 says so in one line with what speeds the reader up: the run is
     bound by its input, and a faster kernel or more threads would not make it faster."""
     waits, elapsed = zip(*dist.all_gather_object((round(feed.wait_s, 3), max(elapsed_s, 1e-9))))
     share = [w / t for w, t in zip(waits, elapsed)]
-    if any(x >= INPUT_BOUND and w >= INPUT_BOUND_S for x, w in zip(share, waits)) and dist.is_main:
+    if any(x >= DATA_WAIT_SHOWN and w >= INPUT_BOUND_S for x, w in zip(share, waits)) and dist.is_main:
         who = (f"the training waited for data {100 * share[0]:.0f}% of its time ({waits[0]:.1f} s)"
                if len(share) == 1 else f"the ranks' training waited for data {100 * min(share):.0f}-"
                f"{100 * max(share):.0f}% of its time ({min(waits):.1f}-{max(waits):.1f} s)")
