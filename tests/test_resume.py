@@ -226,6 +226,28 @@ def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_p
         assert not np.array_equal(np.load(plain / "vectors.npy"), np.load(run / "vectors.npy"))
 
 
+def test_a_sigterm_to_torchrun_stops_every_rank_at_once(corpus, tmp_path):
+    """A scheduler preempts the job: SIGTERM to torchrun itself, which passes it on to every rank
+    and waits for them (30 s, then SIGKILL). The ranks checkpoint at the next full sync, rank 0
+    says so once, and all exit, so the same command resumes into the uninterrupted run's vectors.
+    Guards: the other ranks waiting 30 s after the checkpoint for a second signal from torchrun
+    that a torchrun shutting down never sends, until it SIGKILLed them ("Unable to shutdown
+    process ... via 15, forcefully exiting via 9"): a preemption's grace period spent asleep."""
+    args = [*TRAIN[:-len(SYNC_EVERY_STEP)], "--sync-every", "4", "--log-every", "0"]
+    ref, run = tmp_path / "ref", tmp_path / "b"
+    torchrun("train", str(corpus), "--output", str(ref), *args)
+    p = torchrun("train", str(corpus), "--output", str(run), *args, check=False,
+                 env={"W2V_DIST_FAULT": "term-launcher@step:0:5"})
+    assert p.returncode != 0 and not (run / "summary.json").exists(), p.stderr[-3000:]
+    assert "forcefully exiting" not in p.stderr, p.stderr[-3000:]
+    said = [line for line in p.stderr.splitlines() if line.startswith("w2v-dist: stopped at step ")]
+    assert len(said) == 1, p.stderr[-3000:]
+    stopped = int(said[0].split("stopped at step ")[1].split(";")[0])
+    assert sorted(int(c.name.split("-")[1]) for c in (run / "checkpoints").iterdir()) == [stopped]
+    torchrun("train", str(corpus), "--output", str(run), *args)
+    _same(ref, run)
+
+
 def test_checkpoint_minutes_saves_on_the_clock(small_corpus, tmp_path):
     """Guards: --checkpoint-minutes ignored, or its minutes read in another unit (no test used it).
 

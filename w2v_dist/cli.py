@@ -370,8 +370,6 @@ def run(argv: list[str] | None = None) -> int:
             if rank == 0:
                 print(f"w2v-dist: stopped at step {summary['steps']}; a checkpoint is in {args.output}. "
                       "Run the same command to resume.", file=sys.stderr)
-            elif world > 1:  # exiting first, this rank would have torchrun stop rank 0 before it says so
-                _leave_it_to_rank_0()
             return 128 + int(summary["signal"])
     elif args.command == "export":
         from w2v_dist.vectors import Vectors

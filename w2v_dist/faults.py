@@ -3,7 +3,8 @@
 ``W2V_DIST_FAULT=<action>@<point>:<rank>:<step>``, e.g. ``kill@step:1:12`` (rank 1 SIGKILLs
 itself after step 12), ``kill@save:0:10`` (rank 0 dies between a checkpoint's payload and its
 manifest), ``raise@step:1:5`` (an exception, for torchrun's error report), ``term@step:0:7``
-(SIGTERM to itself: a preemption), ``int@prepare-shard:0:2`` (Ctrl-C in ``prepare`` once its
+(SIGTERM to itself: a preemption), ``term-launcher@step:0:5`` (SIGTERM to its parent, torchrun's
+agent: a scheduler's preemption, which the agent passes on to every rank), ``int@prepare-shard:0:2`` (Ctrl-C in ``prepare`` once its
 second shard is written), ``int@vocab:0:1`` (Ctrl-C in the vocabulary pass after a row group),
 ``diverge@loss:2:3`` (rank 2's loss of step 3 becomes NaN: ``maybe_fail`` returns True). Fires only
 on torchrun's first attempt
@@ -30,6 +31,8 @@ def maybe_fail(point: str, rank: int, step: int) -> bool:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "term":
         os.kill(os.getpid(), signal.SIGTERM)
+    elif action == "term-launcher":
+        os.kill(os.getppid(), signal.SIGTERM)
     elif action == "int":
         os.kill(os.getpid(), signal.SIGINT)
     elif action == "raise":

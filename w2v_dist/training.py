@@ -377,6 +377,12 @@ class Control:
         self.pending |= bool(flags[0] or flags[1] or (self.every and step % self.every == 0))
         self.stop |= bool(flags[1])
 
+    @staticmethod
+    def answered(raised: list[int]) -> list[int]:
+        """The flags a rank raised since the last exchange, less the requests a checkpoint answers
+        (checkpoint now, stop now): left in the checkpoint, they stopped the resumed run again."""
+        return [0, 0, *raised[2:]] if raised else raised
+
     def saved(self) -> bool:
         """The checkpoint is written; returns whether to stop now."""
         self.last, self.pending = time.monotonic(), False
@@ -606,7 +612,9 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         if control.pending and synced:  # several ranks: at a full sync, where the tables are one
             # never checkpoint a diverged table
             stop_if_diverged(dist.all_reduce_sum([control.diverged])[0], guard, control, dist, step, epoch)
-            save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock)
+            lock.flags = control.answered(lock.flags)
+            save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock,
+                            then_stop=control.stop)
             if control.saved():
                 return _interrupted(cfg, dist, control, step)
     stop_if_diverged(dist.all_reduce_sum([control.diverged])[0], guard, control, dist, step, epoch)
@@ -847,9 +855,10 @@ def prefetch(it: Iterator, depth: int, join_s: float = 300) -> Iterator:
 
 
 def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync,
-                    lock: Lockstep) -> None:
+                    lock: Lockstep, then_stop: bool = False) -> None:
     """Every rank's position goes to rank 0, which writes; everyone waits for the commit. The
-    tables are equal on all ranks (a full sync ran just before)."""
+    tables are equal on all ranks (a full sync ran just before). ``then_stop``: a signal's
+    checkpoint, after which every rank exits."""
     ranks = dist.all_gather_object({"feed": feed.state_dict(), "with_data": with_data, "epoch": epoch,
                                     "rng": rng_states(), "lockstep": lock.state_dict()})
     if dist.is_main:
@@ -859,6 +868,11 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
                  "metrics": progress.records, "loss_tail": [list(t) for t in progress.tail]}
         checkpoint.save(cfg.output, step, model.tables(), state, keep=cfg.keep_checkpoints,
                         storage_options=cfg.output_options)
+        if then_stop and dist.world_size > 1:
+            # the other ranks exit after the barrier, and torchrun stops the ranks left when one
+            # exits: rank 0 lets nothing cut short its last line and its release of the run
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
     dist.barrier()
 
 
