@@ -83,6 +83,12 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--replicas", "-1"], "--replicas must be >= 0 (0: chosen by the cores), got -1"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda", "--kernel", "cuda"],
      "--kernel cuda races its warps on the rows they share, so a run is not repeatable: add --nondeterministic"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--sync-lr-scale", "nan"], "--sync-lr-scale must be a finite number"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--seed", "-1"], "--seed must be an integer in [0, 2**64), got -1"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--log-every", "-1"], "--log-every must be >= 0 seconds"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--sync", "step", "--sync-every", "8", "--sync-combine", "mean"],
+     "--sync-every 8: --sync step syncs every row after every step"),
+    (["train", "{d}/corpus", "--output", "{d}/r", "--backend", "foo"], "--backend must be a torch.distributed backend"),
     pytest.param(["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda"],
                  "--device cuda: torch sees no CUDA device here",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
@@ -99,7 +105,8 @@ IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eva
        "train-output-in-proc", "train-output-read-only", "train-max-vocab-size-prunes-everything",
        "train-device-unknown", "train-numba-on-cuda", "train-cuda-kernel-on-cpu", "train-cuda-kernel-races",
        "train-replicas-with-threads", "train-replicas-negative",
-       "train-cuda-without-gpu"]
+       "train-sync-lr-scale-nan", "train-seed-negative", "train-log-every-negative", "train-sync-step-ignores",
+       "train-backend-unknown", "train-cuda-without-gpu"]
 
 
 @pytest.mark.parametrize("args, expect", CASES, ids=IDS)

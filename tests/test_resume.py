@@ -219,6 +219,7 @@ def test_checkpoints_wait_for_a_full_sync_and_resume_exactly(small_corpus, tmp_p
     assert sorted(int(c.name.split("-")[1]) for c in (run / "checkpoints").iterdir()) == [32]
     p = torchrun("train", str(small_corpus), "--output", str(run), *default_sync)
     assert "checkpoints/step-32" in p.stderr
+    assert "checkpoints: each waits for the next sync of every row (every 32 steps here" in p.stderr, p.stderr
     _same(ref, run)
     if overlap:
         plain = tmp_path / "plain"

@@ -183,8 +183,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
     p.add_argument("--force-resume", action="store_true",
                    help="resume even if settings that change the result differ from the run's (they are listed)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="optimizer steps between checkpoints")
-    p.add_argument("--checkpoint-minutes", type=float, default=None, help="minutes between checkpoints")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between checkpoints (several ranks: each waits for the next sync of every row)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help="minutes between checkpoints (several ranks: each waits for the next sync of every row)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (>= 2; default: 2)")
     p.add_argument("--on-bad-shard", choices=("error", "skip"), default="error",
                    help="unreadable files, row groups or rows: stop with an error (default) or skip and count them")

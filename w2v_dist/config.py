@@ -151,7 +151,8 @@ class TrainConfig:
             self.tokenizer = TokenizerConfig(**self.tokenizer)
         if self.model not in ("sg", "cbow"):
             raise ConfigError(f"--model must be 'sg' or 'cbow', got {self.model!r}")
-        for name in ("sample", "alpha", "min_alpha", "log_every", "checkpoint_minutes", "token_cache_gb"):
+        for name in ("sample", "alpha", "min_alpha", "log_every", "checkpoint_minutes", "token_cache_gb",
+                     "sync_lr_scale"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
@@ -161,6 +162,10 @@ class TrainConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if not 0 <= self.seed < 2**64:  # numpy's and torch's generators take what fits 64 bits, unsigned
+            raise ConfigError(f"--seed must be an integer in [0, 2**64), got {self.seed}")
+        if self.log_every < 0:
+            raise ConfigError(f"--log-every must be >= 0 seconds (0: a line every step), got {self.log_every}")
         if self.slice_words < 0:
             raise ConfigError(f"--slice-words must be >= 0 (0: 1,024 / --threads, at least 64), got {self.slice_words}")
         if self.sync_every < 0:
@@ -219,6 +224,17 @@ class TrainConfig:
             raise ConfigError("--sync-node-every needs --sync local: --sync step syncs all ranks every step")
         if self.sync_node_every and self.sync_overlap:
             raise ConfigError("--sync-node-every and --sync-overlap do not go together (yet): pick one")
+        if self.sync == "step":  # it syncs every row after every step and sums: these would be ignored
+            ignored = [f"--{name.replace('_', '-')} {getattr(self, name)}" for name, default in
+                       (("sync_every", 0), ("sync_rows", 1024), ("sync_combine", "mean"), ("sync_lr_scale", 0))
+                       if getattr(self, name) != default]
+            if ignored:
+                raise ConfigError(f"{', '.join(ignored)}: --sync step syncs every row after every step and sums the "
+                                  "ranks' changes at the plain rate; drop them, or use --sync local")
+        if self.backend is not None and not re.fullmatch(r"(gloo|nccl|mpi|ucc|xccl)|([a-z]+:[a-z]+)(,[a-z]+:[a-z]+)*",
+                                                         self.backend):
+            raise ConfigError(f"--backend must be a torch.distributed backend (gloo, nccl, mpi, ucc, xccl, or "
+                              f"'cpu:gloo,cuda:nccl'), got {self.backend!r}")
         if self.sync_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"--sync-dtype must be float32 or bfloat16, got {self.sync_dtype!r}")
         if self.sync_dtype != "float32" and self.sync == "step":

@@ -270,6 +270,9 @@ def setup(device: str = "cpu", backend: str | None = None, timeout_s: float = 18
     if dev.startswith("cuda"):
         torch.cuda.set_device(dev)
     backend = backend or ("nccl" if dev.startswith("cuda") else "gloo")
+    if ":" not in backend and not td.is_backend_available(backend):
+        raise raised_alike(ConfigError(f"--backend {backend}: this torch ({torch.__version__}) was built without it; "
+                                       f"use gloo{' (or nccl on CUDA)' if td.is_nccl_available() else ''}"))
     timeout = datetime.timedelta(seconds=timeout_s)
     # The rendezvous store outlives a torchrun restart (the agent hosts it): keys of the attempt
     # that died (a dead rank's gloo address) would be read by the new one and its connections

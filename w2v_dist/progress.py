@@ -145,10 +145,11 @@ class Progress:
         rec["final_loss"] = self.final_loss()
         return rec
 
-    def final_loss(self) -> float:
-        """Mean loss per example over the last ``final_words`` words of training (rank 0's examples)."""
+    def final_loss(self) -> float | None:
+        """Mean loss per example over the last ``final_words`` words of training (rank 0's examples);
+        None where those words held no example (summary.json's null, as the progress line's "-")."""
         examples = sum(t[2] for t in self.tail)
-        return sum(t[1] for t in self.tail) / max(examples, 1)
+        return sum(t[1] for t in self.tail) / examples if examples else None
 
 
 class DivergedError(RuntimeError):

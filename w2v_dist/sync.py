@@ -173,6 +173,13 @@ class TableSync:
             if self.node_size > 1:
                 self.node_every = node_every
 
+    def full_every(self) -> int:
+        """Steps between the syncs of every row in the prefix schedule (an epoch's start adds one)."""
+        V, k = len(next(iter(self.tables.values()))), 1
+        while rows_at(k, V, self.rows) < V:  # sync 2^z covers rows << z, and FULL_EVERY (a power of 2) all
+            k *= 2
+        return self.every * k
+
     def state_dict(self) -> dict:
         return {"syncs": self.syncs, "bytes": self.bytes, "node_syncs": self.node_syncs, "node_bytes": self.node_bytes}
 
