@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import DATA, shared_file
+from tests.conftest import DATA, cli, shared_file
 from w2v_dist import evaluate as evaluate_module
+from w2v_dist.config import ConfigError
 from w2v_dist.evaluate import _rank, evaluate_analogies, evaluate_similarity, format_report
 from w2v_dist.vectors import Vectors
 
@@ -208,5 +209,123 @@ def test_errors(tmp_path, planted):
     with pytest.raises(ValueError, match=r"nohead.txt: line 1 comes before the first ': section' header"):
         evaluate_analogies(planted, str(tmp_path / "nohead.txt"))
     (tmp_path / "oov.tsv").write_text("# w1\tw2\tscore\nqqq\trrr\t1.0\n")
-    with pytest.raises(ValueError, match=r"oov.tsv: no usable word pairs \(1 out of vocabulary\)"):
+    with pytest.raises(ValueError, match=r"oov.tsv: no usable word pairs \(1 out of vocabulary, 0 malformed\)"):
         evaluate_similarity(planted, str(tmp_path / "oov.tsv"))
+    (tmp_path / "bad.tsv").write_text("qqq\trrr\t1.0\nking\tqueen\tnan\nking queen 1\n")
+    with pytest.raises(ValueError, match=r"bad.tsv: no usable word pairs \(1 out of vocabulary, 2 malformed\)"):
+        evaluate_similarity(planted, str(tmp_path / "bad.tsv"))
+
+
+@pytest.mark.parametrize("bad", [0, -5])
+def test_restrict_vocab_below_one_is_refused(tmp_path, planted, bad):
+    """Guards: restrict_vocab=-5 searching all but the last 5 words (similarity) or an IndexError
+    (analogies), 0 searching every word."""
+    (tmp_path / "q.txt").write_text(": s\nman king woman queen\n")
+    (tmp_path / "p.tsv").write_text("man\tking\t5\n")
+    for evaluate, uri in ((evaluate_analogies, "q.txt"), (evaluate_similarity, "p.tsv")):
+        with pytest.raises(ConfigError, match=f"--restrict-vocab must be >= 1 .*, got {bad}$"):
+            evaluate(planted, str(tmp_path / uri), restrict_vocab=bad)
+
+
+def test_cli_restrict_vocab_below_one_is_one_line(tmp_path):
+    """Guards: `eval --restrict-vocab -5` a traceback with --analogies, words[:-5] with --similarity."""
+    (tmp_path / "v.txt").write_text("3 2\nman 0.1 0.2\nking 0.3 -0.1\nwoman -0.2 0.4\n")
+    (tmp_path / "q.txt").write_text(": s\nman king woman queen\n")
+    (tmp_path / "p.tsv").write_text("man\tking\t5\nman\twoman\t7\nking\twoman\t2\n")
+    for flag, uri in (("--analogies", "q.txt"), ("--similarity", "p.tsv")):
+        p = cli("eval", str(tmp_path / "v.txt"), flag, str(tmp_path / uri), "--restrict-vocab", "-5", check=False)
+        assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+        assert p.stderr.startswith("w2v-dist: error: --restrict-vocab must be >= 1"), p.stderr
+
+
+# ---- malformed lines ----------------------------------------------------------------------------
+
+def gensim_skipped_lines(caplog, uri: str) -> list[int]:
+    """The 1-based numbers of the lines gensim logged as invalid, blank lines left out."""
+    lines = Path(uri).read_text().split("\n")
+    logged = [int(m) + 1 for m in re.findall(r"Skipping invalid line #(\d+)", caplog.text)]
+    return [n for n in logged if lines[n - 1].strip()]
+
+
+def test_malformed_analogy_lines_are_counted_as_gensim_skips_them(tmp_path, planted, caplog):
+    """Guards: lines that are not 'a b c d' skipped without a word (gensim at least logs them):
+    badq.txt said '0 of 1 questions skipped' of a file with 3 malformed lines."""
+    good = Path(data_file(QUESTIONS)).read_text(encoding="utf-8").splitlines()[:60]
+    lines = good[:3] + ["bad line here", "man king woman", ""] + good[3:40] + ["A B C D E"] + good[40:]
+    (tmp_path / "q.txt").write_text("\n".join(lines) + "\n")
+    uri = str(tmp_path / "q.txt")
+    ours = evaluate_analogies(planted, uri)
+    with caplog.at_level(logging.INFO, logger="gensim.models.keyedvectors"):
+        expected = gensim_analogies(to_gensim(planted), uri)
+    assert ours_as_gensim(ours) == expected
+    skipped = gensim_skipped_lines(caplog, uri)
+    assert skipped == [4, 5, 44]  # the oracle saw them where they were put
+    assert (ours["malformed"], ours["first_malformed_line"]) == (len(skipped), skipped[0])
+    assert "3 malformed lines skipped, the first at line 4: not 4 words 'a b c d'" in format_report(ours)
+    clean = evaluate_analogies(planted, data_file(QUESTIONS))
+    assert (clean["malformed"], clean["first_malformed_line"]) == (0, None)
+    assert "malformed" not in format_report(clean)
+
+
+def test_nan_scores_are_skipped_as_malformed_lines(tmp_path, trained, caplog):
+    """Guards: a `nan` human score turning Pearson into NaN (and `--json` into invalid JSON) while
+    Spearman ranked the NaN somewhere. gensim keeps such a line and returns NaN for both
+    correlations; here it is skipped and counted, as gensim skips a score it cannot parse: the
+    numbers are gensim's on the file without it."""
+    pairs = Path(data_file(WORDSIM)).read_text(encoding="utf-8").split("\n")
+    w = trained.words[20:24]  # in the vocabulary: gensim would skip an OOV pair before reading its score
+    bad = [f"{w[0]}\t{w[1]}\tnan", f"{w[2]}\t{w[3]}\t-inf", "one\tfield", "a\tb\tnot-a-number"]
+    dirty = pairs[:5] + bad + pairs[5:]
+    (tmp_path / "dirty.tsv").write_text("\n".join(dirty))
+    (tmp_path / "clean.tsv").write_text("\n".join(pairs))
+    kv = to_gensim(trained)
+    with caplog.at_level(logging.INFO, logger="gensim.models.keyedvectors"):
+        pearson, spearman, _ = kv.evaluate_word_pairs(str(tmp_path / "dirty.tsv"))
+    assert np.isnan(pearson[0]) and np.isnan(spearman[0])  # gensim: one NaN spoils the whole file
+    assert gensim_skipped_lines(caplog, str(tmp_path / "dirty.tsv")) == [8, 9]
+    ours = evaluate_similarity(trained, str(tmp_path / "dirty.tsv"))
+    pearson, spearman, oov_percent = kv.evaluate_word_pairs(str(tmp_path / "clean.tsv"))
+    assert ours["pearson"] == pytest.approx(pearson[0], abs=1e-6)
+    assert ours["spearman"] == pytest.approx(spearman[0], abs=1e-6)
+    assert 100 * ours["oov_ratio"] == pytest.approx(oov_percent)
+    assert (ours["malformed"], ours["first_malformed_line"]) == (4, 6)
+    assert "4 malformed lines skipped, the first at line 6" in format_report(ours)
+
+
+def test_huge_scores_do_not_overflow_to_nan(tmp_path, trained):
+    """Guards: scores near 1e308, finite each, whose sums overflow: Pearson NaN (gensim's too: scipy
+    gives NaN). A correlation does not change with the scale of the scores: gensim's on WordSim."""
+    lines = [line.split("\t") for line in Path(data_file(WORDSIM)).read_text().splitlines() if not line.startswith("#")]
+    (tmp_path / "huge.tsv").write_text("".join(f"{a}\t{b}\t{float(s) * 1e307!r}\n" for a, b, s in lines))
+    ours = evaluate_similarity(trained, str(tmp_path / "huge.tsv"))
+    pearson, spearman, _ = to_gensim(trained).evaluate_word_pairs(data_file(WORDSIM))
+    assert ours["pearson"] == pytest.approx(pearson[0], abs=1e-6)
+    assert ours["spearman"] == pytest.approx(spearman[0], abs=1e-6)
+
+
+def strict_json(text: str):
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_eval_json_is_valid_and_names_the_skipped_lines(tmp_path):
+    """Guards: `eval --json` printing NaN (not JSON) for a `nan` score, or for a correlation that is
+    undefined; malformed analogy lines never mentioned in the report or the JSON."""
+    (tmp_path / "v.txt").write_text("4 2\nman 0.1 0.2\nking 0.3 -0.1\nwoman -0.2 0.4\nqueen 0.5 0.5\n")
+    (tmp_path / "nan.tsv").write_text("man\tking\t6.77\nwoman\tqueen\t7.35\nking\tqueen\tnan\nman\tqueen\t1\n")
+    (tmp_path / "flat.tsv").write_text("man\tking\t5\nwoman\tqueen\t5\n")  # one score: no correlation
+    (tmp_path / "badq.txt").write_text(": sec\nman king woman queen\nbad line here\nman king woman\n\nA B C D E\n")
+    args = ["eval", str(tmp_path / "v.txt"), "--analogies", str(tmp_path / "badq.txt"),
+            "--similarity", str(tmp_path / "nan.tsv"), "--similarity", str(tmp_path / "flat.tsv")]
+    results = strict_json(cli(*args, "--json").stdout)
+    analogy = results["analogies"][str(tmp_path / "badq.txt")]
+    assert (analogy["questions"], analogy["malformed"], analogy["first_malformed_line"]) == (1, 3, 3)
+    nan, flat = (results["similarity"][str(tmp_path / f)] for f in ("nan.tsv", "flat.tsv"))
+    assert (nan["pairs"], nan["malformed"], nan["first_malformed_line"]) == (3, 1, 3)
+    assert isinstance(nan["pearson"], float) and isinstance(nan["spearman"], float)
+    assert flat["pearson"] is None and flat["spearman"] is None
+    report = cli(*args).stdout
+    assert "3 malformed lines skipped, the first at line 3: not 4 words 'a b c d'" in report
+    assert "1 malformed line skipped, the first at line 3" in report
+    assert "flat.tsv: spearman n/a  pearson n/a" in report

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import bz2
 import doctest
+import importlib
+import lzma
 import os
+import sys
 
 import numpy as np
 import pytest
 
+from tests.conftest import cli
 from w2v_dist import export, storage
+from w2v_dist.config import ConfigError
 from w2v_dist.export import save_npy, save_word2vec
+from w2v_dist.vectors import Vectors
 
 WORDS = ["the", "naïve", "東京", "</s>", "x"]
 
@@ -124,6 +131,75 @@ def test_gz_name_compresses(tmp_path):
     save_word2vec(uri, WORDS, vectors(), binary=False)
     assert storage.read_bytes(uri)[:2] == b"\x1f\x8b"  # gzip magic
     assert np.array_equal(KeyedVectors.load_word2vec_format(uri).vectors, vectors())
+
+
+def _smart_open_reads_zst() -> bool:
+    """gensim opens files with smart_open, which reads .zst with Python 3.14's compression.zstd or
+    backports.zstd, not with the zstandard that fsspec (and so w2v-dist) uses."""
+    try:
+        return sys.version_info >= (3, 14) or importlib.import_module("backports.zstd") is not None
+    except ImportError:
+        return False
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("suffix,magic", [(".zst", b"\x28\xb5\x2f\xfd"), (".xz", b"\xfd7zXZ"), (".bz2", b"BZh")])
+def test_every_compressed_name_loads_back(tmp_path, suffix, magic, binary):
+    """Guards: a .zst export crashing with "ValueError: flush of closed file" and writing nothing
+    (zstandard's writer closed the file that atomic_open had still to sync and rename)."""
+    name = ("v.bin" if binary else "v.txt") + suffix
+    uri = str(tmp_path / name)
+    save_word2vec(uri, WORDS, vectors(), binary=binary)
+    assert os.listdir(tmp_path) == [name]  # no temporary file left beside it
+    data = storage.read_bytes(uri)
+    assert data.startswith(magic)
+    # decompressed by another library: the very bytes of the uncompressed export (which gensim reads)
+    decompress = {".zst": lambda b: pytest.importorskip("zstandard").ZstdDecompressor().decompressobj().decompress(b),
+                  ".xz": lzma.decompress, ".bz2": bz2.decompress}[suffix]
+    save_word2vec(str(tmp_path / "plain"), WORDS, vectors(), binary=binary)
+    assert decompress(data) == (tmp_path / "plain").read_bytes()
+    if suffix != ".zst" or _smart_open_reads_zst():
+        KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
+        kv = KeyedVectors.load_word2vec_format(uri, binary=binary)
+        assert kv.index_to_key == WORDS and np.array_equal(kv.vectors, vectors())
+    back = Vectors.load(uri)
+    assert back.words == WORDS and np.array_equal(back.vectors, vectors())
+
+
+def test_zst_without_a_zstd_package_is_refused(tmp_path, monkeypatch):
+    """fsspec infers .zst only with a zstd package installed: without one the file would be
+    written uncompressed under a name that says zstd."""
+    monkeypatch.setattr(export.fsspec.utils, "infer_compression", lambda uri: None)
+    with pytest.raises(ConfigError, match=r"v.txt.zst: writing .zst needs the zstandard package"):
+        save_word2vec(str(tmp_path / "v.txt.zst"), WORDS, vectors(), binary=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_exports_zst_and_npy_of_words_holding_unicode_spaces(tmp_path):
+    """Guards, at the command line where they were met: `export --output x.txt.zst` (and .bin.zst)
+    a traceback and no file; `similar v.npy` refusing the .vocab.txt of words that hold NBSP,
+    U+2028, U+0085 or U+3000 that `export --format npy` had just written."""
+    words = ["cat", "10\xa0km", "dog\u2028x", "\x85mat", "on\u3000"]
+    v = np.random.default_rng(5).standard_normal((len(words), 4)).astype(np.float32)
+    src = str(tmp_path / "src.txt")
+    save_word2vec(src, words, v, binary=False)
+    for fmt, name in [("word2vec", "x.txt.zst"), ("word2vec-binary", "x.bin.zst"), ("npy", "v.npy")]:
+        cli("export", src, "--format", fmt, "--output", str(tmp_path / name))
+        back = Vectors.load(str(tmp_path / name))
+        assert back.words == words and np.array_equal(back.vectors, v), name
+    p = cli("similar", str(tmp_path / "v.npy"), "cat", "--top", "4")
+    assert sorted(line.split("\t")[0] for line in p.stdout.rstrip("\n").split("\n")) == sorted(words[1:])
+
+
+def test_cli_npy_export_to_another_suffix_is_one_line(tmp_path):
+    """Guards: `export --format npy --output r.vec` ending in a ValueError traceback."""
+    src = str(tmp_path / "src.txt")
+    save_word2vec(src, ["a", "b"], np.eye(2), binary=False)
+    p = cli("export", src, "--format", "npy", "--output", str(tmp_path / "r.vec"), check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"w2v-dist: error: {tmp_path / 'r.vec'}: an .npy export needs an --output ending "
+                               "in .npy"), p.stderr
+    assert os.listdir(tmp_path) == ["src.txt"]
 
 
 def test_projector_files_round_trip_a_run(plain_run, tmp_path):

@@ -49,7 +49,9 @@ def test_doctests():
 # ---- files --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,fmt", [("v.txt", "word2vec"), ("v.vec", "word2vec"), ("v.bin", "word2vec-binary"),
-                                      ("v.npy", "npy"), ("v.txt.gz", "word2vec"), ("v.bin.gz", "word2vec-binary")])
+                                      ("v.npy", "npy"), ("v.txt.gz", "word2vec"), ("v.bin.gz", "word2vec-binary"),
+                                      ("v.txt.zst", "word2vec"), ("v.bin.zst", "word2vec-binary"),
+                                      ("v.txt.xz", "word2vec"), ("v.bin.bz2", "word2vec-binary")])
 def test_roundtrip(tmp_path, name, fmt):
     v = small()
     uri = str(tmp_path / name)
@@ -59,6 +61,46 @@ def test_roundtrip(tmp_path, name, fmt):
     assert back.vectors.dtype == np.float32 and np.array_equal(back.vectors, v.vectors)
     if fmt == "npy":
         assert back.counts.tolist() == v.counts.tolist()
+
+
+# Where str.splitlines() or str.split() cut a line that word2vec.c's reader does not: a word may
+# hold these (export.check_words refuses only " \t\n\r\v\f"). Computed, so that none is left out.
+UNICODE_BREAKS = [c for c in map(chr, range(0x110000))
+                  if (c.isspace() or len(f"a{c}b".splitlines()) > 1) and c not in " \t\n\r\v\f"]
+
+
+@pytest.mark.parametrize("name,fmt", [("v.npy", "npy"), ("v.txt", "word2vec"), ("v.bin", "word2vec-binary")])
+def test_words_holding_unicode_spaces_and_line_breaks_round_trip(tmp_path, name, fmt):
+    """Guards: the .npy's .vocab.txt read back with splitlines()/split(), which cut a word at NBSP,
+    U+2028, U+0085, U+3000...: `similar v.npy` refused the file its own export had written
+    ("line 6 is '10\\xa0km 572', expected 'word count'"), or read other words."""
+    assert {"\xa0", "\u2028", "\x85", "\u3000", "\x1c", "\u2029"} <= set(UNICODE_BREAKS)
+    words = [w for c in UNICODE_BREAKS for w in (c, f"10{c}km", f"{c}lead", f"trail{c}")]
+    rng = np.random.default_rng(4)
+    v = Vectors(words, rng.standard_normal((len(words), 3)).astype(np.float32), np.arange(len(words), 0, -1) * 7)
+    uri = str(tmp_path / name)
+    v.save(uri, fmt)
+    back = Vectors.load(uri)
+    assert back.words == words and np.array_equal(back.vectors, v.vectors)
+    if fmt == "npy":
+        assert back.counts.tolist() == v.counts.tolist()
+
+
+def test_npy_sidecar_errors_name_the_line(tmp_path):
+    small().save(str(tmp_path / "v.npy"))
+    sidecar = tmp_path / "v.vocab.txt"
+    good = sidecar.read_text(encoding="utf-8")
+    for bad, line in [("the 60\nof sixty\n", "of sixty"), ("the 60\n 50\n", " 50"), ("the 60\nof\n", "of"),
+                      ("the 60\nof 5\xa0\n", "of 5\xa0")]:
+        sidecar.write_text(bad + good.split("\n", 2)[2], encoding="utf-8")
+        expected = f"v.vocab.txt: line 2 is {line!r}, expected 'word count'"
+        with pytest.raises(VectorsFormatError, match=re.escape(expected)):
+            Vectors.load(str(tmp_path / "v.npy"))
+    sidecar.write_text(good.replace("\n", "\r\n"), encoding="utf-8")  # edited on Windows: still read
+    assert Vectors.load(str(tmp_path / "v.npy")).words == small().words
+    (tmp_path / "v.npy").rename(tmp_path / "v.arr")
+    with pytest.raises(VectorsFormatError, match=r"v.arr: an .npy array, but its words are found only beside"):
+        Vectors.load(str(tmp_path / "v.arr"))
 
 
 @pytest.mark.parametrize("name,head", [("v.bin", b"6 5\nthe "), ("v.bin.gz", b"\x1f\x8b"), ("v.vec", b"6 5\nthe "),

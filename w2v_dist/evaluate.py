@@ -12,9 +12,15 @@ word with several case variants uses the first (most frequent) one; a question o
 word outside that vocabulary is skipped and counted as OOV, not as wrong; the analogy answer is the
 best of the top 5 neighbours (query words excluded) that is not a case variant of a query word.
 
+Malformed lines (not ``a b c d``; not two words and a score) are skipped as gensim skips them,
+and counted (``malformed``, ``first_malformed_line``): gensim only logs them. A pair whose score
+is not a finite number (``nan``, ``inf``) is such a line here; gensim keeps it, and one NaN turns
+both of its correlations into NaN.
+
 Unlike gensim, analogy questions are answered in batches (one matrix multiply and one top-k per
 few hundred questions instead of one pass over the vocabulary per question): the 19,544 Google
-questions take seconds, not minutes. Results are plain dicts, ready for ``json.dumps``.
+questions take seconds, not minutes. Results are plain dicts, ready for ``json.dumps``: a
+correlation that is undefined (a constant side) is ``None``, never NaN, so the JSON is valid.
 
 Example:
 
@@ -38,6 +44,7 @@ import warnings
 import numpy as np
 
 from w2v_dist import storage
+from w2v_dist.config import ConfigError
 from w2v_dist.vectors import Vectors
 
 TOPN = 5  # gensim looks at the 5 nearest neighbours for an answer that is not a query word
@@ -55,13 +62,15 @@ def evaluate_analogies(vectors: Vectors, questions_uri: str, restrict_vocab: int
     Returns ``{"task": "analogy", "sections": [{"section", "correct", "incorrect", "oov",
     "accuracy"}...], "correct", "incorrect", "oov", "questions", "accuracy", "oov_ratio", ...}``.
     ``accuracy`` is correct / (correct + incorrect), 0.0 when nothing was answered (as gensim);
-    ``oov_ratio`` is skipped / questions as a fraction (gensim logs it as a percentage).
+    ``oov_ratio`` is skipped / questions as a fraction (gensim logs it as a percentage);
+    ``malformed`` counts the lines that are not 4 words (blank lines aside), skipped as gensim does.
     """
     n_rows, lookup, canon = _restricted_vocab(vectors, restrict_vocab, case_insensitive)
     sections: list[str] = []
     section_oov: list[int] = []
     asked: list[tuple[int, int, int, int, int]] = []  # (section, a, b, c, expected) as canonical rows
     questions = 0
+    malformed: list[int] = []  # line numbers
     for line_no, line in enumerate(_read_text(questions_uri, storage_options, "analogy questions file"), 1):
         if line.startswith(": "):
             sections.append(line.lstrip(": ").strip())
@@ -74,7 +83,8 @@ def evaluate_analogies(vectors: Vectors, questions_uri: str, restrict_vocab: int
             raise EvaluationError(f"{questions_uri}: line {line_no} comes before the first ': section' header; "
                              f"is this a Google analogy file (questions-words.txt)?")
         if len(words) != 4:
-            continue  # gensim skips malformed lines without counting them
+            malformed.append(line_no)  # gensim skips them too, but says so only in its log
+            continue
         questions += 1
         rows = [lookup.get(w.upper() if case_insensitive else w) for w in words]
         if None in rows:
@@ -106,6 +116,8 @@ def evaluate_analogies(vectors: Vectors, questions_uri: str, restrict_vocab: int
         "questions": questions,
         "accuracy": _ratio(total_correct, total_correct + total_incorrect),
         "oov_ratio": _ratio(oov, questions),
+        "malformed": len(malformed),
+        "first_malformed_line": malformed[0] if malformed else None,
     }
 
 
@@ -145,23 +157,32 @@ def evaluate_similarity(vectors: Vectors, pairs_uri: str, restrict_vocab: int | 
                         case_insensitive: bool = True, storage_options: dict | None = None) -> dict:
     """Correlation with human similarity scores; same numbers as gensim's ``evaluate_word_pairs``.
 
-    Returns ``{"task": "similarity", "pearson", "spearman", "pairs", "oov", "oov_ratio", ...}``;
-    ``oov_ratio`` is oov / (pairs + oov) as a fraction (gensim returns it as a percentage).
-    p-values are left out: they would need scipy.
+    Returns ``{"task": "similarity", "pearson", "spearman", "pairs", "oov", "oov_ratio", "malformed", ...}``;
+    ``oov_ratio`` is oov / (pairs + oov) as a fraction (gensim returns it as a percentage); a
+    correlation is ``None`` where it is undefined (every score, or every cosine, the same).
+    ``malformed`` counts the lines skipped (blank lines aside) as not ``word1<TAB>word2<TAB>score``,
+    gensim's rule, or with a score that is not finite: gensim keeps a ``nan`` score, and then
+    returns NaN for both correlations, whatever the other pairs say. p-values are left out: they
+    would need scipy.
     """
     _, lookup, _ = _restricted_vocab(vectors, restrict_vocab, case_insensitive)
     gold, left, right = [], [], []
     oov = 0
-    for line in _read_text(pairs_uri, storage_options, "word-pairs file"):
-        if line.startswith("#"):
+    malformed: list[int] = []  # line numbers
+    for line_no, line in enumerate(_read_text(pairs_uri, storage_options, "word-pairs file"), 1):
+        if line.startswith("#") or not line.strip():
             continue
         fields = line.split("\t")  # as gensim: words are not stripped, the score may carry the newline
         if len(fields) != 3:
+            malformed.append(line_no)
             continue
         a, b, score = (f.upper() for f in fields) if case_insensitive else fields
         try:
             score = float(score)
         except ValueError:
+            score = float("nan")
+        if not np.isfinite(score):
+            malformed.append(line_no)
             continue
         if a not in lookup or b not in lookup:
             oov += 1
@@ -170,8 +191,9 @@ def evaluate_similarity(vectors: Vectors, pairs_uri: str, restrict_vocab: int | 
         left.append(lookup[a])
         right.append(lookup[b])
     if not gold:
-        raise EvaluationError(f"{pairs_uri}: no usable word pairs ({oov} out of vocabulary); expected lines "
-                         f"'word1<TAB>word2<TAB>score' with words in the first {len(lookup)} of the vocabulary")
+        raise EvaluationError(f"{pairs_uri}: no usable word pairs ({oov} out of vocabulary, {len(malformed)} "
+                              "malformed); expected lines 'word1<TAB>word2<TAB>score' with words in the first "
+                              f"{len(lookup)} of the vocabulary")
     unit = vectors.unit
     model = np.einsum("ij,ij->i", unit[left], unit[right]).astype(np.float64)
     gold = np.array(gold, np.float64)
@@ -185,6 +207,8 @@ def evaluate_similarity(vectors: Vectors, pairs_uri: str, restrict_vocab: int | 
         "pairs": len(gold),
         "oov": oov,
         "oov_ratio": _ratio(oov, len(gold) + oov),
+        "malformed": len(malformed),
+        "first_malformed_line": malformed[0] if malformed else None,
     }
 
 
@@ -196,7 +220,8 @@ def format_report(results: dict) -> str:
         r = results
         corr = "  ".join(f"{k} {r[k]:.4f}" if r[k] is not None else f"{k} n/a" for k in ("spearman", "pearson"))
         return (f"similarity  {_name(r['pairs_uri'])}: {corr}  "
-                f"(pairs {r['pairs']}, OOV {r['oov']} = {100 * r['oov_ratio']:.1f}%)")
+                f"(pairs {r['pairs']}, OOV {r['oov']} = {100 * r['oov_ratio']:.1f}%"
+                f"{', ' + _malformed(r) if r.get('malformed') else ''})")
     r = results
     width = max([len("section")] + [len(s["section"]) for s in r["sections"]])
     case = "case-insensitive" if r["case_insensitive"] else "case-sensitive"
@@ -210,7 +235,14 @@ def format_report(results: dict) -> str:
         lines.append(f"{s['section']:<{width}}  {s['correct']:>7}  {total:>6}  {acc:>8}  {s['oov']:>6}")
     lines.append(f"{r['oov']} of {r['questions']} questions ({100 * r['oov_ratio']:.1f}%) skipped: "
                  f"a word outside the first {r['restrict_vocab']} of the vocabulary")
+    if r.get("malformed"):
+        lines.append(f"{_malformed(r)}: not 4 words 'a b c d'")
     return "\n".join(lines)
+
+
+def _malformed(r: dict) -> str:
+    n = r["malformed"]
+    return f"{n} malformed line{'s' if n != 1 else ''} skipped, the first at line {r['first_malformed_line']}"
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -222,6 +254,8 @@ def _restricted_vocab(vectors: Vectors, restrict_vocab: int | None,
     With ``case_insensitive`` the key is the upper-cased word and it maps to its first (most
     frequent) case variant, as in gensim; ``canonical[i]`` is that row for row ``i``.
     """
+    if restrict_vocab is not None and restrict_vocab < 1:  # 0 would mean "all" below, -5 all but 5
+        raise ConfigError(f"--restrict-vocab must be >= 1 (the N most frequent words to search), got {restrict_vocab}")
     n_rows = min(restrict_vocab or len(vectors), len(vectors))
     keys = vectors.words[:n_rows]
     if case_insensitive:
@@ -261,7 +295,9 @@ def _rank(x: np.ndarray) -> np.ndarray:
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Pearson's r; None when either side is constant (undefined)."""
+    """Pearson's r; None when it is undefined (either side constant), never NaN: JSON has none."""
+    # scaled first (r does not change): the sums of scores near 1e308 would overflow to inf, then NaN
+    x, y = (v / np.abs(v).max() if len(v) and np.abs(v).max() > 0 else v for v in (x, y))
     x, y = x - x.mean(), y - y.mean()
     denom = np.linalg.norm(x) * np.linalg.norm(y)
     if len(x) < 2 or denom == 0:

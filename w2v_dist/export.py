@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from w2v_dist import storage
+from w2v_dist.config import ConfigError
 
 # word2vec.c splits words on these bytes (its ReadWord); a word holding one would shift every
 # field after it. Other Unicode spaces (NBSP, ...) are ordinary bytes to every reader.
@@ -97,12 +98,30 @@ def _open_compressed(uri: str, storage_options: dict | None) -> Iterator[IO[byte
     """``atomic_open``, compressing when the name says so (``.gz``, ``.bz2``, ``.xz``, ``.zst``),
     the mirror of the ``compression="infer"`` that :meth:`Vectors.load` reads with."""
     compression = fsspec.utils.infer_compression(uri)
+    if compression is None and uri.endswith(".zst"):  # fsspec knows .zst only with a zstd package
+        raise ConfigError(f"{uri}: writing .zst needs the zstandard package (pip install zstandard); "
+                          "or use .gz, .bz2 or .xz")
     with storage.atomic_open(uri, "wb", storage_options) as raw:
         if compression is None:
             yield raw
             return
-        with fsspec.compression.compr[compression](raw, mode="wb") as f:
+        with fsspec.compression.compr[compression](_KeepOpen(raw), mode="wb") as f:
             yield f
+
+
+class _KeepOpen:
+    """A file whose ``close`` leaves it open. fsspec's ``.zst`` writer (zstandard's
+    ``stream_writer``, ``closefd=True``) closes the file it writes into, and ``atomic_open`` must
+    still flush, fsync and rename it: "ValueError: flush of closed file", and no file."""
+
+    def __init__(self, raw: IO[bytes]):
+        self._raw = raw
+
+    def __getattr__(self, name: str):
+        return getattr(self._raw, name)
+
+    def close(self) -> None:
+        self._raw.flush()
 
 
 def _binary_block(words: Sequence[str], block: np.ndarray) -> bytes:
@@ -127,7 +146,8 @@ def _text_block(words: Sequence[str], block: np.ndarray) -> bytes:
 def vocab_sidecar_uri(npy_uri: str) -> str:
     """``vectors.npy`` -> ``vectors.vocab.txt``: where :func:`save_npy` puts the words."""
     if not npy_uri.endswith(".npy"):
-        raise ValueError(f"{npy_uri}: an .npy export needs a path ending in .npy (e.g. vectors.npy)")
+        raise ConfigError(f"{npy_uri}: an .npy export needs an --output ending in .npy (e.g. vectors.npy), "
+                          "its words going to <name>.vocab.txt beside it")
     return npy_uri[: -len(".npy")] + ".vocab.txt"
 
 

@@ -3,7 +3,7 @@
 A small cousin of gensim's ``KeyedVectors`` with the same query semantics (3CosAdd on unit
 vectors), loading every format :mod:`w2v_dist.export` writes: word2vec text, word2vec binary and
 ``.npy`` + ``.vocab.txt``. Formats are told apart by content (``.npy`` magic, then whether the
-first record parses as text), so the file name does not have to say; ``.gz``/``.bz2``/``.xz``
+first record parses as text), so the file name does not have to say; ``.gz``/``.bz2``/``.xz``/``.zst``
 files are decompressed on the fly.
 
 Example:
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from typing import Iterable, Sequence
 
 import fsspec.utils
@@ -240,15 +241,20 @@ class Vectors:
             vectors = np.load(io.BytesIO(data), allow_pickle=False)
         except ValueError as e:
             raise VectorsFormatError(f"{uri}: not a readable .npy array ({e})") from None
+        if not uri.endswith(".npy"):
+            raise VectorsFormatError(f"{uri}: an .npy array, but its words are found only beside a name ending in "
+                                     f".npy (<name>.vocab.txt); rename it to <name>.npy")
         vocab_uri = export.vocab_sidecar_uri(uri)
+        text = _read(vocab_uri, storage_options, what="vocabulary sidecar").decode("utf-8")
         words, counts = [], []
-        for n, line in enumerate(_read(vocab_uri, storage_options, what="vocabulary sidecar").decode("utf-8")
-                                 .splitlines(), 1):
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        # Split as save_npy writes, on "\n" and the last " ": splitlines() and split() also cut at
+        # NBSP, U+2028, U+0085, U+3000..., which a word may hold (only word2vec.c's separators are refused)
+        for n, line in enumerate(text.removesuffix("\n").split("\n") if text else [], 1):
+            word, _, count = line.removesuffix("\r").rpartition(" ")
+            if not word or not re.fullmatch(r"-?[0-9]+", count):
                 raise VectorsFormatError(f"{vocab_uri}: line {n} is {line!r}, expected 'word count'")
-            words.append(parts[0])
-            counts.append(int(parts[1]))
+            words.append(word)
+            counts.append(int(count))
         if vectors.ndim != 2 or vectors.shape[0] != len(words):
             raise VectorsFormatError(
                 f"{uri}: array of shape {vectors.shape} does not match the {len(words)} words of {vocab_uri}; "
