@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import cli
+from tests.conftest import ROOT, cli
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,7 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
     (["train", "{d}/corpus", "--output", "{d}/r", "--sync", "step", "--sync-every", "8", "--sync-combine", "mean"],
      "--sync-every 8: --sync step syncs every row after every step"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--backend", "foo"], "--backend must be a torch.distributed backend"),
+    (["similar", "{d}/vec.txt", "alpha", "--top", "0"], "--top must be >= 1 (the neighbours to print), got 0"),
     pytest.param(["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda"],
                  "--device cuda: torch sees no CUDA device here",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
@@ -106,7 +109,7 @@ IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eva
        "train-device-unknown", "train-numba-on-cuda", "train-cuda-kernel-on-cpu", "train-cuda-kernel-races",
        "train-replicas-with-threads", "train-replicas-negative",
        "train-sync-lr-scale-nan", "train-seed-negative", "train-log-every-negative", "train-sync-step-ignores",
-       "train-backend-unknown", "train-cuda-without-gpu"]
+       "train-backend-unknown", "similar-top-zero", "train-cuda-without-gpu"]
 
 
 @pytest.mark.parametrize("args, expect", CASES, ids=IDS)
@@ -185,3 +188,15 @@ def test_an_error_left_to_rank_0_is_said_by_a_rank_that_outlives_it(monkeypatch,
     assert capsys.readouterr().err.splitlines() == [
         "w2v-dist: error: same everywhere", "w2v-dist: error: mine [rank 0]",
         "w2v-dist: error: same everywhere [rank 1]", "w2v-dist: error: mine [rank 1]"]
+
+
+def test_a_reader_that_closes_the_pipe_early_is_not_an_error(files):
+    """``w2v-dist similar ... | head -1``: the reader closes stdout before the command writes.
+    Quiet, exit 141 (128 + SIGPIPE, as a shell reports a Unix tool stopped so). Guards: the
+    BrokenPipeError taken for a store that stopped answering ("the store did not answer
+    ([Errno 32] Broken pipe)")."""
+    p = subprocess.Popen([sys.executable, "-m", "w2v_dist", "similar", str(files / "vec.txt"), "alpha"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    p.stdout.close()  # before the command has imported anything, so before it writes
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 141 and err == b"", err

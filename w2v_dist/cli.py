@@ -344,7 +344,7 @@ def run(argv: list[str] | None = None) -> int:
             print(f"w2v-dist: prepare interrupted; {args.output} is unfinished (no _SUCCESS: train refuses it). "
                   "Run the same command with --overwrite to start again.", file=sys.stderr)
             return 130
-        print(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
+        _out(json.dumps({k: v for k, v in summary.items() if k != "shards"} | {"shards": len(summary["shards"])}))
     elif args.command == "encode":
         from w2v_dist.encoding import EncodeConfig, encode_corpus
         tok = TokenizerConfig(lowercase=args.lowercase, split_pattern=args.split_pattern, normalize=args.normalize)
@@ -354,7 +354,7 @@ def run(argv: list[str] | None = None) -> int:
                                _output_storage_options(args.output_storage_options), args.on_bad_shard, args.overwrite)
         manifest = encode_corpus(cfg)  # under torchrun, by every rank
         if rank == 0:
-            print(json.dumps({k: manifest[k] for k in ("vocab_size", "raw_tokens", "total_words")}
+            _out(json.dumps({k: manifest[k] for k in ("vocab_size", "raw_tokens", "total_words")}
                              | {"files": len(manifest["files"]), "output": args.output}))
     elif args.command == "train":
         with alike(ConfigError):  # bad flags fail here, before torch is loaded, the same on every rank
@@ -381,12 +381,14 @@ def run(argv: list[str] | None = None) -> int:
         out_so = _output_storage_options(args.output_storage_options)
         for uri in Vectors.load(args.run, so).save(args.output, args.format, so if out_so is None else out_so,
                                                    overwrite=args.overwrite, max_words=args.max_words):
-            print(uri)  # an .npy's words go to a second file, a projector's to three: say so
+            _out(uri)  # an .npy's words go to a second file, a projector's to three: say so
     elif args.command == "plot":
         from w2v_dist.plot import plot_run
+        if args.top < 1:
+            raise ConfigError(f"--top must be >= 1 (the most frequent words to map), got {args.top}")
         paths = plot_run(args.run, args.output, words=args.words, top=args.top,
                          storage_options=_storage_options(args.storage_options))
-        print("\n".join(paths.values()))
+        _out("\n".join(paths.values()))
     elif args.command == "eval":
         from w2v_dist.evaluate import evaluate_analogies, evaluate_similarity, format_report
         from w2v_dist.vectors import Vectors
@@ -396,14 +398,26 @@ def run(argv: list[str] | None = None) -> int:
         results = {"vectors": args.vectors,
                    "analogies": {f: evaluate_analogies(vectors, f, restrict_vocab=args.restrict_vocab) for f in args.analogies},
                    "similarity": {f: evaluate_similarity(vectors, f, restrict_vocab=args.restrict_vocab) for f in args.similarity}}
-        print(json.dumps(results, indent=2) if args.json else format_report(results))
+        _out(json.dumps(results, indent=2, allow_nan=False) if args.json else format_report(results))
     elif args.command == "similar":
         from w2v_dist.vectors import Vectors
+        if args.top < 1:
+            raise ConfigError(f"--top must be >= 1 (the neighbours to print), got {args.top}")
         vectors = Vectors.load(args.vectors)
         positive, negative = ([_resolve(vectors, w) for w in ws] for ws in (args.words, args.negative))
         for word, score in vectors.most_similar(positive=positive, negative=negative, topn=args.top):
-            print(f"{word}\t{score:.4f}")
+            _out(f"{word}\t{score:.4f}")
     return 0
+
+
+def _out(text: str) -> None:
+    """A result on stdout, whose reader may close it early (``w2v-dist similar ... | head -3``):
+    then quiet, as Unix tools are, exit 141 (128 + SIGPIPE), not a store's "did not answer"."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail too
+        raise SystemExit(141) from None
 
 
 def _rank() -> tuple[int, int]:
