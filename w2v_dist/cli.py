@@ -257,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the inputs (and --output)")
     p.add_argument("--overwrite", action="store_true", help="replace the shards of an earlier prepare in --output")
     p.add_argument("--on-bad-input", choices=("error", "skip"), default="error",
-                   help="a truncated or corrupt compressed file: stop with an error naming it (default) or keep the "
-                        "lines before the damage, skip the rest and count it")
+                   help="input that cannot be read (a truncated or corrupt compressed file, an unreadable Parquet "
+                        "file, UTF-16, a JSONL file without --text-field values): stop with an error naming it "
+                        "(default), or leave it out, keeping the lines before any damage, and count it")
     p.add_argument("--max-invalid-utf8", type=float, default=0.1,
                    help="fraction of a file's bytes that may be invalid UTF-8 (replaced with U+FFFD) before it is "
                         "refused as not text (default: %(default)s)")

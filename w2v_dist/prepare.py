@@ -2,7 +2,8 @@
 
 Inputs are files, directories or globs (any fsspec URI), read by name:
 
-- ``*.parquet``: the ``text_field`` column, string or list<string> (joined with spaces);
+- ``*.parquet`` (``*.parq``, ``*.pq``, as ``train`` lists them): the ``text_field`` column, string
+  or list<string> (joined with spaces);
 - ``*.jsonl`` / ``*.ndjson`` / ``*.json``: JSON Lines, one object per line, field ``text_field``;
 - anything else: plain text, one sentence or document per line.
 
@@ -20,11 +21,14 @@ The output is committed as a whole: ``_PREPARING`` is written before the first s
 rather than train on part of the corpus without a word. (No renames: on object stores a rename is
 a copy of every byte.)
 
-A compressed input that is truncated or corrupt is an error naming the file and the line reached,
-or with ``on_bad_input="skip"`` its lines read before the damage are kept, the rest is left out
-and the file is counted in ``bad_inputs``. A file in which more than ``max_invalid_utf8`` of the
-bytes are not UTF-8 is not text (binary, or another encoding): an error, not a vocabulary of
-U+FFFD fragments.
+A compressed input that is truncated or corrupt (a zstd frame cut short included) is an error
+naming the file and the line reached, or with ``on_bad_input="skip"`` its lines read before the
+damage are kept, the rest is left out and the file is counted in ``bad_inputs``. So is input that
+is not what its name says, or not UTF-8 text: an unreadable Parquet file, a text or JSON file
+that is Parquet (``PAR1``), starts with a UTF-16/UTF-32 byte-order mark or whose bytes are more
+than 1% NUL (UTF-16 without a mark), and a JSON Lines file none of whose records has a value in
+``text_field``. A file in which more than ``max_invalid_utf8`` of the bytes are not UTF-8 is not
+text (binary, or another encoding): an error, not a vocabulary of U+FFFD fragments.
 
 Example::
 
@@ -42,7 +46,9 @@ Example::
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import gzip
 import json
 import logging
 import lzma
@@ -62,17 +68,27 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from w2v_dist import storage
+from w2v_dist.corpus.shards import PARQUET_SUFFIXES
 from w2v_dist.faults import maybe_fail
 
 logger = logging.getLogger(__name__)
 
 SCHEMA = pa.schema([("text", pa.string())])
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
-PARQUET_SUFFIXES = (".parquet",)
+# PARQUET_SUFFIXES: what `train` lists as Parquet; a corpus.pq that train takes is not text here
+PARQUET_MAGIC = b"PAR1"  # the first (and last) 4 bytes of every Parquet file
+# Text holds no NUL bytes; UTF-16 has one in every character below U+0100 (UTF-32, two or three),
+# which UTF-8 decoding takes as valid characters, so the invalid-UTF-8 share never sees them.
+MAX_NUL_SHARE = 0.01
+BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),  # before UTF-16's: FF FE 00 00
+        (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
 # Bytes read per batch from a text/JSON stream (cut at the last newline), and rows per batch read
 # from Parquet: large enough for vectorised Arrow work, small enough to keep memory flat.
 BLOCK_BYTES = 8 << 20
 PARQUET_BATCH_ROWS = 65_536
+# Compressed bytes fed to zstd at a time: zstd expands up to ~32,000x (runs of one byte), so this
+# bounds one step's output (256 MiB at worst, ~30 KiB for text) at no measurable cost in speed.
+ZSTD_READ_BYTES = 8 << 10
 # The commit protocol's two files (see the module docstring); names starting with "_" are skipped
 # by pyarrow.dataset, Spark and `prepare` itself when they list a directory.
 SUCCESS = "_SUCCESS"
@@ -107,7 +123,8 @@ def prepare(inputs: list[str], output: str, *, rows_per_shard: int = 1_000_000,
     The summary holds ``output``, ``shards`` (URIs, in order), ``rows``, ``input_files``,
     ``bytes_in`` (stored, i.e. compressed, size), ``skipped_rows`` (records without text),
     ``replaced_utf8`` (lines or records whose invalid UTF-8 was replaced with U+FFFD),
-    ``invalid_utf8_bytes`` and ``bad_inputs`` (damaged compressed files, ``on_bad_input="skip"``).
+    ``invalid_utf8_bytes`` and ``bad_inputs`` (files damaged or not text, left out or cut short:
+    ``on_bad_input="skip"``).
     """
     if rows_per_shard < 1:
         raise PrepareError(f"--rows-per-shard must be >= 1, got {rows_per_shard}")
@@ -150,8 +167,9 @@ def prepare(inputs: list[str], output: str, *, rows_per_shard: int = 1_000_000,
                "input_files": len(files), "bytes_in": sum(sizes), **stats}
     _commit(output, summary, writer.shard_rows, out_options)
     logger.info("prepare: wrote %d rows in %d shard(s) to %s from %d file(s) (%d skipped, %d with "
-                "invalid UTF-8 replaced, %d damaged input(s) cut short)", writer.rows, len(writer.shards),
-                output, len(files), stats["skipped_rows"], stats["replaced_utf8"], stats["bad_inputs"])
+                "invalid UTF-8 replaced, %d bad input(s) left out or cut short)", writer.rows,
+                len(writer.shards), output, len(files), stats["skipped_rows"], stats["replaced_utf8"],
+                stats["bad_inputs"])
     return summary
 
 
@@ -235,29 +253,58 @@ def read_text(uri: str, text_field: str, storage_options: dict | None, stats: di
         raw = stack.enter_context(storage.open_uri(uri, "rb", storage_options))
         if kind == "parquet":
             yield from _read_parquet(uri, raw, _size(uri, storage_options), text_field, stats,
-                                     on_bytes)
+                                     on_bytes, on_bad_input)
             return
         # Decompress on top of our own handle (fsspec's registry, as open_uri(compression=
         # "infer") does) so that raw.tell() can drive the progress bar in stored bytes.
-        f = raw if compression is None else stack.enter_context(
-            fsspec.compression.compr[compression](raw, mode="rb"))
+        f = raw if compression is None else stack.enter_context(_decompressor(compression, raw))
         to_column = _json_column if kind == "json" else _text_column
         line = 0  # lines before this block, for error messages
         decoded, invalid_before = 0, stats.setdefault("invalid_utf8_bytes", 0)
-        blocks = _blocks(f)
+        records, valued, first = 0, 0, None  # JSON: records, those with a value, the first one
+        blocks, whole = _blocks(f), False
         while True:
             try:
                 block = next(blocks, None)
-            except _decompress_errors() as e:
-                _bad_input(uri, compression, line, e, on_bad_input, stats)
+            except _Damaged as e:
+                what = f"{compression} data" if compression else "data"
+                # Where it is, as far as known: a cut (EOFError) is at the end of the file, a bad
+                # gzip header at its start; elsewhere, the text decoded before it is all we know.
+                where = (f"after line {line}" if line else "in its first line" if e.offset else
+                         "at its end, before any text could be decoded" if e.truncated else
+                         "at its start" if isinstance(e.error, gzip.BadGzipFile) else
+                         "before any text could be decoded")
+                _bad_input(uri, f"truncated or corrupt {what} {where} ({e})", "replace the file",
+                           "keep the lines before the damage", on_bad_input, stats, line)
                 break
             if block is None:
+                whole = True
+                break
+            wrong = _not_text(block, decoded, kind)
+            if wrong:
+                _bad_input(uri, *wrong, on_bad_input, stats, line)
                 break
             column = to_column(uri, block, line, text_field, stats)
+            if kind == "json":
+                records += len(column)
+                valued += len(column) - column.null_count
+                if first is None and block.strip():
+                    first = block.lstrip().split(b"\n", 1)[0]
             line += block.count(b"\n")
             decoded += len(block)
             yield _keep_text(column, stats)
             on_bytes(raw.tell())
+        if whole and records and not valued:
+            # Every record lacks the field (or holds null): a wrong --text-field, which would
+            # otherwise drop the file with one INFO line (Parquet names the missing column).
+            fields = []
+            with contextlib.suppress(ValueError):  # (Arrow parsed it already; json should too)
+                fields = list(json.loads(first.decode("utf-8", "replace")))
+            shown = ", ".join(fields[:10]) + (", ..." if len(fields) > 10 else "") if fields else "none"
+            _bad_input(uri, f"none of its {records} record(s) has a value in field {text_field!r} "
+                       f"(fields of the first: {shown})", "choose the field with --text-field",
+                       "leave it out", on_bad_input, stats)
+            stats["skipped_rows"] -= records  # counted as a bad input instead
         invalid = stats["invalid_utf8_bytes"] - invalid_before
         if decoded and invalid > max_invalid_utf8 * decoded:
             raise PrepareError(
@@ -266,38 +313,142 @@ def read_text(uri: str, text_field: str, storage_options: dict | None, stats: di
                 f"-t utf-8), or raise --max-invalid-utf8 (now {max_invalid_utf8}) to take it anyway")
 
 
-def _bad_input(uri: str, compression: str | None, line: int, e: BaseException, on_bad_input: str,
-               stats: dict) -> None:
-    """A damaged compressed file: an error naming it and the line reached, or counted and cut short."""
-    what = f"{compression} data" if compression else "data"
-    detail = str(e) or type(e).__name__
-    where = f"after line {line}" if line else "at its start"
+def _decompressor(compression: str, raw: IO[bytes]):
+    """A reader of the decompressed ``raw``: fsspec's, but for zstd (:class:`_ZstdReader`)."""
+    if compression == "zstd":
+        with contextlib.suppress(ImportError):
+            import zstandard
+            return _ZstdReader(raw, zstandard)
+    return fsspec.compression.compr[compression](raw, mode="rb")
+
+
+class _ZstdReader:
+    """zstd data that ends inside a frame raises EOFError, as gzip, bz2 and xz do at a cut.
+
+    zstandard's ``stream_reader`` (what fsspec opens ``.zst`` with) returns a clean end of file
+    there, so a cut-off download passed for a whole corpus. Each frame goes through a
+    ``decompressobj``, whose ``eof`` says whether the frame was complete; a frame's
+    ``unused_data`` starts the next one (pzstd, concatenated files, skippable frames).
+    """
+
+    def __init__(self, raw: IO[bytes], zstandard):
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = None  # the frame being decoded; None between frames
+        self._out = b""
+
+    def read1(self, size: int = -1) -> bytes:
+        while not self._out:
+            data = self._raw.read(ZSTD_READ_BYTES)
+            if not data:
+                if self._frame is not None:
+                    raise EOFError("Compressed file ended inside a zstd frame")
+                return b""
+            chunks = []
+            while data:
+                self._frame = self._frame or self._dctx.decompressobj()
+                chunks.append(self._frame.decompress(data))
+                if not self._frame.eof:
+                    break
+                data, self._frame = self._frame.unused_data, None
+            self._out = b"".join(chunks)
+        if size < 0 or size >= len(self._out):
+            out, self._out = self._out, b""
+        else:
+            out, self._out = self._out[:size], self._out[size:]
+        return out
+
+    read = read1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _not_text(block: bytes, offset: int, kind: str) -> tuple[str, str, str] | None:
+    """``(problem, fix, what --on-bad-input skip keeps)`` if ``block``, read from byte ``offset``
+    of a text or JSON file, is not UTF-8 text; else None."""
+    skip = "leave it out" if offset == 0 else "keep the lines before it"
+    if offset == 0 and block.startswith(PARQUET_MAGIC):
+        return (f"starts with {PARQUET_MAGIC.decode()}: it is a Parquet file, not "
+                f"{'JSON Lines' if kind == 'json' else 'text'}", "rename it to end in .parquet", skip)
+    for bom, encoding in BOMS if offset == 0 else ():
+        if block.startswith(bom):
+            return (f"starts with a {encoding} byte-order mark: it is {encoding} text, not UTF-8",
+                    f"convert it (e.g. iconv -f {encoding} -t UTF-8)", skip)
+    nul = block.count(0)
+    if nul > MAX_NUL_SHARE * len(block):
+        # UTF-16LE puts the NUL of an ASCII character at odd offsets, UTF-16BE at even ones
+        even = block[offset % 2::2].count(0)
+        encoding = "UTF-16BE" if even > nul - even else "UTF-16LE"
+        span = f"its first {len(block)} bytes" if not offset else f"its {len(block)} bytes from byte {offset}"
+        return (f"{nul / len(block):.0%} of {span} are NUL: it looks like {encoding} text (or binary), "
+                "not UTF-8", f"convert it (e.g. iconv -f {encoding} -t UTF-8)", skip)
+    return None
+
+
+def _bad_input(uri: str, problem: str, fix: str, skip: str, on_bad_input: str, stats: dict,
+               kept: int = 0, unit: str = "line") -> None:
+    """Input that cannot be read (damaged, not UTF-8 text, not the format its name says): an error
+    naming the file, the problem and the fix; or counted in ``bad_inputs`` and left out from there
+    on, the ``kept`` lines (rows) before it staying."""
     if on_bad_input == "error":
-        raise PrepareError(f"{uri}: truncated or corrupt {what} {where} ({detail}); replace the "
-                           "file, or pass --on-bad-input skip to keep the lines before the damage and "
-                           "go on") from None
+        raise PrepareError(f"{uri}: {problem}; {fix}, or pass --on-bad-input skip to {skip} and go "
+                           "on") from None
     stats["bad_inputs"] = stats.get("bad_inputs", 0) + 1
-    logger.warning("prepare: %s: truncated or corrupt %s %s (%s); kept the %d line(s) before it, skipped "
-                   "the rest (--on-bad-input skip)", uri, what, where, detail, line)
+    left = f"kept the {kept} {unit}(s) before it, skipped the rest" if kept else "skipped it"
+    logger.warning("prepare: %s: %s; %s (--on-bad-input skip)", uri, problem, left)
+
+
+def _detail(e: BaseException) -> str:
+    """An exception's message on one line (Arrow's Thrift errors span several)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+class _Damaged(Exception):
+    """Reading a stream failed after ``offset`` good bytes (their whole lines came first);
+    ``truncated``: it was cut short (what gzip, bz2 and xz raise EOFError for)."""
+
+    def __init__(self, error: BaseException, offset: int):
+        super().__init__(_detail(error))
+        self.error, self.offset, self.truncated = error, offset, isinstance(error, EOFError)
 
 
 def _blocks(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
     """The stream in pieces of about ``size`` bytes, each ending at a newline (but the last).
 
     A line longer than ``size`` stays whole: its pieces are collected until its newline comes.
+    A read that fails (damaged compressed data) raises :class:`_Damaged` after the whole lines
+    read before it: ``read1`` returns what one decompression step gives, so a damaged file
+    loses what that step decoded and the line the damage cuts, not the whole block.
     """
     size = size or BLOCK_BYTES
+    read = getattr(f, "read1", f.read)
     pending: list[bytes] = []
+    n = offset = 0  # bytes in pending, bytes read
+    newline = False  # whether pending holds one
     while True:
-        data = f.read(size)
+        try:
+            data = read(size)
+        except _decompress_errors() as e:
+            head = b"".join(pending)
+            cut = head.rfind(b"\n") + 1
+            if cut:
+                yield head[:cut]
+            raise _Damaged(e, offset) from None
         if not data:
             break
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            pending.append(data)
-            continue
-        yield b"".join([*pending, data[:cut]])
-        pending = [data[cut:]] if cut < len(data) else []
+        pending.append(data)
+        n, offset = n + len(data), offset + len(data)
+        newline = newline or b"\n" in data
+        if n >= size and newline:
+            head = b"".join(pending)
+            cut = head.rfind(b"\n") + 1
+            yield head[:cut]
+            pending = [head[cut:]] if cut < len(head) else []
+            n, newline = len(head) - cut, False
     if pending:
         yield b"".join(pending)
 
@@ -371,19 +522,39 @@ def _json_column_slow(uri: str, block: bytes, line: int, text_field: str, stats:
 
 
 def _read_parquet(uri: str, raw: IO[bytes], size: int, text_field: str, stats: dict,
-                  on_bytes) -> Iterator[pa.Array]:
-    pf = pq.ParquetFile(raw)
-    schema = pf.schema_arrow
+                  on_bytes, on_bad_input: str = "error") -> Iterator[pa.Array]:
+    try:
+        pf = pq.ParquetFile(raw)
+        schema = pf.schema_arrow
+    except (pa.ArrowInvalid, OSError) as e:  # empty, truncated, not Parquet: as train says it
+        _bad_input(uri, f"not a readable Parquet file ({_detail(e)})", "replace the file", "leave it out",
+                   on_bad_input, stats)
+        return
     if text_field not in schema.names:
         raise PrepareError(f"{uri}: no column {text_field!r} (columns: {', '.join(schema.names)}); "
                            "choose one with --text-field")
     to_string = _string_converter(uri, text_field, schema.field(text_field).type)
-    n = pf.num_row_groups
-    for i in range(n):  # one row group at a time, only the one column
-        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[i],
-                                     columns=[text_field]):
-            yield _keep_text(to_string(batch.column(0)), stats)
-        on_bytes(size * (i + 1) // n)
+
+    def columns():
+        n = pf.num_row_groups
+        for i in range(n):  # one row group at a time, only the one column
+            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[i],
+                                         columns=[text_field]):
+                yield batch.column(0)
+            on_bytes(size * (i + 1) // n)
+
+    rows, batches = 0, columns()
+    while True:
+        try:
+            column = next(batches, None)
+        except (pa.ArrowInvalid, OSError) as e:  # a corrupt page: the rows before it stay
+            _bad_input(uri, f"corrupt Parquet data after row {rows} ({_detail(e)})", "replace the file",
+                       "keep the rows before the damage", on_bad_input, stats, rows, "row")
+            return
+        if column is None:
+            return
+        rows += len(column)
+        yield _keep_text(to_string(column), stats)
 
 
 def _string_converter(uri: str, name: str, t: pa.DataType):

@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 from w2v_dist import storage
 from w2v_dist.corpus.tokenize import ID_COLUMN, as_text, is_id_list_type, is_readable_text_type
 
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")  # what a corpus's Parquet files are named (prepare reads them so too)
+
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +81,7 @@ def scan_shards(uri: str, column: str = "text", storage_options: dict | None = N
     (:func:`check_prepared`). ``ids``: an encoded corpus, whose ``column`` is ``list<int32>``."""
     report = {} if report is None else report
     try:
-        files = storage.expand(uri, (".parquet", ".parq", ".pq"), storage_options)
+        files = storage.expand(uri, PARQUET_SUFFIXES, storage_options)
     except storage.StorageError as e:
         raise CorpusError(str(e)) from None
     except (FileNotFoundError, OSError) as e:
