@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -169,6 +172,23 @@ def test_ctrl_c_in_the_vocabulary_pass_is_one_line_and_leaves_nothing(files):
     assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.count("\n") == 1 and p.stderr.startswith(f"w2v-dist: train interrupted; {files / 'r'} keeps"), p.stderr
     assert not (files / "r").exists()
+
+
+def test_ctrl_c_while_torch_imports_is_one_line(files):
+    """Ctrl-C in a train command's first seconds, while torch imports (its library mapped, the rest
+    of the import to come): the same one line as in the vocabulary pass. Guards: the import done
+    outside the command's handling of Ctrl-C (a KeyboardInterrupt traceback, under torchrun one
+    per rank)."""
+    p = subprocess.Popen([sys.executable, "-m", "w2v_dist", "train", str(files / "corpus"), "--output",
+                          str(files / "r-import")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while "libtorch" not in Path(f"/proc/{p.pid}/maps").read_text() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert err.count("\n") == 1 and err.startswith("w2v-dist: train interrupted; "), err
 
 
 def test_an_error_left_to_rank_0_is_said_by_a_rank_that_outlives_it(monkeypatch, capsys):

@@ -360,10 +360,10 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "train":
         with alike(ConfigError):  # bad flags fail here, before torch is loaded, the same on every rank
             cfg = config_from_args(args)
-        from w2v_dist.training import train
         try:
+            from w2v_dist.training import train  # torch: seconds of imports, where a Ctrl-C lands first
             summary = train(cfg)
-        except KeyboardInterrupt:  # before training (the vocabulary pass), or a second Ctrl-C
+        except KeyboardInterrupt:  # before training (the imports, the vocabulary pass), or a second Ctrl-C
             if rank == 0:  # under torchrun every rank got it: said once
                 print(f"w2v-dist: train interrupted; {args.output} keeps its last checkpoint, if it has one (interrupted "
                       "before training: nothing was written). Run the same command to resume or start again.",
