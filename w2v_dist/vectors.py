@@ -143,6 +143,9 @@ class Vectors:
         negative = [negative] if isinstance(negative, (str, np.ndarray)) else list(negative)
         if not positive and not negative:
             raise ValueError("most_similar needs at least one positive or negative word")
+        if restrict_vocab is not None and restrict_vocab < 1:  # 0 read as "all" below, -5 as all but 5
+            raise ValueError(f"restrict_vocab must be >= 1 (the N most frequent words to search) or None, got "
+                             f"{restrict_vocab}")
         if topn < 1:
             return []
         query = np.zeros(self.dim, np.float32)
