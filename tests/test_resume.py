@@ -174,6 +174,52 @@ def test_changed_settings_are_refused_unless_forced(corpus, tmp_path):
     assert (run / "summary.json").exists()
 
 
+def test_force_resume_cannot_change_what_the_checkpoint_is_built_on(corpus, tmp_path):
+    """--force-resume takes changed settings, not those the vocabulary and the tables were made
+    with, nor fewer epochs than are trained; what it takes is what the next attempt compares with.
+    Guards: --dim 20 with it ending in a traceback (a tensor size mismatch), --min-count said to
+    change and the old vocabulary trained on, --epochs 1 at 1.6 epochs ending at once with the
+    rate never decayed, and a second resume with the same flags refused for the first one's change."""
+    run = tmp_path / "b"
+    p = cli("train", str(corpus), "--output", str(run), *TRAIN, check=False, env={"W2V_DIST_FAULT": "kill@step:0:80"})
+    assert p.returncode == -signal.SIGKILL  # its last checkpoint: step 75, 1.4 epochs
+    for flags, expect in ((["--dim", "20"], "dim: 16 -> 20 cannot change when a run resumes, not even with"),
+                          (["--min-count", "2"], "min_count: 3 -> 2 cannot change when a run resumes"),
+                          (["--epochs", "1"], "--epochs 1: checkpoint step-75 of")):
+        p = cli("train", str(corpus), "--output", str(run), *TRAIN, *flags, "--force-resume", check=False)
+        assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith(f"w2v-dist: error: {run}: {expect}"
+                                                                                  if flags[0] != "--epochs" else
+                                                                                  f"w2v-dist: error: {expect}"), p.stderr
+    p = cli("train", str(corpus), "--output", str(run), *TRAIN, "--window", "3", "--force-resume", check=False,
+            env={"W2V_DIST_FAULT": "kill@step:0:90"})
+    assert "resuming with changed settings (--force-resume): window: 5 -> 3" in p.stderr
+    p = cli("train", str(corpus), "--output", str(run), *TRAIN, "--window", "3")  # no longer a change
+    assert "resuming from" in p.stderr and "changed settings" not in p.stderr
+
+
+def test_resuming_with_another_number_of_replicas_is_said(corpus, tmp_path):
+    """--replicas 0 and --threads 0 resolve by the machine's cores, so a resumed run can resolve to
+    another layout of the kernel than its checkpoint trained. Guards: a run of 2 replicas resumed
+    with --threads 1 (one table) silently, off the uninterrupted run's bits, while --replicas 2,
+    the same layout, was refused as a changed setting (replicas: 0 -> 2)."""
+    run, args = tmp_path / "b", [*TRAIN, "--replicas", "2", "--threads", "0"]
+    p = cli("train", str(corpus), "--output", str(run), *args, check=False, env={"W2V_DIST_FAULT": "kill@step:0:40"})
+    assert p.returncode == -signal.SIGKILL
+    one_table = [*TRAIN, "--replicas", "0", "--threads", "1"]
+    p = cli("train", str(corpus), "--output", str(run), *one_table, check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+        f"w2v-dist: error: {run}: checkpoint step-35 trained 2 replica(s) of the tables, this command 1 (--replicas "
+        "0, --threads 1); resume with --replicas 2, or --force-resume to go on with these"), p.stderr
+    p = cli("train", str(corpus), "--output", str(run), *one_table, "--force-resume")
+    assert "resuming with 1 replica(s) and 1 kernel thread(s) where checkpoint step-35 trained 2 and 2" in p.stderr
+    # the reverse: a run whose --replicas 0 chose one table, resumed with --replicas 1, resumes
+    run = tmp_path / "c"
+    p = cli("train", str(corpus), "--output", str(run), *one_table, check=False, env={"W2V_DIST_FAULT": "kill@step:0:40"})
+    assert p.returncode == -signal.SIGKILL
+    p = cli("train", str(corpus), "--output", str(run), *TRAIN, "--replicas", "1", "--threads", "1")
+    assert "resuming from" in p.stderr and "replica" not in p.stderr.split("resuming from")[1].split("\n")[0]
+
+
 def test_a_shard_rewritten_between_attempts_is_refused(tmp_path):
     """The same file names and row counts, other words in one shard: resuming would train the
     rest of the run on data the vocabulary and the plan were not made from. Guards: comparing

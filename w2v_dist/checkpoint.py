@@ -40,6 +40,10 @@ OPERATIONAL = {"output", "overwrite", "force_resume", "log_every", "threads", "s
                "output_storage_options", "cache_dir", "token_cache_gb", "device", "backend", "checkpoint_every",
                "checkpoint_minutes", "keep_checkpoints", "allow_incomplete"}
 
+# what the first attempt made the run's vocabulary (and so its rows) and its tables' width with:
+# a resumed run cannot change them, not even with --force-resume (the checkpoint is built on them)
+FIXED_AT_START = {"dim", "min_count", "max_vocab", "max_vocab_size", "sample", "tokenizer", "text_column"}
+
 # settings added since runs began writing config.json, with the value a run from before them had
 ADDED = {"sync_overlap": False, "sync_node_every": 0, "sync_dtype": "float32", "replicas": 1}
 

@@ -131,13 +131,22 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
     so, out = cfg.output_options, cfg.output
     saved = json.loads(storage.read_bytes(storage.join(out, "config.json"), so))
     diff = checkpoint.config_diff(saved, cfg.to_dict())
+    if 0 in diff.get("replicas", ()):  # --replicas 0 and the number it chose: _train compares what each trains
+        del diff["replicas"]
+
+    def said(keys) -> str:
+        return ", ".join(f"{k}: {diff[k][0]!r} -> {diff[k][1]!r}" for k in keys)
+
+    fixed = sorted(set(diff) & checkpoint.FIXED_AT_START)
+    if fixed and cfg.force_resume:
+        raise ConfigError(f"{out}: {said(fixed)} cannot change when a run resumes, not even with --force-resume: its "
+                          "vocabulary and tables were made with them; use the same flags, or --overwrite to start again")
     if diff:
-        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
         if not cfg.force_resume:
-            raise ConfigError(f"{out}: was started with other settings ({what}); use the same flags, "
+            raise ConfigError(f"{out}: was started with other settings ({said(diff)}); use the same flags, "
                               "--force-resume to continue anyway, or --overwrite to start again")
         if dist.is_main:  # every rank compares the same files: said once
-            log.warning("resuming with changed settings (--force-resume): %s", what)
+            log.warning("resuming with changed settings (--force-resume): %s", said(diff))
     plan = json.loads(storage.read_bytes(storage.join(out, "plan.json"), so))
     if not same_shards(plan["shards"], shards):
         raise ConfigError(f"{cfg.corpus}: the shards differ from those the run in {out} started with "
@@ -156,14 +165,27 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
         raise ConfigError(message)
     if message is None:
         log.info("%s: no committed checkpoint yet; starting from the beginning", out)
+        _forced(cfg, dist, diff)
         return Start(shards, row_tokens, vocab_uri, skipped=skipped)
     found = found or (message, *checkpoint.load(out, message, so))
     step, _, state = found
     if state["world_size"] != dist.world_size or state["workers"] != cfg.workers:
         raise ConfigError(f"{out}: checkpoint step-{step} was written by {state['world_size']} rank(s) with "
                           f"--workers {state['workers']}; resume with the same (the data positions depend on both)")
+    total = json.loads(storage.read_bytes(storage.join(vocab_uri, "vocab.json"), so))["total_words"]
+    if state["words_done"] >= cfg.epochs * total:  # --force-resume --epochs below what is trained
+        raise ConfigError(f"--epochs {cfg.epochs}: checkpoint step-{step} of {out} has trained "
+                          f"{state['words_done'] / total:.2f} epochs' words already; resume with more epochs, or "
+                          "--overwrite to start again")
+    _forced(cfg, dist, diff)
     log.info("resuming from %s/checkpoints/step-%d (%d words done)", out, step, state["words_done"])
     return Start(shards, row_tokens, vocab_uri, found, skipped)
+
+
+def _forced(cfg: TrainConfig, dist: Dist, diff: dict) -> None:
+    """After --force-resume took changed settings: they are what the next attempt compares with."""
+    if diff and dist.is_main:
+        storage.write_text(storage.join(cfg.output, "config.json"), cfg.to_json(), cfg.output_options)
 
 
 def same_shards(listed: list[dict], shards: list[Shard]) -> bool:
@@ -548,9 +570,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         else:
             log.info("--sync-node-every %d does nothing here: one rank per node; all %d ranks sync every %d steps",
                      cfg.sync_node_every, dist.world_size, sync.every)
+    layout = {"replicas": replicas, "threads": threads}  # how the kernel trains: it decides the bits
     state = {"step": 0, "words_done": 0, "epoch": 0, "ranks": [{}] * dist.world_size, "metrics": []}
     if start.checkpoint:
         _, tensors, state = start.checkpoint
+        same_layout(cfg, dist, start.checkpoint, layout)
         if state["vocab_fingerprint"] != vocab.meta["fingerprint"]:
             raise ConfigError(f"{cfg.output}: the checkpoint belongs to another vocabulary; pass --overwrite")
         with torch.no_grad():
@@ -620,7 +644,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
             stop_if_diverged(dist.all_reduce_sum([control.diverged])[0], guard, control, dist, step, epoch)
             lock.flags = control.answered(lock.flags)
             save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock,
-                            then_stop=control.stop)
+                            layout, then_stop=control.stop)
             if control.saved():
                 return _interrupted(cfg, dist, control, step)
     stop_if_diverged(dist.all_reduce_sum([control.diverged])[0], guard, control, dist, step, epoch)
@@ -628,7 +652,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     sync.full()
     final = progress.close(lr, step, epoch)
     log.log(logging.INFO if dist.distributed else logging.DEBUG, "rank done: steps=%d with_data=%d", step, with_data)
-    save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock)
+    save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock, layout)
     # what the vocabulary pass left out (the corpus read once), and what reading for training hit
     # on top of it, counted each time it was met (a file that vanished mid-run, say)
     while_training = sum_counts(dist.all_gather_object(feed.skipped_total()))
@@ -866,7 +890,7 @@ def prefetch(it: Iterator, depth: int, join_s: float = 300) -> Iterator:
 
 
 def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync,
-                    lock: Lockstep, then_stop: bool = False) -> None:
+                    lock: Lockstep, layout: dict, then_stop: bool = False) -> None:
     """Every rank's position goes to rank 0, which writes; everyone waits for the commit. The
     tables are equal on all ranks (a full sync ran just before). ``then_stop``: a signal's
     checkpoint, after which every rank exits."""
@@ -875,7 +899,7 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
     if dist.is_main:
         state = {"step": step, "words_done": words_done, "epoch": epoch, "world_size": dist.world_size,
                  "workers": cfg.workers, "ranks": ranks, "config": cfg.to_dict(),
-                 "vocab_fingerprint": vocab.meta["fingerprint"], "sync": sync.state_dict(),
+                 "vocab_fingerprint": vocab.meta["fingerprint"], "sync": sync.state_dict(), "layout": layout,
                  "metrics": progress.records, "loss_tail": [list(t) for t in progress.tail]}
         checkpoint.save(cfg.output, step, model.tables(), state, keep=cfg.keep_checkpoints,
                         storage_options=cfg.output_options)
@@ -885,6 +909,28 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_IGN)
     dist.barrier()
+
+
+def same_layout(cfg: TrainConfig, dist: Dist, found: tuple[int, dict, dict], layout: dict) -> None:
+    """The replicas and kernel threads this attempt resolved against the checkpoint's (--replicas 0
+    and --threads 0 resolve by the machine's cores; --threads is a speed setting): another number
+    of replicas is refused unless forced, other threads are said; the run goes on, off the bits an
+    uninterrupted run would give."""
+    step, _, state = found
+    was = state.get("layout")  # (a checkpoint from before it was kept: not compared)
+    if not was or was == layout:
+        return
+    if was["replicas"] != layout["replicas"]:
+        with alike(ConfigError):
+            if not cfg.force_resume:
+                raise ConfigError(f"{cfg.output}: checkpoint step-{step} trained {was['replicas']} replica(s) of the "
+                                  f"tables, this command {layout['replicas']} (--replicas {cfg.replicas}, --threads "
+                                  f"{cfg.threads}); resume with --replicas {was['replicas']}, or --force-resume to "
+                                  "go on with these")
+    if dist.is_main:
+        log.warning("resuming with %d replica(s) and %d kernel thread(s) where checkpoint step-%d trained %d and %d: "
+                    "the run goes on, its vectors no longer bitwise those of an uninterrupted run", layout["replicas"],
+                    layout["threads"], step, was["replicas"], was["threads"])
 
 
 def _interrupted(cfg: TrainConfig, dist: Dist, control: Control, step: int) -> dict:
