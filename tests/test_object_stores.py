@@ -233,3 +233,39 @@ def test_an_encoded_corpus_on_a_store_trains_as_the_text_did(s3_store, reference
     torchrun("train", encoded, "--output", str(run), *TRAIN, "--storage-options", opts, "--output-storage-options", "{}",
              "--cache-dir", str(tmp_path / "cache"))
     assert np.array_equal(np.load(run / "vectors.npy"), np.load(ref_run / "vectors.npy"))
+
+
+def test_a_killed_run_leaves_no_secret_keeps_its_checkpoints_and_no_bucket_is_made(store, corpus_txt):
+    """One process, its run in the store, SIGKILLed after step 17 (checkpoints at 5, 10 and 15).
+    Guards: the lock it leaves holding the command line with --storage-options' secret as typed
+    (found with Azurite's key); on az no checkpoint ever pruned (adlfs answered the listing from
+    its cache: 9 of 9 kept with --keep-checkpoints 2); an --output in a bucket that does not exist
+    creating that bucket (s3fs, gcsfs and adlfs make one for a misspelt name) or a traceback."""
+    fs, base = _fs(store), f"{store.root}/lock"
+    options = json.dumps(store.options())
+    cli("prepare", str(corpus_txt), "--output", f"{base}/shards", *PREPARE, "--output-storage-options", options)
+    p = cli("train", f"{base}/shards", "--output", f"{base}/run", *TRAIN, "--workers", "0", "--replicas", "1",
+            "--storage-options", options, check=False, env={"W2V_DIST_FAULT": "kill@step:0:17"})
+    assert p.returncode == -9, p.stderr[-3000:]
+    root = base.split("://")[1] + "/run"
+    fs.invalidate_cache()
+    lock = fs.cat_file(f"{root}/.lock").decode()
+    assert store.secret not in lock and "<redacted>" in json.loads(lock)["command"], lock
+    assert sorted(int(d.rstrip("/").rsplit("-", 1)[1]) for d in fs.ls(f"{root}/checkpoints", detail=False)) == [10, 15]
+    missing = store.root.split("://")[0] + "://w2v-no-such-bucket/shards"
+    p = cli("prepare", str(corpus_txt), "--output", missing, "--output-storage-options", options, check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+        f"w2v-dist: error: {missing}: its bucket 'w2v-no-such-bucket' does not exist, or these credentials cannot "
+        "see it; check the name, or create it first"), p.stderr[-3000:]
+    fs.invalidate_cache()
+    assert not fs.exists("w2v-no-such-bucket")
+
+
+def test_a_store_s_error_line_holds_no_credential():
+    """gcsfs, failing to check a token, said 'url: /tokeninfo?access_token=ya29...', and the line
+    quoted it. Guards: a credential in a client's message printed on the terminal and in logs."""
+    from w2v_dist.storage import unavailable_error
+    said = str(unavailable_error("gs://b/x", OSError(
+        "Cannot connect to host oauth2.googleapis.com url: /tokeninfo?access_token=ya29.SECRET&x=1; "
+        "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=SECRETKEY==;sig=SECRETSIG")))
+    assert "SECRET" not in said and said.count("<redacted>") == 3 and said.startswith("gs://b/x: "), said

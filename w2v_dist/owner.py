@@ -32,6 +32,7 @@ import sys
 import uuid
 
 from w2v_dist import storage
+from w2v_dist.config import redact
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,20 @@ class Lock:
                 pass
 
 
+def _redacted(arg: str) -> str:
+    """A command-line word as the lock shows it: a JSON object (``--storage-options``' value, alone
+    or after ``=``) with its secrets redacted, as config.json has them. The lock lies in the run
+    directory for the whole run, and stays behind a killed one."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if not value.lstrip().startswith("{"):
+        return arg
+    try:
+        value = json.dumps(redact(json.loads(value)))
+    except ValueError:
+        value = "<redacted>"
+    return flag + eq + value
+
+
 def acquire(run_uri: str, storage_options: dict | None = None) -> Lock:
     """Take ``<run>/.lock`` for this process, breaking a lock whose process is gone; raises
     :class:`RunLockedError` naming the owner while it lives."""
@@ -119,7 +134,7 @@ def acquire(run_uri: str, storage_options: dict | None = None) -> Lock:
     storage.makedirs(run_uri, so)
     info = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _start_time(os.getpid()),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv), "token": uuid.uuid4().hex}
+            "command": " ".join(map(_redacted, sys.argv)), "token": uuid.uuid4().hex}
     uri = storage.join(run_uri, LOCK)
     for _ in range(2):  # a second try after breaking a stale lock
         if _create(uri, json.dumps(info, indent=2), so):

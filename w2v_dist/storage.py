@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import posixpath
+import re
 import tempfile
 from typing import IO, Iterator
 
@@ -41,6 +42,8 @@ def url_to_fs(uri: str, storage_options: dict | None = None):
 
 
 AZURE_PROTOCOLS = ("az", "abfs", "abfss")
+# stores of buckets (containers) of keys: no directories, and a bucket is the account's to make
+OBJECT_STORES = ("s3", "s3a", "gs", "gcs", *AZURE_PROTOCOLS)
 # The Azure SDK's retry settings (azure.storage.blob.ExponentialRetry's arguments) -> the policy's
 # attributes. adlfs takes them among its storage options but does not hand them to the client it
 # builds (https://github.com/fsspec/adlfs/issues/502), so the SDK's default stays: 3 retries
@@ -108,9 +111,14 @@ def _http_status(e: BaseException) -> int | None:
     return None
 
 
+# "access_token=ya29...", "AccountKey=...;", "sig=...": what a store's error may carry of a credential
+_SECRET_IN_TEXT = re.compile(r"(?i)\b([\w-]*(?:token|key|secret|sig|signature|password|credential)[\w-]*)=([^&;\s'\"]+)")
+
+
 def unavailable_error(uri: str | None, e: BaseException) -> StorageError:
     """One line naming the object, what the store said, and what to do."""
     said = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    said = _SECRET_IN_TEXT.sub(r"\1=<redacted>", said)  # a client's message may quote a request's URL
     return StorageError(f"{uri or 'storage'}: the store did not answer ({said[:200]}) after its client's retries; "
                         "checkpoints already written are intact: run the same command again once it answers "
                         "(retries: docs/storage.md)")
@@ -159,8 +167,16 @@ def exists(uri: str, storage_options: dict | None = None) -> bool:
 
 
 def makedirs(uri: str, storage_options: dict | None = None) -> None:
+    """A directory for ``uri``. An object store has none to make, only its bucket (container),
+    which is never made here: s3fs and others would create a new one for a misspelt name."""
     fs, path = url_to_fs(uri, storage_options)
     with answering(uri):
+        if protocol(uri) in OBJECT_STORES:
+            bucket = path.split("/", 1)[0]
+            if not fs.exists(bucket):
+                raise StorageError(f"{uri}: its bucket {bucket!r} does not exist, or these credentials cannot see "
+                                   "it; check the name, or create it first")
+            return
         fs.makedirs(path, exist_ok=True)
 
 
@@ -184,6 +200,7 @@ def ls(uri: str, storage_options: dict | None = None) -> list[str]:
     """The names directly under ``uri`` (full URIs); empty if there is nothing there."""
     fs, path = url_to_fs(uri, storage_options)
     with answering(uri):
+        fs.invalidate_cache(path)  # adlfs answered from its listing of earlier: new checkpoints unseen, none pruned
         if not fs.exists(path):
             return []
         return sorted(unstrip(fs, p.rstrip("/")) for p in fs.ls(path, detail=False))
