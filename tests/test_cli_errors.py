@@ -163,6 +163,9 @@ def test_similar_ignores_case_as_eval_does_and_q_works_after_the_subcommand(file
     assert p.stderr == "" and json.loads(p.stdout)["rows"] == 1
     assert "INFO prepare: wrote 1 rows" in cli("prepare", str(files / "a.txt"), "--output", str(tmp_path / "o2")).stderr
     assert cli("-q", "prepare", str(files / "a.txt"), "--output", str(tmp_path / "o3")).stderr == ""
+    prepare = ["prepare", str(files / "a.txt"), "--output"]
+    assert cli("--log-level", "error", *prepare, str(tmp_path / "o4")).stderr == ""
+    assert cli(*prepare, str(tmp_path / "o5"), "--log-level", "error").stderr == ""  # was: before the subcommand only
 
 
 def test_ctrl_c_in_the_vocabulary_pass_is_one_line_and_leaves_nothing(files):

@@ -129,6 +129,9 @@ def test_prepare_train_resume_export_through_a_flaky_store(store, reference, cor
         json.dumps(store.options()))
     kv = gensim.models.KeyedVectors.load_word2vec_format(str(tmp_path / "v.bin"), binary=True)
     np.testing.assert_array_equal(kv.vectors, vectors)
+    word = kv.index_to_key[10]  # the run in the store, queried with its options (no flag for them until 2026-11-27)
+    p = cli("similar", run, word, "--top", "3", "--storage-options", json.dumps(store.options()))
+    assert [line.split("\t")[0] for line in p.stdout.splitlines()] == [w for w, _ in kv.most_similar(word, topn=3)]
 
 
 def test_corpus_and_run_on_different_stores(gs_store, az_store, reference, corpus_txt, tmp_path):

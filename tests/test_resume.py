@@ -148,6 +148,7 @@ def test_replicas_checkpoint_where_they_agree_and_resume_exactly(corpus, tmp_pat
     assert p.returncode == -signal.SIGKILL
     p = cli("train", str(corpus), "--output", str(b), *args)
     assert "checkpoints/step-16 (" in p.stderr, p.stderr  # asked at step 15, written at the average of 16
+    assert "checkpoints: each waits for the next average of the replicas (every 4 steps here" in p.stderr, p.stderr
     _same(a, b)
 
 

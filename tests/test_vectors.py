@@ -216,6 +216,7 @@ def test_most_similar_matches_gensim(kv, ours):
     vec = kv["water"]  # a raw vector as the query
     assert [w for w, _ in ours.most_similar(vec, topn=5)] == [w for w, _ in kv.most_similar(vec, topn=5)]
     assert len(ours.most_similar("water", topn=3, restrict_vocab=10**9)) == 3
+    assert list(ours)[:5] == ours.words[:5] and len(list(ours)) == len(ours)  # was a KeyError for 0
     for bad in (0, -5):  # were "all words" and "all but the last 5", silently
         with pytest.raises(ValueError, match="restrict_vocab must be >= 1"):
             ours.most_similar("water", restrict_vocab=bad)

@@ -184,9 +184,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force-resume", action="store_true",
                    help="resume even if settings that change the result differ from the run's (they are listed)")
     p.add_argument("--checkpoint-every", type=int, default=None,
-                   help="steps between checkpoints (several ranks: each waits for the next sync of every row)")
+                   help="steps between checkpoints (several ranks or replicas: each waits for the next step where "
+                        "their tables are equal, said at the start)")
     p.add_argument("--checkpoint-minutes", type=float, default=None,
-                   help="minutes between checkpoints (several ranks: each waits for the next sync of every row)")
+                   help="minutes between checkpoints (several ranks or replicas: each waits as --checkpoint-every)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (>= 2; default: 2)")
     p.add_argument("--on-bad-shard", choices=("error", "skip"), default="error",
                    help="unreadable files, row groups or rows: stop with an error (default) or skip and count them")
@@ -235,9 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     # -q after the subcommand too; SUPPRESS: a subcommand without it leaves the main parser's value
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
-                        help="w2v-dist's own log (default: %(default)s); other libraries log warnings and errors "
-                             "only, except with debug, which shows everything (every HTTP request, say)")
+    level_help = ("w2v-dist's own log (default: info); other libraries log warnings and errors only, except with "
+                  "debug, which shows everything (every HTTP request, say)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info", help=level_help)
+    quiet.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=argparse.SUPPRESS,
+                       help=level_help)  # after the subcommand too, as -q
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", parents=[quiet], formatter_class=_Help, help="generate a synthetic corpus, train, evaluate, print results")
@@ -314,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--similarity", action="append", default=[], help="word-pair similarity file (repeatable)")
     p.add_argument("--restrict-vocab", type=int, default=300_000, help="only the N most frequent words (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the vectors and the files")
 
     p = sub.add_parser("similar", parents=[quiet], formatter_class=_Help, help="nearest neighbours of a word (or of a+b-c)")
     p.add_argument("vectors", help="a run directory, a word2vec .bin/.txt or a .npy")
@@ -321,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "ignoring case, as eval does (its most frequent case variant)")
     p.add_argument("--negative", nargs="*", default=[], help="words to subtract")
     p.add_argument("--top", type=int, default=10, help="neighbours to print")
+    p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the vectors")
     return parser
 
 
@@ -395,16 +400,19 @@ def run(argv: list[str] | None = None) -> int:
         from w2v_dist.vectors import Vectors
         if not args.analogies and not args.similarity:
             raise ConfigError("eval needs --analogies FILE and/or --similarity FILE")
-        vectors = Vectors.load(args.vectors)
+        so = _storage_options(args.storage_options)
+        vectors = Vectors.load(args.vectors, so)
         results = {"vectors": args.vectors,
-                   "analogies": {f: evaluate_analogies(vectors, f, restrict_vocab=args.restrict_vocab) for f in args.analogies},
-                   "similarity": {f: evaluate_similarity(vectors, f, restrict_vocab=args.restrict_vocab) for f in args.similarity}}
+                   "analogies": {f: evaluate_analogies(vectors, f, restrict_vocab=args.restrict_vocab, storage_options=so)
+                                 for f in args.analogies},
+                   "similarity": {f: evaluate_similarity(vectors, f, restrict_vocab=args.restrict_vocab,
+                                                         storage_options=so) for f in args.similarity}}
         _out(json.dumps(results, indent=2, allow_nan=False) if args.json else format_report(results))
     elif args.command == "similar":
         from w2v_dist.vectors import Vectors
         if args.top < 1:
             raise ConfigError(f"--top must be >= 1 (the neighbours to print), got {args.top}")
-        vectors = Vectors.load(args.vectors)
+        vectors = Vectors.load(args.vectors, _storage_options(args.storage_options))
         positive, negative = ([_resolve(vectors, w) for w in ws] for ws in (args.words, args.negative))
         for word, score in vectors.most_similar(positive=positive, negative=negative, topn=args.top):
             _out(f"{word}\t{score:.4f}")

@@ -560,9 +560,10 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     sync = TableSync(model.tables(), dist, cfg.sync_every, cfg.sync_rows, cfg.sync_combine, exact=cfg.sync == "step",
                      lr_scale=cfg.sync_lr_scale, alpha=cfg.alpha, overlap=cfg.sync_overlap,
                      node_every=cfg.sync_node_every, dtype=cfg.sync_dtype)
-    if dist.is_main and dist.world_size > 1 and (cfg.checkpoint_every or cfg.checkpoint_minutes):
-        log.info("checkpoints: each waits for the next sync of every row (every %d steps here, and at each epoch's "
-                 "start), where the ranks' tables are equal", sync.full_every())
+    if dist.is_main and (cfg.checkpoint_every or cfg.checkpoint_minutes) and (dist.world_size > 1 or replicas > 1):
+        log.info("checkpoints: each waits for the next %s (every %d steps here, and at each epoch's start), where "
+                 "the %s tables are equal", *(("sync of every row", sync.full_every(), "ranks'") if dist.world_size > 1
+                                              else ("average of the replicas", model.average_every, "replicas'")))
     if dist.is_main and cfg.sync_node_every and dist.world_size > 1:
         if sync.node_every:
             log.info("syncs: within each node every %d steps, across all %d ranks every %d", sync.node_every,

@@ -74,6 +74,10 @@ class Vectors:
     def __len__(self) -> int:
         return len(self._words)
 
+    def __iter__(self):
+        """The words, most frequent first (``for word in vectors``, ``list(vectors)``), as a dict's keys."""
+        return iter(self._words)
+
     def __contains__(self, word: object) -> bool:
         return word in self._index
 
