@@ -138,6 +138,26 @@ def test_encode_refuses_to_overwrite_and_train_refuses_a_changed_or_unfinished_e
     assert p.returncode == 2 and "unfinished `w2v-dist encode`" in p.stderr, p.stderr
 
 
+def test_a_run_and_an_encoded_corpus_never_share_a_directory(plain_corpus, plain_run, encoded, tmp_path):
+    """Guards: encode --output into a finished run replacing its vocab/ (similar then named the
+    vectors' rows with another corpus's words, or crashed), and train --output into an encoded
+    corpus replacing the vocabulary its ids were encoded with; with --overwrite or without."""
+    out, _ = encoded
+    run = tmp_path / "run"
+    shutil.copytree(plain_run, run)
+    before = (run / "vocab" / "vocab.json").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        p = cli("encode", str(plain_corpus), "--output", str(run), *extra, check=False)
+        assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+            f"w2v-dist: error: --output {run}: holds a training run (config.json), not an encoded corpus; choose "
+            "another directory"), p.stderr
+        p = cli("train", str(plain_corpus), "--output", str(out), *extra, check=False)
+        assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+            f"w2v-dist: error: {out}: holds an encoded corpus (`w2v-dist encode`), not a run; choose another "
+            "--output"), p.stderr
+    assert (run / "vocab" / "vocab.json").read_bytes() == before and not (out / "config.json").exists()
+
+
 def test_an_encoded_corpus_inside_the_text_corpus_is_named(plain_corpus, encoded, tmp_path):
     """Every Parquet file under a corpus is read as its text, so an encoded corpus written inside
     it made train fail on its ids with 'its directory has no encoded.json: an unfinished encode',

@@ -205,12 +205,19 @@ def _write_ids(cfg: EncodeConfig, shards, mine: list[int], vocab) -> list[dict]:
 
 
 def _check_output(output: str, overwrite: bool, storage_options: dict | None) -> None:
-    if not storage.exists(output, storage_options) or overwrite:
+    if not storage.exists(output, storage_options):
         return
     fs, path = storage.url_to_fs(output, storage_options)
     if fs.isfile(path):
+        if overwrite:
+            return
         raise ConfigError(f"--output {output}: is a file; it must be a directory")
     names = {posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)}
+    if "config.json" in names:  # --overwrite or not: its vocab/ would become the corpus's, under its vectors
+        raise ConfigError(f"--output {output}: holds a training run (config.json), not an encoded corpus; choose "
+                          "another directory")
+    if overwrite:
+        return
     if MANIFEST in names or any(n.endswith(".parquet") for n in names):
         raise ConfigError(f"--output {output}: already holds an encoded corpus or Parquet files; pass --overwrite to "
                           "replace them or choose another directory")

@@ -80,8 +80,10 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     so, out = cfg.output_options, cfg.output
     # rank 0's view, for all: ranks that saw the run directory differently would take different
     # paths (resume, or a vocabulary pass) and wait in different collectives
-    finished, started = dist.on_main(lambda: (storage.exists(storage.join(out, "summary.json"), so),
-                                              storage.exists(storage.join(out, "config.json"), so)))
+    finished, started, corpus = dist.on_main(lambda: tuple(storage.exists(storage.join(out, name), so) for name in
+                                                           ("summary.json", "config.json", "encoded.json")))
+    if corpus:  # --overwrite or not: the run's vocab/ would replace the one its ids were encoded with
+        raise RunExistsError(f"{out}: holds an encoded corpus (`w2v-dist encode`), not a run; choose another --output")
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
     shards, report, encoded = scan_once(cfg, dist)
