@@ -162,7 +162,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=None, help="initial learning rate (default: 0.025 sg, 0.05 cbow)")
     p.add_argument("--max-vocab", type=int, default=None, help="keep only the N most frequent words")
     p.add_argument("--max-vocab-size", type=int, default=None,
-                   help="prune the raw count table above this many distinct tokens while counting (gensim's max_vocab_size)")
+                   help="at least 1000: bound the count table while counting, by gensim's max_vocab_size rule (drop the "
+                        "rarest, counts <= n, n growing by one a pruning) checked after each row group, not each "
+                        "sentence: where it prunes, the words kept differ from gensim's")
     p.add_argument("--text-column", default="text", help="string or list<string> column (default: text)")
     p.add_argument("--kernel", choices=("auto", "numba", "cuda", "torch"), default="auto",
                    help="hot-step implementation: numba (the CPU's fused kernel), cuda (the GPU's, warps racing: needs "
@@ -276,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop words rarer than this; a run on the result may ask for more, not fewer")
     p.add_argument("--max-vocab", type=int, default=None, help="keep only the N most frequent words")
     p.add_argument("--max-vocab-size", type=int, default=None,
-                   help="prune the raw count table above this many distinct tokens while counting (gensim's max_vocab_size)")
+                   help="at least 1000: bound the count table while counting, by gensim's max_vocab_size rule (drop the "
+                        "rarest, counts <= n, n growing by one a pruning) checked after each row group, not each "
+                        "sentence: where it prunes, the words kept differ from gensim's")
     p.add_argument("--text-column", default="text", help="string or list<string> column (default: text)")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the corpus (and --output)")
     p.add_argument("--output-storage-options", default=None, help=OUTPUT_OPTIONS_HELP)
