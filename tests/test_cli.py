@@ -403,3 +403,18 @@ def test_text_columns_in_every_type_a_parquet_writer_gives_them_train_alike(tmp_
     for name, v in vectors.items():
         same = vectors["list" if "list" in name else "string"]
         assert np.array_equal(v, same), name
+
+
+def test_a_wait_for_data_that_is_the_readers_start_is_said_as_such(small_corpus, tmp_path):
+    """A small run with --workers 2 waits mostly for its first chunk: two reader processes
+    starting (spawned, importing torch). Guards: that wait said as a reader that fell behind,
+    with the advice of more --workers, which made it longer (1.5 s at 1 worker, 3.4 s at 3)."""
+    run = tmp_path / "r"
+    p = cli("train", str(small_corpus), "--output", str(run), "--epochs", "1", "--dim", "16", "--workers", "2",
+            "--threads", "1", "--replicas", "1")
+    s = json.loads((run / "summary.json").read_text())
+    assert 0 < s["reader_first_wait_s"] <= s["reader_wait_s"], s
+    said = [line for line in p.stderr.splitlines() if "training waited for data" in line]
+    if 2 * s["reader_first_wait_s"] >= s["reader_wait_s"] >= 1.0 and s["reader_wait_s"] >= 0.1 * s["elapsed_s"]:
+        assert len(said) == 1 and "for the first chunk: the reader's start (--workers 2: 2 processes" in said[0], said
+    assert not any("fell behind" in line for line in said) or 2 * s["reader_first_wait_s"] < s["reader_wait_s"], said

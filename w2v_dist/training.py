@@ -325,6 +325,7 @@ class Feed:
         # this session's seconds the training thread waited for the reader's next chunk, the first
         # one's included (as in the training time): a run bound by its input
         self.wait_s = 0.0
+        self.first_s: float | None = None  # of it, the first chunk's: the readers' start (processes, imports)
         self.after: dict[str, list[int]] = dict((state or {}).get("after", {}))
         self.next: int | None = (state or {}).get("next")  # the worker whose chunk comes next
         self.skipped: dict[str, dict] = dict((state or {}).get("skipped", {}))  # worker -> running counts
@@ -345,6 +346,8 @@ class Feed:
                 t = time.perf_counter()
                 chunk = next(chunks, None)
                 self.wait_s += time.perf_counter() - t
+                if self.first_s is None:
+                    self.first_s = self.wait_s
                 if chunk is None:
                     return
                 self.after[str(chunk.worker)] = chunk.position
@@ -713,18 +716,26 @@ def time_waiting_for_data(feed: Feed, dist: Dist, elapsed_s: float, workers: int
     torchrun ``rank_reader_wait_s``. Where a rank waited ``DATA_WAIT_SHOWN`` of its training time and
     ``INPUT_BOUND_S`` or more, rank 0 says so in one line with what speeds the reader up: the run is
     bound by its input, and a faster kernel or more threads would not make it faster."""
-    waits, elapsed = zip(*dist.all_gather_object((round(feed.wait_s, 3), max(elapsed_s, 1e-9))))
+    first = feed.first_s or 0.0
+    waits, firsts, elapsed = zip(*dist.all_gather_object((round(feed.wait_s, 3), first, max(elapsed_s, 1e-9))))
     share = [w / t for w, t in zip(waits, elapsed)]
     if any(x >= DATA_WAIT_SHOWN and w >= INPUT_BOUND_S for x, w in zip(share, waits)) and dist.is_main:
         who = (f"the training waited for data {100 * share[0]:.0f}% of its time ({waits[0]:.1f} s)"
                if len(share) == 1 else f"the ranks' training waited for data {100 * min(share):.0f}-"
                f"{100 * max(share):.0f}% of its time ({min(waits):.1f}-{max(waits):.1f} s)")
-        log.info("%s: its reader (%s) fell behind; %s, and a corpus written by "
-                 "`w2v-dist encode` needs no tokenizing (docs/training.md, \"Waiting for data\")", who,
-                 f"--workers {workers}: {workers} process{'es' * (workers > 1)}, reading and tokenizing" if workers
-                 else "--workers 0: one thread, reading, tokenizing and drawing each chunk's examples",
-                 "more --workers read in more processes" if workers else "--workers N reads in N processes")
-    out = {"reader_wait_s": round(feed.wait_s, 3)}
+        if 2 * max(firsts) >= max(waits):  # mostly for the first chunk: the readers starting, which more would slow
+            log.info("%s, %.1f s of it for the first chunk: the reader's start (%s), which a run pays once; "
+                     "docs/training.md, \"Waiting for data\"", who, max(firsts),
+                     f"--workers {workers}: {workers} process{'es' * (workers > 1)}, each importing torch and "
+                     "opening its shards; --workers 0 reads in a thread" if workers else
+                     "opening the shards, and the first chunk's tokens")
+        else:
+            log.info("%s: its reader (%s) fell behind; %s, and a corpus written by "
+                     "`w2v-dist encode` needs no tokenizing (docs/training.md, \"Waiting for data\")", who,
+                     f"--workers {workers}: {workers} process{'es' * (workers > 1)}, reading and tokenizing"
+                     if workers else "--workers 0: one thread, reading, tokenizing and drawing each chunk's examples",
+                     "more --workers read in more processes" if workers else "--workers N reads in N processes")
+    out = {"reader_wait_s": round(feed.wait_s, 3), "reader_first_wait_s": round(first, 3)}
     return out | ({"rank_reader_wait_s": list(waits)} if dist.world_size > 1 else {})
 
 
