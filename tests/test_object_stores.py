@@ -12,12 +12,15 @@ halfway through the body or a stall. ``export`` reads the run there and gensim l
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import fsspec
 import numpy as np
 import pytest
 
-from tests.conftest import cli, gcide_lines
+from tests.conftest import ROOT, cli, gcide_lines
 from tests.flaky_proxy import FlakyProxy
 from tests.test_distributed import torchrun
 
@@ -272,3 +275,19 @@ def test_a_store_s_error_line_holds_no_credential():
         "Cannot connect to host oauth2.googleapis.com url: /tokeninfo?access_token=ya29.SECRET&x=1; "
         "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=SECRETKEY==;sig=SECRETSIG")))
     assert "SECRET" not in said and said.count("<redacted>") == 3 and said.startswith("gs://b/x: "), said
+
+
+def test_missing_or_refused_credentials_are_one_line(s3_store, corpus_txt, tmp_path):
+    """No credentials anywhere (options, environment, files), then a read-only one's refusal: one
+    line each. Guards: botocore's NoCredentialsError and s3fs's PermissionError as 60-90-line
+    tracebacks from prepare, export and encode (train said it in one line)."""
+    endpoint = {"client_kwargs": {"endpoint_url": s3_store.url, "region_name": "us-east-1"}}
+    bare = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | bare
+    p = subprocess.run([sys.executable, "-m", "w2v_dist", "prepare", str(corpus_txt), "--output",
+                        f"{s3_store.root}/nocred", "--output-storage-options", json.dumps(endpoint)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.stderr.strip().splitlines()[-1].startswith("w2v-dist: error: access refused (Unable to locate "
+                                                        "credentials): check the store's credentials"), p.stderr

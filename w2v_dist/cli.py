@@ -522,8 +522,14 @@ def _main(argv: list[str] | None) -> int:
     except KeyError as e:  # an unknown word in `similar`
         print(f"w2v-dist: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    except Exception as e:  # a store that stopped answering where no caller named the object
-        from w2v_dist.storage import unavailable, unavailable_error
+    except Exception as e:  # a store that refused or stopped answering, where no caller named the object
+        from w2v_dist.storage import refused, unavailable, unavailable_error
+        said = refused(e)
+        if said is not None:
+            _error(e, f"access refused ({said}): check the store's credentials (--storage-options, "
+                      "--output-storage-options or the backend's environment variables: docs/storage.md) or the "
+                      "path's permissions")
+            return 2
         if not unavailable(e):
             raise
         _error(e, unavailable_error(None, e))

@@ -111,6 +111,27 @@ def _http_status(e: BaseException) -> int | None:
     return None
 
 
+# the SDKs' errors for credentials missing, unusable or refused (by class name, up the causes):
+# botocore, azure-core, google-auth; PermissionError is s3fs's and gcsfs's 403
+_REFUSALS = {"NoCredentialsError", "PartialCredentialsError", "ClientAuthenticationError", "DefaultCredentialsError",
+             "RefreshError"}
+
+
+def refused(e: BaseException | None) -> str | None:
+    """What the store or its SDK said where ``e`` is a credential missing, unusable or refused;
+    None for any other error."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        names = {c.__name__ for c in type(e).__mro__}
+        if isinstance(e, PermissionError) or names & _REFUSALS or (
+                "HttpResponseError" in names and _http_status(e) in (401, 403)):
+            said = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            return _SECRET_IN_TEXT.sub(r"\1=<redacted>", said)[:200]
+        e = e.__cause__ or e.__context__
+    return None
+
+
 # "access_token=ya29...", "AccountKey=...;", "sig=...": what a store's error may carry of a credential
 _SECRET_IN_TEXT = re.compile(r"(?i)\b([\w-]*(?:token|key|secret|sig|signature|password|credential)[\w-]*)=([^&;\s'\"]+)")
 
