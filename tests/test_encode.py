@@ -107,6 +107,7 @@ def test_a_killed_run_on_the_ids_resumes_exactly(encoded, tmp_path):
     (["--no-lowercase"], "--no-lowercase cannot change its tokens now"),
     (["--normalize", "NFKC"], "--normalize NFKC cannot change its tokens now"),
     (["--max-vocab-size", "5000"], "--max-vocab-size applies when counting"),
+    (["--text-column", "body"], "--text-column body cannot change that"),  # was: ignored, silently
 ])
 def test_flags_the_encoding_fixed_are_refused_in_one_line(encoded, tmp_path, flags, says):
     out, _ = encoded

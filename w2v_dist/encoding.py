@@ -240,6 +240,9 @@ def encoded_vocab(cfg, manifest: dict, shards) -> tuple:
     from w2v_dist.vocab import Vocab
 
     where = cfg.corpus
+    if cfg.text_column not in ("text", COLUMN):  # the default means "as encoded", as the tokenizer's flags do
+        raise ConfigError(f"{where}: is encoded: its ids are the {COLUMN!r} column, made from the text column chosen "
+                          f"when encoding; --text-column {cfg.text_column} cannot change that: drop it, or encode again")
     m = manifest["min_count"]
     if cfg.min_count < m:
         raise ConfigError(f"{where}: was encoded with --min-count {m}, so rarer words are not in it; train with "
