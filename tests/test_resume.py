@@ -186,6 +186,8 @@ def test_force_resume_cannot_change_what_the_checkpoint_is_built_on(corpus, tmp_
     assert p.returncode == -signal.SIGKILL  # its last checkpoint: step 75, 1.4 epochs
     for flags, expect in ((["--dim", "20"], "dim: 16 -> 20 cannot change when a run resumes, not even with"),
                           (["--min-count", "2"], "min_count: 3 -> 2 cannot change when a run resumes"),
+                          # was: offered --force-resume, which then refused (the data positions are per reader)
+                          (["--workers", "2"], "was started with --workers 1; resume with the same"),
                           (["--epochs", "1"], "--epochs 1: checkpoint step-75 of")):
         p = cli("train", str(corpus), "--output", str(run), *TRAIN, *flags, "--force-resume", check=False)
         assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith(f"w2v-dist: error: {run}: {expect}"

@@ -139,6 +139,9 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
     def said(keys) -> str:
         return ", ".join(f"{k}: {diff[k][0]!r} -> {diff[k][1]!r}" for k in keys)
 
+    if "workers" in diff:  # the data positions are per reader: --force-resume cannot help
+        raise ConfigError(f"{out}: was started with --workers {diff['workers'][0]}; resume with the same (the data "
+                          "positions depend on it), or --overwrite to start again")
     fixed = sorted(set(diff) & checkpoint.FIXED_AT_START)
     if fixed and cfg.force_resume:
         raise ConfigError(f"{out}: {said(fixed)} cannot change when a run resumes, not even with --force-resume: its "
