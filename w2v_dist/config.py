@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 
@@ -57,6 +58,29 @@ def redact(options):
     return options
 
 
+_KINDS = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "True or False"),
+          "str": ((str,), "a string")}
+
+
+def check_types(settings) -> None:
+    """Every field of a settings dataclass holds what its annotation says (the CLI's parser makes
+    sure of it; the Python API's keywords did not: ``window=2.5`` failed in the kernel after the run
+    directory was written, ``nondeterministic="false"`` was taken as true)."""
+    for f in dataclasses.fields(settings):
+        value, kinds = getattr(settings, f.name), [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds or not all(k in _KINDS or k == "None" for k in kinds):
+            continue  # (a dict, a nested config: checked where they are)
+        wanted = [t for k in kinds if k in _KINDS for t in _KINDS[k][0]]
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int in wanted:
+            value = int(value)  # numpy's integers too (json writes them into config.json no other way)
+        elif isinstance(value, numbers.Real) and float in wanted and not isinstance(value, bool):
+            value = float(value) if not isinstance(value, int) else value
+        setattr(settings, f.name, value)
+        if not isinstance(value, tuple(wanted)) or (isinstance(value, bool) and bool not in wanted):
+            said = " or ".join(_KINDS[k][1] for k in kinds if k in _KINDS) + (" or None" if "None" in kinds else "")
+            raise ConfigError(f"--{f.name.replace('_', '-')} must be {said}, got {value!r}")
+
+
 @dataclass
 class TokenizerConfig:
     """How a string column becomes tokens (a list<string> column is taken as already tokenized)."""
@@ -69,6 +93,7 @@ class TokenizerConfig:
     normalize: str = "NFC"
 
     def __post_init__(self):
+        check_types(self)
         if self.max_sentence_length < 2:
             raise ConfigError(f"--max-sentence-length must be >= 2, got {self.max_sentence_length}")
         if not self.split_pattern:
@@ -149,6 +174,7 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.tokenizer, dict):
             self.tokenizer = TokenizerConfig(**self.tokenizer)
+        check_types(self)
         if self.model not in ("sg", "cbow"):
             raise ConfigError(f"--model must be 'sg' or 'cbow', got {self.model!r}")
         for name in ("sample", "alpha", "min_alpha", "log_every", "checkpoint_minutes", "token_cache_gb",

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from w2v_dist import storage
-from w2v_dist.config import ConfigError, TokenizerConfig
+from w2v_dist.config import ConfigError, TokenizerConfig, check_types
 from w2v_dist.corpus.tokenize import ID_COLUMN, VERSION, token_ids
 
 log = logging.getLogger("w2v_dist.encode")  # the command's name
@@ -70,6 +70,7 @@ class EncodeConfig:
     sample: float = 1e-3  # only for the stored keep-probabilities; train recomputes them with its own --sample
 
     def __post_init__(self):
+        check_types(self)
         if self.min_count < 1:
             raise ConfigError(f"--min-count must be >= 1, got {self.min_count}")
         if self.max_vocab is not None and self.max_vocab < 1:

@@ -14,6 +14,8 @@ import json
 import logging
 import random
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
@@ -383,8 +385,9 @@ class Control:
         self.epoch = 0  # the newest epoch this rank has trained in
         self.pending = self.stop = False
         self.diverged = 0  # set by the loop after a step, reported with the next
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        if threading.current_thread() is threading.main_thread():  # (only there can Python take signals)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, _frame) -> None:
         if self.signal is not None:  # a second Ctrl-C: stop now
@@ -438,10 +441,29 @@ def set_rng_states(s: dict) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Run a whole training job as described by ``cfg`` (resuming the one in ``cfg.output`` if it
     has a checkpoint); returns the summary (also in summary.json)."""
-    with setup(cfg.device, cfg.backend) as dist:
+    with setup(cfg.device, cfg.backend) as dist, callers_state():
         check_ranks(cfg, dist)
         with owning(cfg, dist):
             return _train(cfg, dist)
+
+
+@contextlib.contextmanager
+def callers_state() -> Iterator[None]:
+    """What training sets for itself and the caller (a script, a notebook) gets back when it
+    returns: the SIGINT/SIGTERM handlers (a later Ctrl-C was taken for the run's) and numba's
+    thread count. A handler set to ignore signals stays: that is a stopping rank's, about to exit."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    numba = sys.modules.get("numba")
+    threads = numba.get_num_threads() if numba is not None else None
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in handlers.items():
+                if signal.getsignal(sig) is not signal.SIG_IGN and handler is not None:
+                    signal.signal(sig, handler)
+        if threads is not None:
+            sys.modules["numba"].set_num_threads(threads)
 
 
 # what one node may set for itself: where it caches, its cores, its credentials, its logs
@@ -456,6 +478,10 @@ def check_ranks(cfg: TrainConfig, dist: Dist) -> None:
     peer', NCCL may hang. Checked before anything else, and said once, naming the ranks and the
     settings."""
     if not dist.distributed:
+        for flag, uri in (("corpus", cfg.corpus), ("--output", cfg.output)) if cfg.workers else ():
+            if storage.protocol(str(uri)) == "memory":  # (it failed late, as 'no vocabulary here', in a reader)
+                raise ConfigError(f"{flag} {uri}: memory:// is this process's own, which its reader processes "
+                                  f"(--workers {cfg.workers}) cannot see; use --workers 0 (a reader thread)")
         return
     for flag, uri in (("corpus", cfg.corpus), ("--output", cfg.output)):
         if storage.protocol(str(uri)) == "memory":  # the same on every rank: said once

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 from typing import Iterable, Sequence
 
@@ -183,7 +184,7 @@ class Vectors:
 
     # ---- files --------------------------------------------------------------------------------
 
-    def save(self, uri: str, format: str | None = None, storage_options: dict | None = None,
+    def save(self, uri: str | os.PathLike, format: str | None = None, storage_options: dict | None = None,
              overwrite: bool = True, max_words: int | None = None) -> list[str]:
         """Write to ``uri`` as ``"word2vec"`` (text), ``"word2vec-binary"``, ``"npy"`` or
         ``"projector"`` (a directory: :func:`w2v_dist.export.save_projector`); returns the files
@@ -193,11 +194,14 @@ class Vectors:
         Without ``format``: ``.npy`` -> npy, ``.bin`` (or ``.bin.gz``...) -> binary, anything else -> text.
         ``max_words``: only the first (most frequent) N words; the projector's default is 10,000.
         """
+        uri = os.fspath(uri)
         if format is None:
             name = uri.rsplit(".", 1)[0] if fsspec.utils.infer_compression(uri) else uri
             format = "npy" if name.endswith(".npy") else "word2vec-binary" if name.endswith(".bin") else "word2vec"
         if format not in FORMATS:
             raise ValueError(f"{uri}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+        if max_words is not None and max_words < 1:  # the slice would keep all but the last N, silently
+            raise ValueError(f"max_words must be >= 1 (the N most frequent words) or None, got {max_words}")
         files = ([storage.join(uri, f) for f in export.PROJECTOR_FILES] if format == "projector" else
                  [uri, export.vocab_sidecar_uri(uri)] if format == "npy" else [uri])
         for f in files if not overwrite else ():
@@ -216,11 +220,12 @@ class Vectors:
         return files
 
     @classmethod
-    def load(cls, uri: str, storage_options: dict | None = None) -> Vectors:
+    def load(cls, uri: str | os.PathLike, storage_options: dict | None = None) -> Vectors:
         """Read word2vec text, word2vec binary or ``.npy`` (+ ``.vocab.txt``), told apart by content.
 
         A directory is taken as a training run (:meth:`from_run_dir`).
         """
+        uri = os.fspath(uri)  # a pathlib.Path too
         fs, path = storage.url_to_fs(uri, storage_options)
         if fs.isdir(path):
             return cls.from_run_dir(uri, storage_options)
