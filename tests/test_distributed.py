@@ -358,7 +358,7 @@ with setup() as dist:
 """
 
 
-def _two_agents(args: list[str], nproc: int, cwd, timeout: float = 240) -> list[tuple[str, str]]:
+def _two_agents(args: list[str], nproc: int, cwd, timeout: float = 240, check: bool = True) -> list[tuple[str, str]]:
     """Two torchrun agents on this host as two nodes (static rendezvous), ``nproc`` ranks each."""
     port, procs = free_port(), []
     for node in (0, 1):
@@ -367,8 +367,21 @@ def _two_agents(args: list[str], nproc: int, cwd, timeout: float = 240) -> list[
         procs.append(subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}))
     outs = [p.communicate(timeout=timeout) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+    assert not check or [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
     return outs
+
+
+@pytest.mark.parametrize("flags, says", [(["--dim", "0"], "--dim must be a positive integer, got 0"),
+                                         (["--dimm", "5"], "unrecognized arguments: --dimm 5")], ids=["value", "usage"])
+def test_an_error_every_rank_meets_is_said_once_a_node(small_corpus, tmp_path, flags, says):
+    """Two agents of 2 ranks, the same bad flag on both: rank 0 says it, and the other node, whose
+    agent learns of it later, once in its own log. Guards: each rank of the other node saying it
+    (its log had the error twice, with the usage twice)."""
+    outs = _two_agents(["-m", "w2v_dist", "train", str(small_corpus), "--output", str(tmp_path / "r"), *flags], 2,
+                       ROOT, check=False)
+    for node, (_, err) in enumerate(outs):
+        said = [line for line in err.splitlines() if says in line]
+        assert len(said) <= 1 and (node == 1 or len(said) == 1), (node, err[-3000:])
 
 
 def test_node_syncs_average_within_a_node_and_all_ranks_agree_later(tmp_path):

@@ -226,6 +226,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         if _rank()[0] != 0:
             _leave_it_to_rank_0()  # rank 0 parses the same line: torchrun stops this rank here
+            if not _speaks_for_its_node():
+                sys.exit(2)
         super().error(message)
 
 
@@ -456,7 +458,15 @@ def _error(e: BaseException, msg: str) -> None:
             print(f"w2v-dist: error: {msg}", file=sys.stderr)
             return
         _leave_it_to_rank_0()  # still here: rank 0 did not stop with it, so this rank says it
+        if not _speaks_for_its_node():
+            return
     print(f"w2v-dist: error: {msg}" + (f" [rank {rank}]" if world > 1 else ""), file=sys.stderr)
+
+
+def _speaks_for_its_node() -> bool:
+    """On another node than rank 0's, an error every rank met alike is said once in that node's
+    log, by its first rank (each rank said it: 2 lines from a node of 2 ranks)."""
+    return os.environ.get("GROUP_RANK", "0") == "0" or os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def _leave_it_to_rank_0() -> None:
