@@ -126,8 +126,7 @@ def refused(e: BaseException | None) -> str | None:
         names = {c.__name__ for c in type(e).__mro__}
         if isinstance(e, PermissionError) or names & _REFUSALS or (
                 "HttpResponseError" in names and _http_status(e) in (401, 403)):
-            said = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            return _SECRET_IN_TEXT.sub(r"\1=<redacted>", said)[:200]
+            return _said(e)
         e = e.__cause__ or e.__context__
     return None
 
@@ -136,11 +135,16 @@ def refused(e: BaseException | None) -> str | None:
 _SECRET_IN_TEXT = re.compile(r"(?i)\b([\w-]*(?:token|key|secret|sig|signature|password|credential)[\w-]*)=([^&;\s'\"]+)")
 
 
+def _said(e: BaseException) -> str:
+    """What a store's client said: its message's first line, its credentials redacted (a client's
+    message may quote a request's URL), at most 200 characters."""
+    said = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return _SECRET_IN_TEXT.sub(r"\1=<redacted>", said)[:200]
+
+
 def unavailable_error(uri: str | None, e: BaseException) -> StorageError:
     """One line naming the object, what the store said, and what to do."""
-    said = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-    said = _SECRET_IN_TEXT.sub(r"\1=<redacted>", said)  # a client's message may quote a request's URL
-    return StorageError(f"{uri or 'storage'}: the store did not answer ({said[:200]}) after its client's retries; "
+    return StorageError(f"{uri or 'storage'}: the store did not answer ({_said(e)}) after its client's retries; "
                         "checkpoints already written are intact: run the same command again once it answers "
                         "(retries: docs/storage.md)")
 

@@ -477,17 +477,18 @@ def check_ranks(cfg: TrainConfig, dist: Dist) -> None:
     another) left the ranks' collectives of different sizes: gloo aborted with 'Connection reset by
     peer', NCCL may hang. Checked before anything else, and said once, naming the ranks and the
     settings."""
-    if not dist.distributed:
-        for flag, uri in (("corpus", cfg.corpus), ("--output", cfg.output)) if cfg.workers else ():
-            if storage.protocol(str(uri)) == "memory":  # (it failed late, as 'no vocabulary here', in a reader)
-                raise ConfigError(f"{flag} {uri}: memory:// is this process's own, which its reader processes "
-                                  f"(--workers {cfg.workers}) cannot see; use --workers 0 (a reader thread)")
-        return
     for flag, uri in (("corpus", cfg.corpus), ("--output", cfg.output)):
-        if storage.protocol(str(uri)) == "memory":  # the same on every rank: said once
+        if storage.protocol(str(uri)) != "memory":
+            continue
+        if dist.distributed:  # the same on every rank: said once
             raise raised_alike(ConfigError(
                 f"{flag} {uri}: memory:// is each process's own, and rank 0's is not rank 1's; several ranks "
                 "need a place they all reach (a directory, a shared file system or an object store)"))
+        if cfg.workers:  # (it failed late, as 'no vocabulary here', in a reader)
+            raise ConfigError(f"{flag} {uri}: memory:// is this process's own, which its reader processes "
+                              f"(--workers {cfg.workers}) cannot see; use --workers 0 (a reader thread)")
+    if not dist.distributed:
+        return
     import w2v_dist
 
     theirs = dist.all_gather_object(cfg.to_dict() | {"w2v_dist version": w2v_dist.__version__})
