@@ -9,6 +9,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -358,15 +359,23 @@ with setup() as dist:
 """
 
 
-def _two_agents(args: list[str], nproc: int, cwd, timeout: float = 240, check: bool = True) -> list[tuple[str, str]]:
-    """Two torchrun agents on this host as two nodes (static rendezvous), ``nproc`` ranks each."""
+def _two_agents(args: list[str], nproc: int, cwd, timeout: float = 240, check: bool = True,
+                node_1_args: list[str] | None = None) -> list[tuple[str, str]]:
+    """Two torchrun agents on this host as two nodes (static rendezvous: node 0 is rank 0's and
+    hosts the store), ``nproc`` ranks each; node 1 runs ``node_1_args`` where given."""
     port, procs = free_port(), []
     for node in (0, 1):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
-               "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1", "--master-port", str(port), *args]
+               "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1", "--master-port", str(port),
+               *(node_1_args if node == 1 and node_1_args is not None else args)]
         procs.append(subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}))
-    outs = [p.communicate(timeout=timeout) for p in procs]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:  # a hang: leave no agent (nor its ranks) behind
+            if p.poll() is None:
+                p.kill()
     assert not check or [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
     return outs
 
@@ -421,6 +430,76 @@ def test_node_syncs_average_within_a_node_and_all_ranks_agree_later(tmp_path):
         np.testing.assert_array_equal(got["final"][r], got["final"][0])
     np.testing.assert_allclose(got["final"][0], start + (one + two + three).mean(0), rtol=1e-6, atol=1e-6)
     assert 0 < got["node_bytes"] < got["bytes"]
+
+
+@pytest.mark.parametrize("bad_node, flags, says", [
+    (1, ["--epochs", "-1"], "--epochs must be a positive integer, got -1"),
+    (0, ["--epochz", "3"], "unrecognized arguments: --epochz 3")], ids=["value-on-node-1", "usage-on-node-0"])
+def test_a_flag_one_node_refuses_stops_both_nodes_at_once(small_corpus, tmp_path, bad_node, flags, says):
+    """One node's command line has a bad flag, the other's is fine. The ranks meet before the
+    process group, so both nodes stop at once and each node's log says which rank refused what.
+    Guards: node 0 (fine) waiting in the process group's rendezvous for rank 1, which had stopped
+    (30 minutes: its timeout); node 1 (fine) getting a page of gloo frames and no word of why when
+    rank 0, whose agent hosts the store, stopped on its own bad flag."""
+    good = ["-m", "w2v_dist", "train", str(small_corpus), "--output", str(tmp_path / "r"), *TRAIN]
+    bad = [*good, *flags]
+    t0 = time.monotonic()
+    outs = _two_agents(bad if bad_node == 0 else good, 1, ROOT, timeout=150, check=False,
+                       node_1_args=bad if bad_node == 1 else good)
+    assert time.monotonic() - t0 < 120
+    want = (f"{says} (on rank {bad_node}); rank {1 - bad_node} accepted its command line: every node must run the "
+            "same command")
+    for node, (_, err) in enumerate(outs):
+        said = [line for line in err.splitlines() if line.startswith("w2v-dist: error:")]
+        assert said == [f"w2v-dist: error: {want}" + (" [rank 1]" if node == 1 else "")], (node, err[-3000:])
+    assert not (tmp_path / "r").exists()  # nothing started
+
+
+MEET_SCRIPT = """
+import os, sys
+from w2v_dist import distributed
+from w2v_dist.config import ConfigError
+
+distributed.START_WAIT_S = 5.0
+rank = int(os.environ["RANK"])
+if rank == 3 and sys.argv[2] == "leave":
+    sys.exit(0)  # stops before the start: the others must not wait for it in the process group
+try:
+    with distributed.setup(device=sys.argv[1] if rank == 1 else "cpu"):
+        print(f"rank {rank} started")
+except (ConfigError, distributed.StartError) as e:
+    print(f"rank {rank}: {type(e).__name__}: {e} (every rank: {getattr(e, 'every_rank', False)})")
+"""
+
+
+@pytest.mark.parametrize("device, rank_3", [("cpu", "leave"), ("cuda:7", "stay")], ids=["one-missing", "one-refused"])
+def test_the_ranks_meet_before_the_process_group(tmp_path, device, rank_3):
+    """Real torchrun, 4 gloo ranks. Rank 3 stops before the start: the others stop after the
+    meeting's wait, naming it, not after the process group's rendezvous timeout (30 minutes).
+    Rank 1 is given a GPU it has not: every rank raises its refusal, naming it, as every rank's error."""
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    (tmp_path / "script.py").write_text(MEET_SCRIPT)
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4",
+                        str(tmp_path / "script.py"), device, rank_3], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert time.monotonic() - t0 < 60, p.stderr[-3000:]
+    said = sorted(line for line in p.stdout.splitlines() if line.startswith("rank "))
+    if rank_3 == "leave":
+        assert said == [f"rank {r}: StartError: rank 3 of 4 did not start within 5 s: it stopped before it could say "
+                        "why (see its node's log, or torchrun's report of its exit); the others stop too (every rank: "
+                        "True)" for r in range(3)], p.stdout + p.stderr[-3000:]
+    else:
+        assert len(said) == 4 and len({line.split(": ", 1)[1] for line in said}) == 1, p.stdout + p.stderr[-3000:]
+        assert re.fullmatch(r"rank 0: ConfigError: --device cuda:7: .* \(on rank 1\); ranks 0, 2, 3 accepted their "
+                            r"command line: every node must run the same command \(every rank: True\)", said[0]), said
+
+
+def test_ranks_are_named_in_runs():
+    from w2v_dist.distributed import _ranks
+    assert [_ranks([3]), _ranks([1, 3]), _ranks([4, 5, 6, 7]), _ranks([0, 1, 3, 5, 6, 7])] == [
+        "rank 3", "ranks 1, 3", "ranks 4-7", "ranks 0, 1, 3, 5-7"]
 
 
 def test_two_nodes_train_with_node_syncs(small_corpus, tmp_path):

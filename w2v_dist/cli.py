@@ -30,7 +30,8 @@ _USER_ERRORS = [("w2v_dist.corpus.shards", "CorpusError"), ("w2v_dist.storage", 
                 ("w2v_dist.training", "RunExistsError"), ("w2v_dist.vocab", "VocabError"),
                 ("w2v_dist.prepare", "PrepareError"), ("w2v_dist.vectors", "VectorsFormatError"),
                 ("w2v_dist.evaluate", "EvaluationError"), ("w2v_dist.plot", "PlotError"),
-                ("w2v_dist.owner", "RunLockedError")]
+                ("w2v_dist.owner", "RunLockedError"),
+                ("w2v_dist.distributed", "StartError")]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -224,10 +225,17 @@ class _Parser(argparse.ArgumentParser):
     (the subcommands' parsers are of this class too)."""
 
     def error(self, message: str):
-        if _rank()[0] != 0:
-            _leave_it_to_rank_0()  # rank 0 parses the same line: torchrun stops this rank here
-            if not _speaks_for_its_node():
-                sys.exit(2)
+        try:
+            _start_refused(ConfigError(message))
+        except ConfigError as e:
+            if not e.alike:  # not every rank's command line: said as the ranks' meeting says it
+                raise
+        if _rank()[0] != 0:  # rank 0 parses the same line and says it
+            def say():
+                self.print_usage(sys.stderr)
+                print(f"{self.prog}: error: {message}", file=sys.stderr)
+            _leave_it_to_rank_0(say)
+            sys.exit(2)
         super().error(message)
 
 
@@ -335,7 +343,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the command line this process runs (for a rank that refuses it: does it meet the other ranks?)
+_argv: list[str] = []
+
+
+def _start_refused(e: ConfigError) -> None:
+    """Under torchrun, for ``train`` and ``encode`` (whose ranks meet at the start): a rank whose
+    command line is refused meets the others (``distributed.start_refused``), so that no rank waits
+    in the process group's rendezvous for one that stopped, and raises what every rank raises then."""
+    if _rank()[1] > 1 and {"train", "encode"} & set(_argv):
+        from w2v_dist.distributed import start_refused
+        start_refused(e)
+
+
 def run(argv: list[str] | None = None) -> int:
+    global _argv
+    _argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     rank, world = _rank()
     quiet = args.quiet or (rank != 0 and not getattr(args, "log_all_ranks", False))
@@ -360,17 +383,26 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "encode":
         from w2v_dist.encoding import EncodeConfig, encode_corpus
         tok = TokenizerConfig(lowercase=args.lowercase, split_pattern=args.split_pattern, normalize=args.normalize)
-        with alike(ConfigError):  # from the command line alone: the same on every rank
-            cfg = EncodeConfig(args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab,
-                               args.max_vocab_size, _storage_options(args.storage_options),
-                               _output_storage_options(args.output_storage_options), args.on_bad_shard, args.overwrite)
+        try:
+            with alike(ConfigError):  # from the command line alone: the same on every rank (if they run one)
+                cfg = EncodeConfig(args.corpus, args.output, args.text_column, tok, args.min_count, args.max_vocab,
+                                   args.max_vocab_size, _storage_options(args.storage_options),
+                                   _output_storage_options(args.output_storage_options), args.on_bad_shard,
+                                   args.overwrite)
+        except ConfigError as e:
+            _start_refused(e)
+            raise
         manifest = encode_corpus(cfg)  # under torchrun, by every rank
         if rank == 0:
             _out(json.dumps({k: manifest[k] for k in ("vocab_size", "raw_tokens", "total_words")}
                              | {"files": len(manifest["files"]), "output": args.output}))
     elif args.command == "train":
-        with alike(ConfigError):  # bad flags fail here, before torch is loaded, the same on every rank
-            cfg = config_from_args(args)
+        try:
+            with alike(ConfigError):  # bad flags fail here, before torch is loaded, alike on every rank (if they
+                cfg = config_from_args(args)  # run one command: under torchrun the ranks meet to see)
+        except ConfigError as e:
+            _start_refused(e)
+            raise
         try:
             from w2v_dist.training import train  # torch: seconds of imports, where a Ctrl-C lands first
             summary = train(cfg)
@@ -457,9 +489,8 @@ def _error(e: BaseException, msg: str) -> None:
         if rank == 0:
             print(f"w2v-dist: error: {msg}", file=sys.stderr)
             return
-        _leave_it_to_rank_0()  # still here: rank 0 did not stop with it, so this rank says it
-        if not _speaks_for_its_node():
-            return
+        _leave_it_to_rank_0(lambda: print(f"w2v-dist: error: {msg} [rank {rank}]", file=sys.stderr))
+        return
     print(f"w2v-dist: error: {msg}" + (f" [rank {rank}]" if world > 1 else ""), file=sys.stderr)
 
 
@@ -469,16 +500,24 @@ def _speaks_for_its_node() -> bool:
     return os.environ.get("GROUP_RANK", "0") == "0" or os.environ.get("LOCAL_RANK", "0") == "0"
 
 
-def _leave_it_to_rank_0() -> None:
+def _leave_it_to_rank_0(say) -> None:
     """A rank that leaves an error to rank 0 does not exit first: torchrun stops every rank as soon
     as one fails, and rank 0 could be stopped before it says it. It waits, and is stopped when rank
     0 has exited with the error: by SIGTERM's default action, not by the training's handler, which
     would take it for a preemption and keep waiting. A rank that is still here after
-    ``RANK_0_GRACE_S`` met the error alone (rank 0 is waiting for it somewhere) and says it; on
-    another node than rank 0's (torchrun's ``GROUP_RANK``), after ``OTHER_NODE_GRACE_S``, in that
-    node's log."""
+    ``RANK_0_GRACE_S`` met the error alone (rank 0 is waiting for it somewhere) and says it
+    (``say()``). On another node than rank 0's (torchrun's ``GROUP_RANK``) the node's first rank
+    says it at once, in that node's log: its agent may stop it any moment (when rank 0's agent,
+    which hosts the rendezvous, is gone), and the log should say why it stopped; it waits
+    ``OTHER_NODE_GRACE_S``."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    time.sleep(RANK_0_GRACE_S if os.environ.get("GROUP_RANK", "0") == "0" else OTHER_NODE_GRACE_S)
+    if os.environ.get("GROUP_RANK", "0") != "0":
+        if _speaks_for_its_node():
+            say()
+        time.sleep(OTHER_NODE_GRACE_S)
+        return
+    time.sleep(RANK_0_GRACE_S)
+    say()
 
 
 def _resolve(vectors, word: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import itertools
 import os
 import socket
 import time
@@ -254,11 +255,99 @@ def device_for(requested: str, local_rank: int = 0, local_world: int = 1, backen
     return requested
 
 
+# How long the ranks wait for each other at the start, each with word of whether its command line
+# was accepted. torchrun starts them together, seconds apart; a rank missing past this stopped
+# before it could say so (its node's log says why), and the others stop rather than wait for it
+# in the process group's rendezvous (its timeout, 30 min).
+START_WAIT_S = 300.0
+_MEETINGS = itertools.count()
+
+
+class StartError(RuntimeError):
+    """A rank never came to the start (it stopped first): the others stop too, saying which."""
+
+
+def _store(rank: int, world: int, timeout: datetime.timedelta) -> tuple[td.Store, bool]:
+    """The job's store under this attempt's key prefix, and whether this process hosts it. The
+    rendezvous store outlives a torchrun restart (the agent hosts it): keys of the attempt that
+    died (a dead rank's gloo address) would be read by the new one and its connections refused."""
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    hosting = rank == 0 and not agent_store
+    store = td.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=hosting,
+                        timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return td.PrefixStore(f"w2v_dist/attempt-{attempt}", store), hosting
+
+
+def _ranks(ranks: list[int]) -> str:
+    """``rank 3``, ``ranks 1, 3``, ``ranks 4-7``."""
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    runs: list[list[int]] = []
+    for r in ranks:
+        if runs and r == runs[-1][-1] + 1:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return "ranks " + ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)) for run in runs)
+
+
+def _meet(store: td.Store, rank: int, world: int, error: BaseException | None, hosting: bool) -> None:
+    """Every rank says whether it can start, and waits for every other's word, before the process
+    group: a rank whose command line was refused (a flag mistyped on one node's command) left the
+    others waiting in the group's rendezvous for 30 minutes, or, where it hosted the store, gave
+    them a page of gloo frames and no word of why. Now every rank raises the same error, marked
+    ``every_rank`` (said once, by rank 0), naming the ranks that refused where not all did."""
+    said = "" if error is None else (str(error).strip().splitlines() or [type(error).__name__])[0]
+    meeting = next(_MEETINGS)  # a process that trains twice (the Python API) meets twice
+    store.set(f"meet-{meeting}/start/{rank}", said)
+    keys = [f"meet-{meeting}/start/{r}" for r in range(world)]
+    try:
+        store.wait(keys, datetime.timedelta(seconds=START_WAIT_S))
+    except td.DistStoreError:
+        missing = [r for r in range(world) if not store.check([keys[r]])]
+        e = StartError(f"{_ranks(missing)} of {world} did not start within {START_WAIT_S:.0f} s: it stopped before it "
+                       "could say why (see its node's log, or torchrun's report of its exit); the others stop too")
+        raise raised_alike(e) if 0 not in missing else e
+    refused = {r: text.decode() for r, text in enumerate(store.get(k) for k in keys) if text}
+    if not refused:
+        return
+    store.set(f"meet-{meeting}/read/{rank}", "")  # the store's host leaves once every rank has read the others' word
+    if hosting:
+        with contextlib.suppress(td.DistStoreError):
+            store.wait([f"meet-{meeting}/read/{r}" for r in range(world)], datetime.timedelta(seconds=60))
+    by_text: dict[str, list[int]] = {}
+    for r, text in refused.items():
+        by_text.setdefault(text, []).append(r)
+    if len(refused) == world and len(by_text) == 1:
+        e = ConfigError(next(iter(by_text)))
+    else:
+        accepted = [r for r in range(world) if r not in refused]
+        e = ConfigError("; ".join(f"{text} (on {_ranks(rs)})" for text, rs in list(by_text.items())[:3])
+                        + (f" and {len(by_text) - 3} more errors" if len(by_text) > 3 else "")
+                        + (f"; {_ranks(accepted)} accepted {'its' if len(accepted) == 1 else 'their'} command line"
+                           if accepted else "") + ": every node must run the same command")
+    e.alike = len(refused) == world and len(by_text) == 1
+    raise raised_alike(e)
+
+
+def start_refused(error: BaseException) -> None:
+    """Under torchrun (several ranks), for a rank that cannot start (its command line refused
+    before the process group): it meets the others at the start (:func:`_meet`), so that none
+    waits for it, and raises the error every rank raises then. Without torchrun it returns."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world < 2:
+        return
+    store, hosting = _store(rank, world, datetime.timedelta(seconds=START_WAIT_S))
+    _meet(store, rank, world, error, hosting)
+
+
 @contextlib.contextmanager
 def setup(device: str = "cpu", backend: str | None = None, timeout_s: float = 1800) -> Iterator[Dist]:
     """Initialise (or not) the process group, yield :class:`Dist`, always tear it down.
 
-    Backend: NCCL for CUDA, gloo for CPU, unless ``backend`` overrides it.
+    Backend: NCCL for CUDA, gloo for CPU, unless ``backend`` overrides it. Under torchrun the
+    ranks first meet (:func:`_meet`): one that cannot start stops them all, said once.
     """
     if int(os.environ.get("RANK", -1)) == -1:
         yield Dist(device=device_for(device))
@@ -266,23 +355,21 @@ def setup(device: str = "cpu", backend: str | None = None, timeout_s: float = 18
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    dev = device_for(device, local_rank, local_world, backend)
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store, hosting = _store(rank, world, timeout)
+    refused = None
+    try:
+        dev = device_for(device, local_rank, local_world, backend)
+        backend = backend or ("nccl" if dev.startswith("cuda") else "gloo")
+        if ":" not in backend and not td.is_backend_available(backend):
+            raise raised_alike(ConfigError(f"--backend {backend}: this torch ({torch.__version__}) was built without "
+                                           f"it; use gloo{' (or nccl on CUDA)' if td.is_nccl_available() else ''}"))
+    except ConfigError as e:
+        refused = e
+    _meet(store, rank, world, refused, hosting)
     if dev.startswith("cuda"):
         torch.cuda.set_device(dev)
-    backend = backend or ("nccl" if dev.startswith("cuda") else "gloo")
-    if ":" not in backend and not td.is_backend_available(backend):
-        raise raised_alike(ConfigError(f"--backend {backend}: this torch ({torch.__version__}) was built without it; "
-                                       f"use gloo{' (or nccl on CUDA)' if td.is_nccl_available() else ''}"))
-    timeout = datetime.timedelta(seconds=timeout_s)
-    # The rendezvous store outlives a torchrun restart (the agent hosts it): keys of the attempt
-    # that died (a dead rank's gloo address) would be read by the new one and its connections
-    # refused. Each attempt gets its own key prefix.
-    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
-    store = td.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                        is_master=rank == 0 and not agent_store, timeout=timeout)
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    td.init_process_group(backend=backend, store=td.PrefixStore(f"w2v_dist/attempt-{attempt}", store),
-                          rank=rank, world_size=world, timeout=timeout,
+    td.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout,
                           device_id=torch.device(dev) if dev.startswith("cuda") else None)
     try:
         yield Dist(rank, world, local_rank, local_world, dev, backend)
