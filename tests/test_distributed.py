@@ -359,17 +359,19 @@ with setup() as dist:
 """
 
 
-def _two_agents(args: list[str], nproc: int, cwd, timeout: float = 240, check: bool = True,
-                node_1_args: list[str] | None = None) -> list[tuple[str, str]]:
+def _two_agents(args: list[str], nproc: int | tuple[int, int], cwd, timeout: float = 240, check: bool = True,
+                node_1_args: list[str] | None = None, env: dict | None = None) -> list[tuple[str, str]]:
     """Two torchrun agents on this host as two nodes (static rendezvous: node 0 is rank 0's and
-    hosts the store), ``nproc`` ranks each; node 1 runs ``node_1_args`` where given."""
+    hosts the store), ``nproc`` ranks each (or node 0's and node 1's); node 1 runs ``node_1_args``
+    where given."""
     port, procs = free_port(), []
     for node in (0, 1):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
-               "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1", "--master-port", str(port),
+               "--nproc-per-node", str(nproc if isinstance(nproc, int) else nproc[node]), "--master-addr",
+               "127.0.0.1", "--master-port", str(port),
                *(node_1_args if node == 1 and node_1_args is not None else args)]
         procs.append(subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}))
+                                      env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}))
     try:
         outs = [p.communicate(timeout=timeout) for p in procs]
     finally:
@@ -488,7 +490,7 @@ def test_the_ranks_meet_before_the_process_group(tmp_path, device, rank_3):
     said = sorted(line for line in p.stdout.splitlines() if line.startswith("rank "))
     if rank_3 == "leave":
         assert said == [f"rank {r}: StartError: rank 3 of 4 did not start within 5 s: it stopped before it could say "
-                        "why (see its node's log, or torchrun's report of its exit); the others stop too (every rank: "
+                        "why (see the node's log, or torchrun's report of the exit); the others stop too (every rank: "
                         "True)" for r in range(3)], p.stdout + p.stderr[-3000:]
     else:
         assert len(said) == 4 and len({line.split(": ", 1)[1] for line in said}) == 1, p.stdout + p.stderr[-3000:]
@@ -497,8 +499,8 @@ def test_the_ranks_meet_before_the_process_group(tmp_path, device, rank_3):
 
 
 def test_ranks_are_named_in_runs():
-    from w2v_dist.distributed import _ranks
-    assert [_ranks([3]), _ranks([1, 3]), _ranks([4, 5, 6, 7]), _ranks([0, 1, 3, 5, 6, 7])] == [
+    from w2v_dist.distributed import ranks_text
+    assert [ranks_text([3]), ranks_text([1, 3]), ranks_text([4, 5, 6, 7]), ranks_text([0, 1, 3, 5, 6, 7])] == [
         "rank 3", "ranks 1, 3", "ranks 4-7", "ranks 0, 1, 3, 5-7"]
 
 
@@ -518,6 +520,42 @@ def test_two_nodes_train_with_node_syncs(small_corpus, tmp_path):
     outs = _two_agents([*args[:5], str(tmp_path / "one"), *args[6:]], 1, ROOT)
     assert "--sync-node-every 2 does nothing here: one rank per node" in outs[0][1]
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["node_sync_bytes_per_word"] == 0
+
+
+def test_node_syncs_on_nodes_of_unequal_ranks_resume_exactly(small_corpus, tmp_path):
+    """Two agents of 1 and 2 ranks with ``--sync-node-every``: node 1's ranks sync among themselves,
+    node 0's one rank has nothing to sync, and the run says so. Killed and resumed from its
+    checkpoint, it ends in the uninterrupted run's vectors. Guards: rank 0 saying the flag "does
+    nothing here" while node 1 ran node syncs, and a resume that was not exact: the checkpoint keeps
+    rank 0's count of node syncs (0, its node had none), which node 1 then restarted its prefix
+    schedule from."""
+    args = ["-m", "w2v_dist", "train", str(small_corpus), *TRAIN, "--epochs", "2", "--workers", "0",
+            "--batch-words", "1000", "--sync-every", "4", "--sync-node-every", "2", "--log-every", "0"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    outs = _two_agents([*args, "--output", str(ref)], (1, 2), ROOT)
+    assert "syncs: within each node of several ranks (ranks per node: 1, 2) every 2 steps, across all 3 ranks every " \
+        "4" in outs[0][1], outs[0][1][-3000:]
+    outs = _two_agents([*args, "--output", str(run), "--checkpoint-every", "5"], (1, 2), ROOT, check=False,
+                       env={"W2V_DIST_FAULT": "kill@step:2:80"})
+    assert not (run / "summary.json").exists() and (run / "checkpoints").exists(), outs[0][1][-3000:]
+    _two_agents([*args, "--output", str(run), "--checkpoint-every", "5"], (1, 2), ROOT)
+    assert np.array_equal(np.load(ref / "vectors.npy"), np.load(run / "vectors.npy"))
+
+
+def test_a_node_resuming_with_other_threads_is_said(small_corpus, tmp_path):
+    """Two agents of one rank; killed, then resumed with node 1 on 2 kernel threads (a node's own
+    setting): rank 0 says that rank 1's kernel layout differs from what the checkpoint trained.
+    Guards: the checkpoint kept rank 0's layout only and only rank 0 compared it: silence, and
+    the run off the uninterrupted run's bits."""
+    run = tmp_path / "run"
+    args = ["-m", "w2v_dist", "train", str(small_corpus), "--output", str(run), *TRAIN, "--epochs", "2",
+            "--workers", "0", "--batch-words", "1000", "--sync-every", "4", "--checkpoint-every", "5", "--log-every", "0"]
+    _two_agents(args, 1, ROOT, check=False, env={"W2V_DIST_FAULT": "kill@step:1:80"})
+    assert (run / "checkpoints").exists() and not (run / "summary.json").exists()
+    outs = _two_agents(args, 1, ROOT, node_1_args=[*args, "--threads", "2"])
+    said = [line for line in outs[0][1].splitlines() if "kernel thread(s) on rank 1 where checkpoint" in line]
+    assert len(said) == 1 and "resuming with 1 replica(s) and 2 kernel thread(s) on rank 1 where checkpoint step-" \
+        in said[0] and "trained 1 and 1" in said[0], outs[0][1][-3000:]
 
 
 @pytest.mark.parametrize("flags, expect", [

@@ -123,8 +123,12 @@ class Dist:
             for rank, node in enumerate(self.all_gather_object(mine)):
                 nodes.setdefault(node, []).append(rank)
             group, _ = td.new_subgroups_by_enumeration(list(nodes.values()), backend=self.backend)
-            self._groups["node"] = (group, nodes[mine])
+            self._groups["node"] = (group, nodes[mine], [len(ranks) for ranks in nodes.values()])
         return self._groups["node"][1]
+
+    def node_sizes(self) -> list[int]:
+        """The number of ranks on each node, in the order of their first ranks (after :meth:`node_ranks`)."""
+        return self._groups["node"][2] if "node" in self._groups else [1]
 
     def all_reduce_start(self, tensor: torch.Tensor) -> "Pending":
         """Start summing ``tensor`` over ranks, in place, in a process group of its own; the sum is
@@ -279,7 +283,7 @@ def _store(rank: int, world: int, timeout: datetime.timedelta) -> tuple[td.Store
     return td.PrefixStore(f"w2v_dist/attempt-{attempt}", store), hosting
 
 
-def _ranks(ranks: list[int]) -> str:
+def ranks_text(ranks: list[int]) -> str:
     """``rank 3``, ``ranks 1, 3``, ``ranks 4-7``."""
     if len(ranks) == 1:
         return f"rank {ranks[0]}"
@@ -306,8 +310,9 @@ def _meet(store: td.Store, rank: int, world: int, error: BaseException | None, h
         store.wait(keys, datetime.timedelta(seconds=START_WAIT_S))
     except td.DistStoreError:
         missing = [r for r in range(world) if not store.check([keys[r]])]
-        e = StartError(f"{_ranks(missing)} of {world} did not start within {START_WAIT_S:.0f} s: it stopped before it "
-                       "could say why (see its node's log, or torchrun's report of its exit); the others stop too")
+        it = "it" if len(missing) == 1 else "they"
+        e = StartError(f"{ranks_text(missing)} of {world} did not start within {START_WAIT_S:.0f} s: {it} stopped before "
+                       f"{it} could say why (see the node's log, or torchrun's report of the exit); the others stop too")
         raise raised_alike(e) if 0 not in missing else e
     refused = {r: text.decode() for r, text in enumerate(store.get(k) for k in keys) if text}
     if not refused:
@@ -323,9 +328,9 @@ def _meet(store: td.Store, rank: int, world: int, error: BaseException | None, h
         e = ConfigError(next(iter(by_text)))
     else:
         accepted = [r for r in range(world) if r not in refused]
-        e = ConfigError("; ".join(f"{text} (on {_ranks(rs)})" for text, rs in list(by_text.items())[:3])
+        e = ConfigError("; ".join(f"{text} (on {ranks_text(rs)})" for text, rs in list(by_text.items())[:3])
                         + (f" and {len(by_text) - 3} more errors" if len(by_text) > 3 else "")
-                        + (f"; {_ranks(accepted)} accepted {'its' if len(accepted) == 1 else 'their'} command line"
+                        + (f"; {ranks_text(accepted)} accepted {'its' if len(accepted) == 1 else 'their'} command line"
                            if accepted else "") + ": every node must run the same command")
     e.alike = len(refused) == world and len(by_text) == 1
     raise raised_alike(e)

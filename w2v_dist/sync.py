@@ -170,7 +170,7 @@ class TableSync:
             with alike(ConfigError):
                 check_node_every(node_every, every, dist.world_size, combine)
             self.node_size = len(dist.node_ranks())  # every rank makes the nodes' groups here, alike
-            if self.node_size > 1:
+            if max(dist.node_sizes()) > 1:  # on every rank, a node of one rank too: the count is every rank's
                 self.node_every = node_every
 
     def full_every(self) -> int:
@@ -201,9 +201,12 @@ class TableSync:
             if full:
                 self.full()
             elif self.node_every and step % self.node_every == 0:
+                # counted on every rank alike, a node of one rank too (it has nothing to sync): the
+                # checkpoint keeps rank 0's count, from which every node's prefix schedule resumes
                 self.node_syncs += 1
-                with self._timed():
-                    self.sync(rows_at(self.node_syncs, V, self.rows), node=True)
+                if self.node_size > 1:
+                    with self._timed():
+                        self.sync(rows_at(self.node_syncs, V, self.rows), node=True)
             return full
         self.syncs += 1
         rows = V if full else rows_at(self.syncs, V, self.rows)

@@ -30,7 +30,7 @@ from w2v_dist.config import ConfigError, TrainConfig, alike, raised_alike
 from w2v_dist.corpus.dataset import CorpusStream, Tokens, identity, logging_setup, token_stream, worker_init
 from w2v_dist.corpus.plan import ranks_without_data
 from w2v_dist.corpus.shards import CorpusError, Shard, scan_shards
-from w2v_dist.distributed import Dist, Lockstep, setup, synchronized
+from w2v_dist.distributed import Dist, Lockstep, ranks_text, setup, synchronized
 from w2v_dist.encoding import COLUMN as ENCODED_COLUMN
 from w2v_dist.encoding import check_tokenizer, encoded_vocab, read_manifest
 from w2v_dist.faults import maybe_fail
@@ -601,8 +601,10 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                                               else ("average of the replicas", model.average_every, "replicas'")))
     if dist.is_main and cfg.sync_node_every and dist.world_size > 1:
         if sync.node_every:
-            log.info("syncs: within each node every %d steps, across all %d ranks every %d", sync.node_every,
-                     dist.world_size, sync.every)
+            sizes = dist.node_sizes()
+            log.info("syncs: within each node%s every %d steps, across all %d ranks every %d",
+                     f" of several ranks (ranks per node: {', '.join(map(str, sizes))})" if min(sizes) == 1 else "",
+                     sync.node_every, dist.world_size, sync.every)
         else:
             log.info("--sync-node-every %d does nothing here: one rank per node; all %d ranks sync every %d steps",
                      cfg.sync_node_every, dist.world_size, sync.every)
@@ -939,7 +941,7 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
     tables are equal on all ranks (a full sync ran just before). ``then_stop``: a signal's
     checkpoint, after which every rank exits."""
     ranks = dist.all_gather_object({"feed": feed.state_dict(), "with_data": with_data, "epoch": epoch,
-                                    "rng": rng_states(), "lockstep": lock.state_dict()})
+                                    "rng": rng_states(), "lockstep": lock.state_dict(), "layout": layout})
     if dist.is_main:
         state = {"step": step, "words_done": words_done, "epoch": epoch, "world_size": dist.world_size,
                  "workers": cfg.workers, "ranks": ranks, "config": cfg.to_dict(),
@@ -957,24 +959,31 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
 
 def same_layout(cfg: TrainConfig, dist: Dist, found: tuple[int, dict, dict], layout: dict) -> None:
     """The replicas and kernel threads this attempt resolved against the checkpoint's (--replicas 0
-    and --threads 0 resolve by the machine's cores; --threads is a speed setting): another number
-    of replicas is refused unless forced, other threads are said; the run goes on, off the bits an
-    uninterrupted run would give."""
+    and --threads 0 resolve by the machine's cores; --threads is a speed setting and a node's own),
+    each rank's against its own: another number of replicas is refused unless forced, other threads
+    are said; the run goes on, off the bits an uninterrupted run would give. Said once, by rank 0,
+    naming the ranks (each rank compared its own, and a node's other cores went unsaid)."""
     step, _, state = found
-    was = state.get("layout")  # (a checkpoint from before it was kept: not compared)
-    if not was or was == layout:
+    ranks = state.get("ranks") or []
+    # (a checkpoint from before each rank's was kept has rank 0's; one from before that none: not compared)
+    was = (ranks[dist.rank].get("layout") if dist.rank < len(ranks) else None) or state.get("layout")
+    odd = {r: d for r, d in enumerate(dist.all_gather_object(
+        None if not was or was == layout else (was, layout, cfg.replicas, cfg.threads))) if d}
+    if not odd:
         return
-    if was["replicas"] != layout["replicas"]:
-        with alike(ConfigError):
-            if not cfg.force_resume:
-                raise ConfigError(f"{cfg.output}: checkpoint step-{step} trained {was['replicas']} replica(s) of the "
-                                  f"tables, this command {layout['replicas']} (--replicas {cfg.replicas}, --threads "
-                                  f"{cfg.threads}); resume with --replicas {was['replicas']}, or --force-resume to "
-                                  "go on with these")
+    where = lambda rs: f" on {ranks_text(list(rs))}" if dist.world_size > 1 else ""  # noqa: E731
+    replicas = {r: d for r, d in odd.items() if d[0]["replicas"] != d[1]["replicas"]}
+    if replicas and not cfg.force_resume:
+        was, now, flag_replicas, flag_threads = next(iter(replicas.values()))
+        raise raised_alike(ConfigError(
+            f"{cfg.output}: checkpoint step-{step} trained {was['replicas']} replica(s) of the tables{where(replicas)}, "
+            f"this command {now['replicas']} (--replicas {flag_replicas}, --threads {flag_threads}); resume with "
+            f"--replicas {was['replicas']}, or --force-resume to go on with these"))
     if dist.is_main:
-        log.warning("resuming with %d replica(s) and %d kernel thread(s) where checkpoint step-%d trained %d and %d: "
-                    "the run goes on, its vectors no longer bitwise those of an uninterrupted run", layout["replicas"],
-                    layout["threads"], step, was["replicas"], was["threads"])
+        was, now, _, _ = next(iter(odd.values()))
+        log.warning("resuming with %d replica(s) and %d kernel thread(s)%s where checkpoint step-%d trained %d and %d: "
+                    "the run goes on, its vectors no longer bitwise those of an uninterrupted run", now["replicas"],
+                    now["threads"], where(odd), step, was["replicas"], was["threads"])
 
 
 def _interrupted(cfg: TrainConfig, dist: Dist, control: Control, step: int) -> dict:
