@@ -93,3 +93,30 @@ def test_vectors_refuses_max_words_below_one_and_takes_paths(tmp_path):
             v.save(tmp_path / "w.txt", max_words=bad)
     v.save(tmp_path / "w.txt", max_words=2)
     assert list(Vectors.load(tmp_path / "w.txt")) == ["alpha", "beta"]
+
+
+def test_the_errors_a_caller_catches_are_on_the_package(tmp_path):
+    """``except w2v_dist.ConfigError`` and the others, as the CLI's one-line errors are, without
+    importing torch to name them. Guards: each only in its own module (w2v_dist.config, ...)."""
+    code = textwrap.dedent(f"""
+        import sys
+        import w2v_dist
+        names = ["ConfigError", "CorpusError", "StorageError", "VocabError", "RunExistsError", "RunLockedError",
+                 "DivergedError", "PrepareError", "VectorsFormatError", "EvaluationError"]
+        assert set(names) <= set(dir(w2v_dist))
+        assert issubclass(w2v_dist.ConfigError, ValueError) and "torch" not in sys.modules
+        try:
+            w2v_dist.train({str(tmp_path / 'none')!r}, {str(tmp_path / 'r')!r}, dim=0)
+        except w2v_dist.ConfigError as e:
+            print("config:", e)
+        try:
+            w2v_dist.train({str(tmp_path / 'none')!r}, {str(tmp_path / 'r')!r}, workers=0)
+        except w2v_dist.CorpusError as e:
+            print("corpus:", e)
+        assert all(isinstance(getattr(w2v_dist, n), type) for n in names)
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.splitlines() == ["config: --dim must be a positive integer, got 0",
+                                     f"corpus: {tmp_path / 'none'}: no such file or directory (check the path; cloud "
+                                     "URIs need a scheme like s3://)"], p.stdout + p.stderr[-2000:]

@@ -292,6 +292,14 @@ def test_divergence_stops_the_run(small_corpus, tmp_path):
     assert not (run / "summary.json").exists() and not (run / "vectors.npy").exists()
     saved = sorted(int(c.name.split("-")[1]) for c in (run / "checkpoints").iterdir()) if (run / "checkpoints").exists() else []
     assert all(s < step for s in saved), (saved, step)
+    # what to do next follows from whether there is a checkpoint to go on from (it was said either way)
+    assert errors[0].endswith("run again with --overwrite, or --force-resume to go on from the last checkpoint"
+                              if saved else "no checkpoint was written yet. Lower --alpha (now 1) and run again with "
+                              "--overwrite"), errors[0]
+    p = cli("train", str(small_corpus), "--output", str(tmp_path / "none"), *TRAIN, "--alpha", "1", "--sample", "0",
+            "--batch-words", "2000", check=False)
+    assert p.returncode == 3 and p.stderr.strip().splitlines()[-1].endswith(
+        "no checkpoint was written yet. Lower --alpha (now 1) and run again with --overwrite"), p.stderr[-2000:]
 
 
 @pytest.mark.parametrize("model", ["sg", "cbow"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -291,3 +292,20 @@ def test_missing_or_refused_credentials_are_one_line(s3_store, corpus_txt, tmp_p
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
     assert p.stderr.strip().splitlines()[-1].startswith("w2v-dist: error: access refused (Unable to locate "
                                                         "credentials): check the store's credentials"), p.stderr
+
+
+def test_a_store_that_does_not_answer_is_not_a_missing_corpus(store, tmp_path):
+    """The corpus's store down from the start (nothing listens at its endpoint): one line saying the
+    store did not answer, after the client's retries. Guards: gcsfs's ``isfile``/``isdir`` taking
+    the outage for "not there", so that the corpus was said as "no such file or directory" (after
+    two rounds of its retries, 67 s), under 4 tracebacks gcsfs logged."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    so = json.dumps(store.options(down) | RETRIES[store.name])
+    p = cli("train", f"{store.root}/shards", "--output", str(tmp_path / "run"), *TRAIN, "--storage-options", so,
+            check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    said = p.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"w2v-dist: error: {store.root}/shards: the store did not answer"), p.stderr[-3000:]
+    assert not (tmp_path / "run").exists()

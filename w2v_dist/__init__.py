@@ -66,8 +66,20 @@ def _refuse_in_a_reader(what: str) -> None:
                            "spawned processes, as with any DataLoader)")
 
 
+# what a caller may catch, by name on the package, imported when first asked for (w2v_dist.training
+# loads torch: seconds): each is a user's error that the CLI says in one line
+_LAZY = {"Vectors": "w2v_dist.vectors", "ConfigError": "w2v_dist.config", "CorpusError": "w2v_dist.corpus.shards",
+         "StorageError": "w2v_dist.storage", "VocabError": "w2v_dist.vocab", "RunExistsError": "w2v_dist.training",
+         "RunLockedError": "w2v_dist.owner", "DivergedError": "w2v_dist.progress", "PrepareError": "w2v_dist.prepare",
+         "VectorsFormatError": "w2v_dist.vectors", "EvaluationError": "w2v_dist.evaluate"}
+
+
 def __getattr__(name: str):
-    if name == "Vectors":
-        from w2v_dist.vectors import Vectors
-        return Vectors
-    raise AttributeError(name)
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'w2v_dist' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

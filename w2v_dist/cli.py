@@ -88,6 +88,13 @@ def setup_logging(level: str, quiet: bool, rank: int, world: int) -> None:
     logging.basicConfig(level=logging.DEBUG if level == "debug" else max(ours, logging.WARNING), datefmt="%H:%M:%S",
                         format=("%(asctime)s " + (f"[rank {rank}] " if world > 1 else "") + "%(levelname)s %(message)s"))
     logging.getLogger("w2v_dist").setLevel(ours)
+    if level != "debug":  # gcsfs logs each request out of retries with its traceback; our one line says it
+        logging.getLogger("gcsfs").addFilter(_without_traceback)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _add_tokenizer_args(p: argparse.ArgumentParser, sentences: bool = True) -> None:

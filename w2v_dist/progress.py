@@ -166,6 +166,7 @@ class Guard:
         self.alpha, self.limit, self.every, self.lr_scale = alpha, factor * self.start, every, lr_scale
         self.loss, self.examples = 0.0, 0
         self.worst: float | None = None
+        self.checkpointed = False  # the run has a checkpoint to go on from (set by the loop)
 
     def update(self, loss: float, examples: int) -> int:
         if self.worst is not None:
@@ -195,6 +196,10 @@ class Guard:
             where = f"on {ranks} of {len(losses)}, loss per example {', '.join(values)}"
         scaled = (f"; each rank trains at {self.lr_scale:g} x --alpha with --sync-combine mean" if self.lr_scale > 1
                   else "")
+        if self.checkpointed:
+            kept, again = ("nothing was written past the last checkpoint", "again with --overwrite, or --force-resume to "
+                           "go on from the last checkpoint")
+        else:
+            kept, again = "no checkpoint was written yet", "again with --overwrite"
         return (f"training diverged at step {step} (epoch {epoch}): {where}, against {self.start:.3f} at the start; "
-                f"nothing was written past the last checkpoint. Lower --alpha (now {self.alpha:g}{scaled}) and run "
-                "again with --overwrite, or --force-resume to go on from the last checkpoint")
+                f"{kept}. Lower --alpha (now {self.alpha:g}{scaled}) and run {again}")

@@ -656,6 +656,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
                         board=board, extras=extras, tail=state.get("loss_tail"))
     scale = sync.lr_scale * replica_scale  # (1 for one table)
     guard = Guard(cfg.negative, cfg.alpha, lr_scale=scale)
+    guard.checkpointed = bool(start.checkpoint)
     control = Control(cfg, dist)
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
     control.epoch = epoch = mine.get("epoch", 0)
@@ -683,6 +684,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
             lock.flags = control.answered(lock.flags)
             save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with_data, progress, sync, lock,
                             layout, then_stop=control.stop)
+            guard.checkpointed = True
             if control.saved():
                 return _interrupted(cfg, dist, control, step)
     stop_if_diverged(dist.all_reduce_sum([control.diverged])[0], guard, control, dist, step, epoch)
