@@ -189,6 +189,17 @@ def test_rank_with_far_less_data_does_not_hang(tmp_path):
     assert with_data[0] < with_data[1] == 30 <= steps < 30 + H  # the short rank ran empty steps to keep up
 
 
+def test_a_cache_disk_every_reader_meets_is_said_once_a_node(small_corpus, tmp_path):
+    """2 ranks x 2 reader processes whose --cache-dir cannot be written (a file): one warning, by
+    the node's first rank's first reader. Guards: one identical line per rank and reader (4 here,
+    8 x --workers at 8 ranks)."""
+    (tmp_path / "afile").write_text("not a directory\n")
+    p = torchrun("train", str(small_corpus), "--output", str(tmp_path / "r"), *TRAIN, "--workers", "2",
+                 "--cache-dir", str(tmp_path / "afile"))
+    said = [line for line in p.stderr.splitlines() if "not caching more" in line and "WARNING" in line]
+    assert len(said) == 1 and "[rank 0] WARNING token cache" in said[0], p.stderr[-3000:]
+
+
 def test_two_torchrun_agents_as_two_nodes(small_corpus, tmp_path):
     port = free_port()
     run = tmp_path / "run"

@@ -70,14 +70,25 @@ class TokenCache:
             os.makedirs(self.dir, exist_ok=True)
             if shutil.disk_usage(self.dir).free < MIN_FREE + len(data):
                 self.written = self.limit  # stop trying
-                log.warning("token cache %s: under 1 GiB free, not caching more", self.dir)
+                _said_once_a_node("token cache %s: under 1 GiB free, not caching more", self.dir)
                 return
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, self._path(shard, unit))
         except OSError as e:  # a cache is an optimisation: never fail training for it
-            log.warning("token cache %s: %s; not caching more", self.dir, e)
+            _said_once_a_node("token cache %s: %s; not caching more", self.dir, e)
             self.written = self.limit
             return
         self.written += len(data)
+
+
+def _said_once_a_node(msg: str, *args) -> None:
+    """A warning about the node's cache disk, which every reader of every rank of the node meets
+    alike: said by the node's first rank's first reader, at INFO by the others (with 8 ranks it
+    was 8 identical lines, times --workers)."""
+    from torch.utils.data import get_worker_info
+
+    worker = get_worker_info()
+    first = os.environ.get("LOCAL_RANK", "0") == "0" and (worker is None or worker.id == 0)
+    log.log(logging.WARNING if first else logging.INFO, msg, *args)
