@@ -32,9 +32,13 @@ def url_to_fs(uri: str, storage_options: dict | None = None):
     except ImportError as e:  # e.g. s3fs not installed
         raise StorageError(f"{uri}: {e} (install the matching extra, e.g. pip install 'w2v-dist[s3]')") from e
     except ValueError as e:
-        if "Protocol not known" not in str(e):
-            raise
-        raise StorageError(_unknown_scheme(uri)) from None
+        if "Protocol not known" in str(e):
+            raise StorageError(_unknown_scheme(uri)) from None
+        if protocol(uri) in AZURE_PROTOCOLS:  # adlfs cannot build a client: no account named anywhere
+            raise StorageError(f"{uri}: {str(e).rstrip('!')}; name the account and a credential in --storage-options "
+                               "(account_name with account_key, sas_token or anon, or a connection_string) or in "
+                               "AZURE_STORAGE_* environment variables (docs/storage.md)") from None
+        raise
 
     if protocol(uri) in AZURE_PROTOCOLS:
         _azure_retry(uri, fs, storage_options or {})
