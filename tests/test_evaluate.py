@@ -329,3 +329,29 @@ def test_cli_eval_json_is_valid_and_names_the_skipped_lines(tmp_path):
     assert "3 malformed lines skipped, the first at line 3: not 4 words 'a b c d'" in report
     assert "1 malformed line skipped, the first at line 3" in report
     assert "flat.tsv: spearman n/a  pearson n/a" in report
+
+
+def test_vectors_holding_nan_give_no_correlation_and_valid_json(tmp_path):
+    """Guards: a NaN vector ranked as the largest cosine (a made-up spearman; pearson NaN), and
+    `eval --json` then failing with a ValueError traceback (NaN is not JSON). gensim returns NaN
+    for both; here they are n/a, with the pairs counted, and said at load and in the eval."""
+    (tmp_path / "v.txt").write_text("4 2\na nan 1\nb 1 0\nc 0 1\nd 1 1\n")
+    (tmp_path / "p.tsv").write_text("a\tb\t1\nb\tc\t2\na\tc\t3\nb\td\t4\n")
+    p = cli("eval", str(tmp_path / "v.txt"), "--similarity", str(tmp_path / "p.tsv"), "--json")
+    got = strict_json(p.stdout)["similarity"][str(tmp_path / "p.tsv")]
+    assert (got["pearson"], got["spearman"], got["nonfinite"], got["pairs"]) == (None, None, 2, 4)
+    assert "1 of 4 vectors hold NaN or inf (the word 'a' first)" in p.stderr, p.stderr
+    assert "2 of 4 pairs have no finite cosine" in p.stderr, p.stderr
+    assert "p.tsv: spearman n/a  pearson n/a" in cli("eval", str(tmp_path / "v.txt"), "--similarity",
+                                                     str(tmp_path / "p.tsv")).stdout
+
+
+def test_a_damaged_compressed_benchmark_file_is_one_line(tmp_path):
+    """Guards: gzip's EOFError (a cut download) as a traceback."""
+    (tmp_path / "v.txt").write_text("2 2\nman 0.1 0.2\nking 0.3 -0.1\n")
+    (tmp_path / "p.tsv.gz").write_bytes(gzip.compress(b"man\tking\t1\n" * 50)[:20])
+    p = cli("eval", str(tmp_path / "v.txt"), "--similarity", str(tmp_path / "p.tsv.gz"), check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"w2v-dist: error: {tmp_path / 'p.tsv.gz'}: not readable as gzip (Compressed file ended before the "
+        "end-of-stream marker was reached): the file is damaged or cut short, or its suffix does not say how it is "
+        "compressed"], p.stderr

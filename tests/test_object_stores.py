@@ -309,3 +309,15 @@ def test_a_store_that_does_not_answer_is_not_a_missing_corpus(store, tmp_path):
     said = p.stderr.strip().splitlines()[-1]
     assert said.startswith(f"w2v-dist: error: {store.root}/shards: the store did not answer"), p.stderr[-3000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_an_export_into_a_missing_bucket_names_it(store, tmp_path):
+    """Guards: s3fs's 'The specified bucket does not exist' as the whole line (no URI; gcsfs named
+    the request's HTTP URL), at the upload of an export."""
+    vec = tmp_path / "v.txt"
+    vec.write_text("2 3\nalpha 0.1 0.2 0.3\nbeta 0.3 0.2 0.1\n")
+    out = store.root.replace("w2v-test", "w2v-missing") + "/v.txt"
+    p = cli("export", str(vec), "--output", out, "--storage-options", json.dumps(store.options()), check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    said = p.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"w2v-dist: error: {out}: ") and "w2v-missing" in said.split(": ", 2)[2], said

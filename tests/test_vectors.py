@@ -175,6 +175,48 @@ def test_load_errors(tmp_path):
         small().save(str(tmp_path / "v.g"), "glove")
 
 
+@pytest.mark.parametrize("name, data, says", [
+    # text whose first record does not parse whole was read as binary: garbage words, exit 0
+    ("wrongdim.txt", b"2 2\nthe 0.5 0.25 0.125\nking 1.0 2.0 3.0\n", "line 2 is not 'word' and 2 numbers"),
+    ("double-space.txt", b"2 3\nthe  0.5 0.25 0.125\nking 1.0 2.0 3.0\n", "line 2 is not 'word' and 3 numbers"),
+    ("tabs.txt", b"2 3\nthe\t0.5\t0.25\t0.125\nking\t1\t2\t3\n", "line 2 is not 'word' and 3 numbers"),
+    # tracebacks: UnicodeDecodeError, EOFError, BadGzipFile, a 1 TiB allocation, negative or zero dims
+    ("latin1.txt", b"2 3\nthe 0.5 0.25 0.125\nm\xe9n 1.0 2.0 3.0\n", "line 3 is not valid UTF-8"),
+    ("cut.txt.gz", gzip.compress(b"2 3\nthe 0.5 0.25 0.125\nking 1.0 2.0 3.0\n")[:30],
+     "not readable as gzip (Compressed file ended before the end-of-stream marker was reached)"),
+    ("plain.txt.gz", b"2 3\nthe 0.5 0.25 0.125\n", "not readable as gzip (Not a gzipped file"),
+    ("huge.bin", b"100000000000 3\nthe " + bytes(12) + b"\n", "its header announces 100000000000 words of 3 float32s, more than"),
+    ("negative-dim.txt", b"2 -3\nthe 1 2 3\n", "its header announces 2 words of -3 dimensions"),
+    ("zero-dim.txt", b"2 0\nthe\nking\n", "its header announces 2 words of 0 dimensions"),
+    ("negative-words.txt", b"-1 3\nthe 1 2 3\n", "its header announces -1 words of 3 dimensions"),
+], ids=lambda x: x if isinstance(x, str) and "." in x else "")
+def test_a_damaged_vectors_file_is_said_not_misread(tmp_path, name, data, says):
+    """Each was garbage read without a word, or a traceback, until 2026-11-28."""
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(VectorsFormatError, match=re.escape(f"{name}: {says}")):
+        Vectors.load(str(tmp_path / name))
+
+
+def test_binary_that_starts_like_text_is_still_binary(tmp_path):
+    """The text test looks at the first record's bytes: float32s that happen to hold a newline
+    early or digits are still binary (a guard for the looser test above)."""
+    words = ["the", "of"]
+    vectors = np.array([[np.frombuffer(b"\n123", "<f4")[0], 2.0], [3.0, 4.0]], np.float32)
+    Vectors(words, vectors).save(str(tmp_path / "v.bin"), "word2vec-binary")
+    got = Vectors.load(str(tmp_path / "v.bin"))
+    assert got.words == words and np.array_equal(got.vectors, vectors)
+
+
+def test_npy_sidecar_with_repeats_or_bad_bytes(tmp_path):
+    np.save(tmp_path / "d.npy", np.eye(3, dtype=np.float32))
+    (tmp_path / "d.vocab.txt").write_bytes(b"a 3\nb 2\na 1\n")
+    v = Vectors.load(str(tmp_path / "d.npy"))  # a ValueError traceback before
+    assert v.words == ["a", "b"] and v.counts.tolist() == [3, 2] and v["b"].tolist() == [0, 1, 0]
+    (tmp_path / "d.vocab.txt").write_bytes(b"a 3\nb\xff 2\nc 1\n")
+    with pytest.raises(VectorsFormatError, match=r"d.vocab.txt: line 2 is not valid UTF-8"):
+        Vectors.load(str(tmp_path / "d.npy"))
+
+
 # ---- the object ---------------------------------------------------------------------------------
 
 def test_lookup():

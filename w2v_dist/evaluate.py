@@ -27,6 +27,8 @@ Example:
 >>> import numpy as np
 >>> from w2v_dist import storage
 >>> from w2v_dist.vectors import Vectors
+
+log = logging.getLogger(__name__)
 >>> from w2v_dist.evaluate import evaluate_analogies, format_report
 >>> vecs = Vectors(["king", "queen", "man", "woman"],
 ...                np.array([[1, 1], [1, -1], [2, 1.1], [2, -1]], dtype=np.float32))
@@ -39,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 
 import numpy as np
@@ -46,6 +49,8 @@ import numpy as np
 from w2v_dist import storage
 from w2v_dist.config import ConfigError
 from w2v_dist.vectors import Vectors
+
+log = logging.getLogger(__name__)
 
 TOPN = 5  # gensim looks at the 5 nearest neighbours for an answer that is not a query word
 _BATCH_SCORES = 1 << 25  # question x word scores per batch (128 MB of float32)
@@ -159,7 +164,8 @@ def evaluate_similarity(vectors: Vectors, pairs_uri: str, restrict_vocab: int | 
 
     Returns ``{"task": "similarity", "pearson", "spearman", "pairs", "oov", "oov_ratio", "malformed", ...}``;
     ``oov_ratio`` is oov / (pairs + oov) as a fraction (gensim returns it as a percentage); a
-    correlation is ``None`` where it is undefined (every score, or every cosine, the same).
+    correlation is ``None`` where it is undefined (every score, or every cosine, the same, or a
+    cosine not finite: ``nonfinite`` counts the pairs whose vectors hold NaN or inf).
     ``malformed`` counts the lines skipped (blank lines aside) as not ``word1<TAB>word2<TAB>score``,
     gensim's rule, or with a score that is not finite: gensim keeps a ``nan`` score, and then
     returns NaN for both correlations, whatever the other pairs say. p-values are left out: they
@@ -197,13 +203,18 @@ def evaluate_similarity(vectors: Vectors, pairs_uri: str, restrict_vocab: int | 
     unit = vectors.unit
     model = np.einsum("ij,ij->i", unit[left], unit[right]).astype(np.float64)
     gold = np.array(gold, np.float64)
+    nonfinite = int((~np.isfinite(model)).sum())
+    if nonfinite:  # gensim gives NaN for both; a NaN ranked last gave a made-up spearman here
+        log.warning("%s: %d of %d pairs have no finite cosine (their vectors hold NaN or inf): the correlations are "
+                    "n/a", pairs_uri, nonfinite, len(model))
     return {
         "task": "similarity",
         "pairs_uri": pairs_uri,
         "restrict_vocab": min(restrict_vocab or len(vectors), len(vectors)),
         "case_insensitive": case_insensitive,
-        "pearson": _pearson(gold, model),
-        "spearman": _pearson(_rank(gold), _rank(model)),
+        "pearson": None if nonfinite else _pearson(gold, model),
+        "spearman": None if nonfinite else _pearson(_rank(gold), _rank(model)),
+        "nonfinite": nonfinite,
         "pairs": len(gold),
         "oov": oov,
         "oov_ratio": _ratio(oov, len(gold) + oov),
@@ -268,12 +279,7 @@ def _restricted_vocab(vectors: Vectors, restrict_vocab: int | None,
 
 
 def _read_text(uri: str, storage_options: dict | None, what: str) -> io.TextIOWrapper:
-    try:
-        with storage.open_uri(uri, "rb", storage_options, compression="infer") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{uri}: no such {what} (check the path; cloud URIs need a scheme like s3://)") \
-            from None
+    data = storage.read_decompressed(uri, storage_options, what, EvaluationError)
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:

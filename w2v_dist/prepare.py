@@ -51,13 +51,11 @@ import contextlib
 import gzip
 import json
 import logging
-import lzma
 import os
 import posixpath
 import socket
 import sys
 import time
-import zlib
 from typing import IO, Iterator
 
 import fsspec.compression
@@ -94,16 +92,6 @@ ZSTD_READ_BYTES = 8 << 10
 SUCCESS = "_SUCCESS"
 PREPARING = "_PREPARING"
 ON_BAD_INPUT = ("error", "skip")
-
-
-def _decompress_errors() -> tuple[type[BaseException], ...]:
-    """What a damaged compressed stream raises: gzip's EOFError/BadGzipFile (an OSError), zlib,
-    bz2 (OSError, EOFError), lzma, zstandard."""
-    errors: list[type[BaseException]] = [EOFError, OSError, zlib.error, lzma.LZMAError]
-    with contextlib.suppress(ImportError):
-        import zstandard
-        errors.append(zstandard.ZstdError)
-    return tuple(errors)
 
 
 class PrepareError(ValueError):
@@ -432,7 +420,7 @@ def _blocks(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
     while True:
         try:
             data = read(size)
-        except _decompress_errors() as e:
+        except storage.decompress_errors() as e:
             head = b"".join(pending)
             cut = head.rfind(b"\n") + 1
             if cut:

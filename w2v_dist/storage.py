@@ -219,6 +219,37 @@ def open_uri(uri: str, mode: str = "rb", storage_options: dict | None = None,
         return fsspec.core.OpenFile(fs, path, mode, compression=compression, **kwargs).open()
 
 
+def decompress_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged compressed stream raises: gzip's EOFError/BadGzipFile (an OSError), zlib,
+    bz2 (OSError, EOFError), lzma, zstandard."""
+    import lzma
+    import zlib
+
+    errors: list[type[BaseException]] = [EOFError, OSError, zlib.error, lzma.LZMAError]
+    with contextlib.suppress(ImportError):
+        import zstandard
+        errors.append(zstandard.ZstdError)
+    return tuple(errors)
+
+
+def read_decompressed(uri: str, storage_options: dict | None, what: str, error: type[Exception]) -> bytes:
+    """The whole of ``uri``, decompressed as its suffix says (.gz, .bz2, .xz, .zst). A missing file
+    is a FileNotFoundError naming ``what``; a damaged, cut or mislabelled compressed one an
+    ``error`` naming it (gzip's EOFError and BadGzipFile were tracebacks)."""
+    compression = fsspec.utils.infer_compression(uri)
+    try:
+        with answering(uri), open_uri(uri, "rb", storage_options, compression="infer") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{uri}: no such {what} (check the path; cloud URIs need a scheme like s3://)") \
+            from None
+    except decompress_errors() as e:
+        if compression is None or isinstance(e, PermissionError) or unavailable(e):
+            raise
+        raise error(f"{uri}: not readable as {compression} ({_said(e)}): the file is damaged or cut short, or its "
+                    "suffix does not say how it is compressed") from None
+
+
 def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
     fs, path = url_to_fs(uri, storage_options)
     with answering(uri):
@@ -301,7 +332,7 @@ def atomic_open(uri: str, mode: str = "wb", storage_options: dict | None = None)
             raise
     else:
         fs, path = url_to_fs(uri, storage_options)
-        with answering(uri):
+        with answering(uri), _bucket_there(uri):
             buf = fs.open(path, mode)
         try:
             yield buf
@@ -309,8 +340,34 @@ def atomic_open(uri: str, mode: str = "wb", storage_options: dict | None = None)
             if hasattr(buf, "discard"):  # fsspec's buffered writers: drop the upload, write nothing
                 buf.discard()
             raise
-        with answering(uri):
+        with answering(uri), _bucket_there(uri):
             buf.close()  # the upload
+
+
+@contextlib.contextmanager
+def _bucket_there(uri: str) -> Iterator[None]:
+    """A write that finds no such object store bucket names the URI: s3fs said only 'The specified
+    bucket does not exist' (and gcsfs names the request's HTTP URL)."""
+    try:
+        yield
+    except Exception as e:
+        missing = _missing(e)  # adlfs: a RuntimeError('Failed to upload block: ...') from azure's ResourceNotFoundError
+        if missing is None:
+            raise
+        bucket = uri.split("://", 1)[1].split("/", 1)[0] if protocol(uri) in OBJECT_STORES else None
+        raise StorageError(f"{uri}: {_said(missing)}" + (f" (bucket {bucket!r}: check the name, or create it first)"
+                                                         if bucket else "")) from e
+
+
+def _missing(e: BaseException | None) -> BaseException | None:
+    """The 'no such object' in ``e`` or its causes: a FileNotFoundError, or azure-core's ResourceNotFoundError."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, FileNotFoundError) or "ResourceNotFoundError" in {c.__name__ for c in type(e).__mro__}:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def umask() -> int:

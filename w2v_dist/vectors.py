@@ -233,6 +233,10 @@ class Vectors:
         if data.startswith(_NPY_MAGIC):
             return cls._from_npy(uri, data, storage_options)
         words, vectors = _parse_word2vec(uri, data)
+        bad = int((~np.isfinite(vectors).all(axis=1)).sum()) if vectors.size else 0
+        if bad:
+            log.warning("%s: %d of %d vectors hold NaN or inf (the word %r first): their similarities are NaN",
+                        uri, bad, len(words), words[int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])])
         return cls(*_drop_duplicates(uri, words, vectors))
 
     @classmethod
@@ -257,7 +261,13 @@ class Vectors:
             raise VectorsFormatError(f"{uri}: an .npy array, but its words are found only beside a name ending in "
                                      f".npy (<name>.vocab.txt); rename it to <name>.npy")
         vocab_uri = export.vocab_sidecar_uri(uri)
-        text = _read(vocab_uri, storage_options, what="vocabulary sidecar").decode("utf-8")
+        raw = _read(vocab_uri, storage_options, what="vocabulary sidecar")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise VectorsFormatError(f"{vocab_uri}: line {line} is not valid UTF-8 "
+                                     f"({raw[e.start:e.start + 8]!r}...); the sidecar must be UTF-8 text") from None
         words, counts = [], []
         # Split as save_npy writes, on "\n" and the last " ": splitlines() and split() also cut at
         # NBSP, U+2028, U+0085, U+3000..., which a word may hold (only word2vec.c's separators are refused)
@@ -271,16 +281,12 @@ class Vectors:
             raise VectorsFormatError(
                 f"{uri}: array of shape {vectors.shape} does not match the {len(words)} words of {vocab_uri}; "
                 f"re-export both together")
-        return cls(words, vectors, np.array(counts, np.int64))
+        rows = _first_rows(vocab_uri, words)
+        return cls([words[i] for i in rows], vectors[rows], np.array(counts, np.int64)[rows])
 
 
 def _read(uri: str, storage_options: dict | None, what: str = "vectors file") -> bytes:
-    try:
-        with storage.open_uri(uri, "rb", storage_options, compression="infer") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{uri}: no such {what} (check the path; cloud URIs need a scheme like s3://)") \
-            from None
+    return storage.read_decompressed(uri, storage_options, what, VectorsFormatError)
 
 
 def _parse_word2vec(uri: str, data: bytes) -> tuple[list[str], np.ndarray]:
@@ -292,25 +298,31 @@ def _parse_word2vec(uri: str, data: bytes) -> tuple[list[str], np.ndarray]:
         raise VectorsFormatError(
             f"{uri}: not a word2vec file (first line {first[:60]!r}{'...' if len(first) > 60 else ''} should be "
             "'<words> <dim>'); pass a run directory, a word2vec .bin/.txt or an .npy with its .vocab.txt") from None
-    if _looks_like_text(data[end + 1:end + 1 + 65536], d):
+    if n < 0 or d < 1:
+        raise VectorsFormatError(f"{uri}: its header announces {n} words of {d} dimensions; a word2vec file has 0 "
+                                 "or more words of 1 or more")
+    if _looks_like_text(data[end + 1:end + 1 + 65536]):
         return _parse_text(uri, memoryview(data)[end + 1:], n, d)
     return _parse_binary(uri, data, end + 1, n, d)
 
 
-def _looks_like_text(head: bytes, d: int) -> bool:
-    """Whether the first record is ``word f1 ... fd`` in ASCII; raw float32 bytes never are."""
-    fields = head.split(b"\n", 1)[0].rstrip().split(b" ")
-    if len(fields) != d + 1:
-        return False
-    try:
-        [float(x) for x in fields[1:]]
-    except ValueError:
-        return False
-    return True
+# a record of word2vec text: a word, then numbers as text (nan, inf and Infinity included)
+_TEXT_RECORD = re.compile(rb"[^ \n]+[ \t]+[-+0-9.eEnaNiIfFtTyY][-+0-9.eEnaNiIfFtTyY \t\r]*")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """Whether the first record is a word and numbers written as text, whatever their count (a
+    wrong one is then a text file's error, said by its line); raw float32 bytes never are. (Until
+    2026-11-28 a text record that did not parse whole, one number short or two spaces after the
+    word, was read as binary: garbage words and vectors, exit 0.)"""
+    return head == b"" or _TEXT_RECORD.fullmatch(head.split(b"\n", 1)[0]) is not None
 
 
 def _parse_binary(uri: str, data: bytes, pos: int, n: int, d: int) -> tuple[list[str], np.ndarray]:
     size = 4 * d
+    if n * (size + 2) > len(data) - pos:  # each record: a word of a byte or more, a space, d floats
+        raise VectorsFormatError(f"{uri}: its header announces {n} words of {d} float32s, more than its "
+                                 f"{len(data) - pos:,} bytes hold; the file is truncated or its header is wrong")
     words, vectors = [], np.empty((n, d), np.float32)
     for i in range(n):
         space = data.find(b" ", pos)
@@ -357,7 +369,11 @@ def _parse_text_slow(uri: str, body: bytes, n: int, d: int) -> tuple[list[str], 
         raise VectorsFormatError(f"{uri}: has fewer than the {n} words its header announces; the file is truncated")
     words, vectors = [], np.empty((n, d), np.float32)
     for i in range(n):
-        parts = lines[i].decode("utf-8").rstrip().split(" ")
+        try:
+            parts = lines[i].decode("utf-8").rstrip().split(" ")
+        except UnicodeDecodeError as e:
+            raise VectorsFormatError(f"{uri}: line {i + 2} is not valid UTF-8 ({lines[i][max(e.start - 8, 0):e.start + 8]!r})"
+                                     "; word2vec text must be UTF-8") from None
         try:
             if len(parts) != d + 1:
                 raise ValueError
@@ -371,11 +387,17 @@ def _parse_text_slow(uri: str, body: bytes, n: int, d: int) -> tuple[list[str], 
 
 def _drop_duplicates(uri: str, words: list[str], vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Keep the first row of a repeated word, as gensim's loader does."""
-    first = {}
+    rows = _first_rows(uri, words)
+    if len(rows) == len(words):
+        return words, vectors
+    return [words[i] for i in rows], vectors[rows]
+
+
+def _first_rows(uri: str, words: list[str]) -> np.ndarray:
+    """The row of each word's first occurrence, in order; a warning where some word repeats."""
+    first: dict[str, int] = {}
     for i, w in enumerate(words):
         first.setdefault(w, i)
-    if len(first) == len(words):
-        return words, vectors
-    log.warning("%s: %d duplicate words, keeping the first row of each", uri, len(words) - len(first))
-    rows = np.fromiter(first.values(), np.int64, len(first))
-    return [words[i] for i in rows], vectors[rows]
+    if len(first) != len(words):
+        log.warning("%s: %d duplicate words, keeping the first row of each", uri, len(words) - len(first))
+    return np.fromiter(first.values(), np.int64, len(first))
