@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import cli, gcide_lines, write_shards
+from tests.conftest import ROOT, cli, gcide_lines, write_shards
 from tests.test_distributed import torchrun
 
 # small steps and a checkpoint every 5 of them: many steps per epoch, kills land mid-epoch; the
@@ -133,6 +135,119 @@ def test_single_process_resume_is_exact(corpus, tmp_path):
     assert 0 < session == summary["words_this_session"] < summary["words"]
     assert summary["words_per_s"] == pytest.approx(session / summary["elapsed_s"], rel=1e-3)
     assert f"done: {summary['words']} words, {session} of them in this session: " in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("fault", ["enospc@write:vectors.npy:0:0", "kill@write:summary.json:0:0"],
+                         ids=["disk-full-at-vectors", "killed-at-summary"])
+def test_a_run_whose_last_writes_failed_finishes_from_its_last_checkpoint(corpus, tmp_path, fault):
+    """The disk fills (or the process is killed) at the run's last writes, after its final
+    checkpoint: one line naming the file, then the same command writes the vectors and the
+    summary from that checkpoint, the uninterrupted run's bits. Guards: a traceback (OSError,
+    exit 1), then every rerun refused as "has trained 1.00 epochs' words already; resume with
+    more epochs, or --overwrite", and export saying "not a finished run": the training lost."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = [*TRAIN, "--workers", "0"]
+    cli("train", str(corpus), "--output", str(a), *args)
+    p = cli("train", str(corpus), "--output", str(b), *args, check=False, env={"W2V_DIST_FAULT": fault})
+    assert not (b / "summary.json").exists()
+    if fault.startswith("enospc"):
+        assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+            f"w2v-dist: error: {b / 'vectors.npy'}: could not be written (no space left on the device); free space "
+            "(or make it writable), then run the same command: what was written before is intact"), p.stderr[-2000:]
+    else:
+        assert p.returncode == -signal.SIGKILL and (b / "vectors.npy").exists()
+    p = cli("train", str(corpus), "--output", str(b), *args)
+    assert "training was done, its vectors and summary were not written" in p.stderr, p.stderr[-2000:]
+    assert "all trained before" in p.stderr
+    _same(a, b)
+    assert not list(b.glob(".tmp-*")) and not list(b.glob("*/.tmp-*"))
+
+
+def test_a_full_disk_leaves_no_lock_and_a_damaged_token_cache_is_read_again(corpus, tmp_path):
+    """Guards: an empty .lock left by a failed write, read as a live run's forever ("in use by
+    another w2v-dist train (pid ? on ?)"); a damaged cached unit (a bad CRC, an empty file) a
+    traceback in every later run until the cache was deleted."""
+    from w2v_dist import owner
+
+    run = tmp_path / "r"
+    run.mkdir()
+    with pytest.raises(TypeError):  # the lock's write fails (as it does on a full disk)
+        owner._create(str(run / ".lock"), object(), None)  # (not text: the write raises)
+    assert not (run / ".lock").exists()
+    cache = tmp_path / "cache"
+    args = [*TRAIN, "--workers", "0", "--cache-dir", str(cache)]
+    cli("train", str(corpus), "--output", str(tmp_path / "a"), *args)
+    files = sorted(cache.glob("tokens-*/*.npz"))
+    assert len(files) > 2
+    data = bytearray(files[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a bit flip: the zip's CRC no longer holds
+    files[0].write_bytes(bytes(data))
+    files[1].write_bytes(b"")
+    cli("train", str(corpus), "--output", str(tmp_path / "b"), *args)
+    _same(tmp_path / "a", tmp_path / "b")
+
+
+MOVE_AFTER_FIRST_CHECKPOINT = """
+import os, sys
+from w2v_dist import storage
+from w2v_dist.cli import main
+
+write, run, moved = storage.write_bytes, sys.argv[1], sys.argv[2]
+
+
+def write_bytes(uri, data, so=None):  # the user moves the run directory once its first checkpoint is in
+    write(uri, data, so)
+    if uri.endswith("manifest.json") and not os.path.exists(moved):
+        os.rename(run, moved)
+
+
+storage.write_bytes = write_bytes
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def test_a_run_directory_moved_while_training_is_said_and_resumes_at_its_new_place(corpus, tmp_path):
+    """Guards: the next write made the directory anew, and the run ended "done" (exit 0) into a
+    directory holding its last files but no vocabulary, unreadable by export, with no lock."""
+    a, run, moved = tmp_path / "a", tmp_path / "r", tmp_path / "moved"
+    args = [*TRAIN, "--workers", "0"]
+    cli("train", str(corpus), "--output", str(a), *args)
+    p = subprocess.run([sys.executable, "-c", MOVE_AFTER_FIRST_CHECKPOINT, str(run), str(moved), "train", str(corpus),
+                        "--output", str(run), *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert p.stderr.strip().splitlines()[-1].startswith(
+        f"w2v-dist: error: {run}: the run directory was removed or moved while this run trained"), p.stderr[-2000:]
+    assert not (run / "summary.json").exists() and not (moved / "summary.json").exists()
+    cli("train", str(corpus), "--output", str(moved), *args)  # the same command, at the new place
+    _same(a, moved)
+
+
+def test_a_damaged_run_directory_is_one_line_and_never_resumed_blind(corpus, tmp_path):
+    """A killed run's directory, then damaged: each is one line and nothing trains. Guards: a cut
+    plan.json or config.json (JSONDecodeError tracebacks), a cut vocabulary file ('mmap length is
+    greater than file size'), and no config.json: the run started afresh beside the old
+    checkpoints, which, numbered higher, were resumed from by the next attempt, silently."""
+    import shutil
+
+    killed = tmp_path / "killed"
+    args = [*TRAIN, "--workers", "0"]
+    p = cli("train", str(corpus), "--output", str(killed), *args, check=False, env={"W2V_DIST_FAULT": "kill@step:0:40"})
+    assert p.returncode == -signal.SIGKILL
+    for name, damage, says in [("plan.json", "cut", "plan.json: damaged ("),
+                               ("config.json", "cut", "config.json: damaged ("),
+                               ("vocab/counts.npy", "cut", "vocab/counts.npy: damaged ("),
+                               ("config.json", "remove", "holds checkpoints but no config.json")]:
+        run = tmp_path / f"{damage}-{name.replace('/', '-')}"
+        shutil.copytree(killed, run)
+        target = run / name
+        if damage == "cut":
+            target.write_bytes(target.read_bytes()[:len(target.read_bytes()) // 2])
+        else:
+            target.unlink()
+        p = cli("train", str(corpus), "--output", str(run), *args, check=False)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and "Traceback" not in p.stderr and says in lines[-1], (name, p.stderr[-2000:])
+        assert not (run / "summary.json").exists()
 
 
 def test_replicas_checkpoint_where_they_agree_and_resume_exactly(corpus, tmp_path):

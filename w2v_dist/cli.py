@@ -579,7 +579,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"w2v-dist: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     except Exception as e:  # a store that refused or stopped answering, where no caller named the object
-        from w2v_dist.storage import refused, unavailable, unavailable_error
+        from w2v_dist.storage import cannot_write, refused, unavailable, unavailable_error
+        full = cannot_write(getattr(e, "filename", None) or "a file", e)  # a disk that took no more
+        if full is not None:
+            _error(e, str(full))
+            return 2
         said = refused(e)
         if said is not None:
             _error(e, f"access refused ({said}): check the store's credentials (--storage-options, "

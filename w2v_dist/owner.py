@@ -93,6 +93,15 @@ class Lock:
         self.run_uri, self.info, self.created_dir, self.storage_options = run_uri, info, created_dir, storage_options
         self.uri = storage.join(run_uri, LOCK)
 
+    def held(self) -> bool:
+        """Whether the lock is still there and this process's: a run directory removed or moved
+        while it trains has lost it (its next write would make a new directory, holding a run's
+        last files and nothing else)."""
+        try:
+            return json.loads(storage.read_bytes(self.uri, self.storage_options)).get("token") == self.info["token"]
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
         """Remove the lock if it is still this process's; remove the run directory too if this
         process created it and left nothing in it (a run that failed before writing)."""
@@ -162,8 +171,12 @@ def _create(uri: str, text: str, so: dict | None) -> bool:
             fd = os.open(storage.local_path(uri), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        except BaseException:  # a full disk: an empty lock left behind read as a live run's, forever
+            os.unlink(storage.local_path(uri))
+            raise
         return True
     if storage.exists(uri, so):  # object stores: no create-if-absent (see the module's limits)
         return False

@@ -20,6 +20,8 @@ from typing import IO, Iterator
 import fsspec
 from fsspec.core import url_to_fs as _url_to_fs
 
+from w2v_dist.faults import maybe_fail
+
 
 class StorageError(Exception):
     """A URI that cannot be used, with a message that says which and what to do."""
@@ -318,18 +320,25 @@ def atomic_open(uri: str, mode: str = "wb", storage_options: dict | None = None)
         path = local_path(uri)
         d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
+        try:
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
+        except OSError as e:
+            raise cannot_write(path, e) or e
         try:
             os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600: the file gets what open() would give it
             with os.fdopen(fd, mode) as f:
                 yield f
                 f.flush()
+                maybe_fail(f"write:{os.path.basename(path)}", 0, 0)  # tests: a full disk, a kill
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            raise
+            said = cannot_write(path, e) if isinstance(e, OSError) else None
+            if said is None:
+                raise
+            raise said from e
     else:
         fs, path = url_to_fs(uri, storage_options)
         with answering(uri), _bucket_there(uri):
@@ -342,6 +351,25 @@ def atomic_open(uri: str, mode: str = "wb", storage_options: dict | None = None)
             raise
         with answering(uri), _bucket_there(uri):
             buf.close()  # the upload
+
+
+# a disk that cannot take a write: what to say of it
+_NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "the file system is read-only"}
+
+
+def cannot_write(path: str, e: BaseException) -> StorageError | None:
+    """One line for a local write the disk refused (full, over quota, read-only), naming the file;
+    None for any other error. numpy's writes to a full disk say only 'N requested and M written'.
+    (Each was a traceback from every command, a full disk under a training run included.)"""
+    if not isinstance(e, OSError):
+        return None
+    what = _NO_ROOM.get(e.errno) or ("the write was cut short: the disk is probably full"
+                                    if e.errno is None and re.search(r"\d+ requested and \d+ written", str(e)) else None)
+    if what is None:
+        return None
+    return StorageError(f"{path}: could not be written ({what}); free space (or make it writable), then run the same "
+                        "command: what was written before is intact")
 
 
 @contextlib.contextmanager

@@ -9,9 +9,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import glob
 import io
 import json
 import logging
+import os
 import random
 import signal
 import sys
@@ -82,12 +84,17 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     so, out = cfg.output_options, cfg.output
     # rank 0's view, for all: ranks that saw the run directory differently would take different
     # paths (resume, or a vocabulary pass) and wait in different collectives
-    finished, started, corpus = dist.on_main(lambda: tuple(storage.exists(storage.join(out, name), so) for name in
-                                                           ("summary.json", "config.json", "encoded.json")))
+    finished, started, corpus, saved = dist.on_main(lambda: tuple(
+        storage.exists(storage.join(out, name), so) for name in ("summary.json", "config.json", "encoded.json",
+                                                                 "checkpoints")))
     if corpus:  # --overwrite or not: the run's vocab/ would replace the one its ids were encoded with
         raise RunExistsError(f"{out}: holds an encoded corpus (`w2v-dist encode`), not a run; choose another --output")
     if finished and not cfg.overwrite:
         raise RunExistsError(f"{out}: holds a finished run; pass --overwrite to replace it or choose another --output")
+    if saved and not started and not cfg.overwrite:  # its checkpoints, newer by number, were resumed from later
+        raise RunExistsError(f"{out}: holds checkpoints but no config.json (it was removed, or the directory is not a "
+                             "whole run): they cannot be checked against this command; pass --overwrite to start "
+                             "again there, or choose another --output")
     shards, report, encoded = scan_once(cfg, dist)
     if encoded:
         check_tokenizer(cfg.tokenizer, encoded, cfg.corpus)
@@ -105,7 +112,7 @@ def start_run(cfg: TrainConfig, dist: Dist) -> Start:
     skipped.update(bad_files=skipped.get("bad_files", 0) + len(report.get("bad_files", [])),
                    empty_files=report["empty_files"], empty_row_groups=report["empty_row_groups"])
     if dist.is_main:
-        for name in RUN_FILES if started or finished else ():
+        for name in RUN_FILES if started or finished or saved else ():
             storage.remove(storage.join(out, name), so, recursive=True)
         storage.makedirs(out, so)
         vocab.save(vocab_uri, so)
@@ -133,7 +140,7 @@ def scan_once(cfg: TrainConfig, dist: Dist) -> tuple[list[Shard], dict, dict | N
 
 def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -> Start:
     so, out = cfg.output_options, cfg.output
-    saved = json.loads(storage.read_bytes(storage.join(out, "config.json"), so))
+    saved = _run_json(out, "config.json", so)
     diff = checkpoint.config_diff(saved, cfg.to_dict())
     if 0 in diff.get("replicas", ()):  # --replicas 0 and the number it chose: _train compares what each trains
         del diff["replicas"]
@@ -154,7 +161,7 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
                               "--force-resume to continue anyway, or --overwrite to start again")
         if dist.is_main:  # every rank compares the same files: said once
             log.warning("resuming with changed settings (--force-resume): %s", said(diff))
-    plan = json.loads(storage.read_bytes(storage.join(out, "plan.json"), so))
+    plan = _run_json(out, "plan.json", so)
     if not same_shards(plan["shards"], shards):
         raise ConfigError(f"{cfg.corpus}: the shards differ from those the run in {out} started with "
                           "(files added, removed or rewritten); pass --overwrite to start again")
@@ -179,14 +186,31 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
     if state["world_size"] != dist.world_size or state["workers"] != cfg.workers:
         raise ConfigError(f"{out}: checkpoint step-{step} was written by {state['world_size']} rank(s) with "
                           f"--workers {state['workers']}; resume with the same (the data positions depend on both)")
-    total = json.loads(storage.read_bytes(storage.join(vocab_uri, "vocab.json"), so))["total_words"]
-    if state["words_done"] >= cfg.epochs * total:  # --force-resume --epochs below what is trained
+    total = _run_json(vocab_uri, "vocab.json", so)["total_words"]
+    done = state["words_done"] >= cfg.epochs * total
+    if done and state["config"].get("epochs") != cfg.epochs:  # --force-resume --epochs below what is trained
         raise ConfigError(f"--epochs {cfg.epochs}: checkpoint step-{step} of {out} has trained "
                           f"{state['words_done'] / total:.2f} epochs' words already; resume with more epochs, or "
                           "--overwrite to start again")
     _forced(cfg, dist, diff)
-    log.info("resuming from %s/checkpoints/step-%d (%d words done)", out, step, state["words_done"])
+    if done:  # the run's last checkpoint, and its vectors or summary not written (a full disk, a kill)
+        log.info("finishing from %s/checkpoints/step-%d: training was done, its vectors and summary were not written",
+                 out, step)
+    else:
+        log.info("resuming from %s/checkpoints/step-%d (%d words done)", out, step, state["words_done"])
     return Start(shards, row_tokens, vocab_uri, found, skipped)
+
+
+def _run_json(out: str, name: str, so: dict | None) -> dict:
+    """One of the run's own files, read to resume it: missing or damaged, one line (a truncated
+    plan.json or config.json was a JSONDecodeError traceback, a missing one '[Errno 2]')."""
+    uri = storage.join(out, name)
+    try:
+        return json.loads(storage.read_bytes(uri, so))
+    except FileNotFoundError:
+        raise ConfigError(f"{uri}: missing: the run directory is not whole; pass --overwrite to start again") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{uri}: damaged ({e}); pass --overwrite to start again") from None
 
 
 def _forced(cfg: TrainConfig, dist: Dist, diff: dict) -> None:
@@ -515,6 +539,10 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
     if dist.is_main:
         try:
             lock = owner.acquire(cfg.output, cfg.output_options)
+            if storage.is_local(cfg.output):  # half-written files of a process killed inside a write
+                for stale in glob.glob(os.path.join(storage.local_path(cfg.output), ".tmp-*")):
+                    with contextlib.suppress(OSError):
+                        os.unlink(stale)
         except OSError as e:  # a read-only filesystem, no permission, a path under /proc ...
             error = ConfigError(f"{cfg.output}: cannot write the run directory ({e.strerror or e}); --output must "
                                 "name a place this process may write")
@@ -526,11 +554,32 @@ def owning(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
             raise error
         if message is not None:
             raise owner.RunLockedError(message)
+    if lock is not None:
+        _OWNED[cfg.output] = lock
     try:
         yield
     finally:
         if lock is not None:
+            _OWNED.pop(cfg.output, None)
             lock.release()
+
+
+# the lock rank 0 holds on each run it trains (owning): its writes look first that it still holds it
+_OWNED: dict[str, owner.Lock] = {}
+
+
+def still_ours(cfg: TrainConfig) -> None:
+    """Before rank 0 writes into the run directory (a checkpoint, the vectors): the directory is
+    still the one it locked. Removed or moved while training, it was made anew by the next write
+    (until 2026-11-28): the run ended "done" into a directory holding its last checkpoint,
+    vectors and summary but no vocabulary, which nothing could read, and no lock, so a second
+    run could start in it."""
+    lock = _OWNED.get(cfg.output)
+    if lock is not None and not lock.held():
+        raise owner.RunLockedError(
+            f"{cfg.output}: the run directory was removed or moved while this run trained (its lock {lock.uri} is "
+            "gone or another's): stopped without writing there. If it was moved, run the same command with --output "
+            "at its new place to resume from its checkpoints")
 
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
@@ -718,6 +767,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     if dist.world_size > 1:
         summary.update(time_in_collectives(sync, lock, dist, final["elapsed_s"]))
     if dist.is_main:
+        still_ours(cfg)
         buf = io.BytesIO()
         np.save(buf, model.vectors())
         storage.write_bytes(storage.join(cfg.output, "vectors.npy"), buf.getvalue(), so)
@@ -725,6 +775,9 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         if final["session_words"] == words_done:
             log.info("done: %d words in %.1fs (%.0f words/s); vectors in %s", words_done, final["elapsed_s"],
                      final["mean_words_per_s"], storage.join(cfg.output, "vectors.npy"))
+        elif final["session_words"] == 0:  # finished from the last checkpoint: nothing left to train
+            log.info("done: %d words, all trained before; vectors in %s", words_done,
+                     storage.join(cfg.output, "vectors.npy"))
         else:  # resumed: the rate is of this session's words over this session's time
             log.info("done: %d words, %d of them in this session: %.1fs, %.0f words/s; vectors in %s", words_done,
                      final["session_words"], final["elapsed_s"], final["mean_words_per_s"],
@@ -945,6 +998,7 @@ def save_checkpoint(cfg, dist, model, vocab, step, words_done, epoch, feed, with
     ranks = dist.all_gather_object({"feed": feed.state_dict(), "with_data": with_data, "epoch": epoch,
                                     "rng": rng_states(), "lockstep": lock.state_dict(), "layout": layout})
     if dist.is_main:
+        still_ours(cfg)
         state = {"step": step, "words_done": words_done, "epoch": epoch, "world_size": dist.world_size,
                  "workers": cfg.workers, "ranks": ranks, "config": cfg.to_dict(),
                  "vocab_fingerprint": vocab.meta["fingerprint"], "sync": sync.state_dict(), "layout": layout,

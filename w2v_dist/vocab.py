@@ -158,9 +158,20 @@ class Vocab:
         meta_uri = storage.join(uri, "vocab.json")
         if not storage.exists(meta_uri, storage_options):
             raise VocabError(f"{uri}: no vocabulary here (vocab.json missing)")
-        meta = json.loads(storage.read_bytes(meta_uri, storage_options))
+        try:
+            meta = json.loads(storage.read_bytes(meta_uri, storage_options))
+        except ValueError as e:
+            raise VocabError(f"{meta_uri}: damaged ({e}); train again with --overwrite (or encode again)") from None
         local = storage.local_path(uri) if storage.is_local(uri) else _cache_copy(uri, meta, storage_options, cache_dir)
-        arr = {name: np.load(os.path.join(local, name), mmap_mode="r") for name in FILES}
+        arr = {}
+        for name in FILES:
+            try:
+                arr[name] = np.load(os.path.join(local, name), mmap_mode="r")
+            except (ValueError, EOFError, OSError) as e:  # cut short: 'mmap length is greater than file size'
+                if isinstance(e, FileNotFoundError):
+                    raise VocabError(f"{storage.join(uri, name)}: missing from the vocabulary") from None
+                raise VocabError(f"{storage.join(uri, name)}: damaged ({e}); train again with --overwrite (or "
+                                 "encode again)") from None
         offsets, data = arr["word_offsets.npy"], arr["word_bytes.npy"]
         words = pa.Array.from_buffers(pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
         if len(data) < 2**31:

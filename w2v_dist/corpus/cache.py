@@ -15,6 +15,7 @@ before: correct, slower).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -22,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -54,7 +56,13 @@ class TokenCache:
         try:
             with np.load(self._path(shard, unit)) as z:
                 ids, starts = z["ids"], z["starts"]
-        except (OSError, ValueError, KeyError):  # absent, or a half-written file of a process that died
+        except FileNotFoundError:
+            return None
+        # a half-written file of a process that died, or a damaged one (zipfile's BadZipFile for a bad
+        # CRC, EOFError for an empty file: each a traceback in every later run until the cache was
+        # deleted): read the unit again, and let put() replace the file
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            log.info("token cache %s: unreadable (%s); reading the unit again", self._path(shard, unit), e)
             return None
         sentence = np.repeat(np.arange(len(starts) - 1, dtype=np.int64), np.diff(starts))
         return Tokenized(ids, sentence, len(ids))
@@ -73,9 +81,14 @@ class TokenCache:
                 _said_once_a_node("token cache %s: under 1 GiB free, not caching more", self.dir)
                 return
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self._path(shard, unit))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, self._path(shard, unit))
+            except OSError:
+                with contextlib.suppress(OSError):  # a full disk: no half-written file left behind
+                    os.unlink(tmp)
+                raise
         except OSError as e:  # a cache is an optimisation: never fail training for it
             _said_once_a_node("token cache %s: %s; not caching more", self.dir, e)
             self.written = self.limit
