@@ -297,9 +297,15 @@ def test_divergence_stops_the_run(small_corpus, tmp_path):
                               if saved else "no checkpoint was written yet. Lower --alpha (now 1) and run again with "
                               "--overwrite"), errors[0]
     p = cli("train", str(small_corpus), "--output", str(tmp_path / "none"), *TRAIN, "--alpha", "1", "--sample", "0",
-            "--batch-words", "2000", check=False)
+            "--batch-words", "2000", "--log-every", "0", check=False)
     assert p.returncode == 3 and p.stderr.strip().splitlines()[-1].endswith(
         "no checkpoint was written yet. Lower --alpha (now 1) and run again with --overwrite"), p.stderr[-2000:]
+    # metrics.jsonl stays strict JSON: a loss that is not finite is null (was NaN)
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    records = [json.loads(line, parse_constant=refuse)
+               for line in (tmp_path / "none" / "metrics.jsonl").read_text().splitlines()]
+    assert records and any(r["loss"] is None for r in records), records[-3:]
 
 
 @pytest.mark.parametrize("model", ["sg", "cbow"])
@@ -426,3 +432,48 @@ def test_a_wait_for_data_that_is_the_readers_start_is_said_as_such(small_corpus,
     if 2 * s["reader_first_wait_s"] >= s["reader_wait_s"] >= 1.0 and s["reader_wait_s"] >= 0.1 * s["elapsed_s"]:
         assert len(said) == 1 and "for the first chunk: the reader's start (--workers 2: 2 processes" in said[0], said
     assert not any("fell behind" in line for line in said) or 2 * s["reader_first_wait_s"] < s["reader_wait_s"], said
+
+
+def _on_a_terminal(args: list[str], env: dict | None = None) -> str:
+    """The CLI with stderr on a pseudo-terminal (where the tqdm bar is drawn): what it printed there."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from tests.conftest import ROOT
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # 40 rows of 100 columns
+    p = subprocess.Popen([sys.executable, "-m", "w2v_dist", *args], stdout=subprocess.DEVNULL, stderr=follower,
+                         cwd=ROOT, env={**os.environ, "COLUMNS": "100", **(env or {})})
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    p.wait(timeout=120)
+    os.close(leader)
+    return out.decode("utf-8", "replace")
+
+
+def test_the_bar_on_a_terminal_keeps_log_lines_apart_and_closes_before_a_stop(small_corpus, tmp_path):
+    """Guards: a warning written into the bar's line ('0%|...| 0.00/128k [...]02:50:45 WARNING ...'),
+    the bar's last state printed after 'stopped by SIGTERM', and -q drawing the bar."""
+    args = ["train", str(small_corpus), "--output", str(tmp_path / "r"), "--dim", "16", "--epochs", "1",
+            "--threads", "1", "--batch-words", "1000", "--workers", "0"]
+    out = _on_a_terminal(args, env={"W2V_DIST_FAULT": "term@step:0:5"})
+    lines = out.replace("\r\n", "\n").split("\n")
+    stopped = [i for i, line in enumerate(lines) if "WARNING stopped by SIGTERM at step" in line]
+    assert len(stopped) == 1 and re.match(r"(\r|\x1b\[A)*\d\d:\d\d:\d\d WARNING", lines[stopped[0]].lstrip("\r ")), out
+    assert "word/s" not in "\n".join(lines[stopped[0]:]), out  # no bar after the stop
+    assert "word/s" in out  # the bar was drawn before it
+    quiet = _on_a_terminal(["-q", *args[:2], "--output", str(tmp_path / "q"), *args[4:]])
+    assert "word/s" not in quiet and (tmp_path / "q" / "summary.json").exists(), quiet

@@ -73,3 +73,36 @@ def test_epochs_and_resumptions_are_placed_where_they_happened():
     del recs[2]["resumed_from"]
     assert resumptions(recs) == [1400]
     assert json.dumps(recs)  # plain JSON, as in metrics.jsonl
+
+
+def test_an_unfinished_run_s_later_epochs_and_a_diverged_run_s_null_loss_draw_cleanly(plain_run, tmp_path):
+    """Guards: epoch lines past the last record of a killed run (constrained_layout collapsed the
+    panels to the middle: 'axes sizes collapsed to zero'), the 'resumed' label printed over the
+    'epoch 2' one at the same place, and a null loss (a diverged run's) failing the plot."""
+    import warnings
+
+    from w2v_dist.plot import curves_figure
+
+    recs = [{"time": i, "step": i, "words": 100 * i, "progress": i / 60, "lr": 0.02, "loss": 3.0, "examples": 10,
+             "words_per_s": 1000.0} for i in range(1, 20)]  # 19 of 60 steps: under a third of 6 epochs
+    recs[10] = {**recs[10], "resumed_from": 1000}  # resumed at epoch 2's start
+    recs[-1] = {**recs[-1], "loss": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's layout warning fails the test
+        fig = curves_figure(recs, {"epochs": 6})
+        fig.canvas.draw()
+    labels = {t.get_text(): t for t in fig.axes[0].texts}
+    assert set(labels) == {"epoch 2", "resumed"}  # epochs 3-6 lie past the data: not drawn
+    renderer = fig.canvas.get_renderer()
+    assert not labels["epoch 2"].get_window_extent(renderer).overlaps(labels["resumed"].get_window_extent(renderer))
+
+
+def test_chosen_words_ignore_case_and_too_few_are_refused_first(plain_run, tmp_path):
+    """--words finds 'The' as similar and eval do; --top 2 is refused before anything is written
+    (it failed after curves.png)."""
+    assert run(["plot", str(plain_run), "--output", str(tmp_path / "a"), "--words", "The", "OF", "and"]) == 0
+    with pytest.raises(Exception, match=r"--top must be >= 3"):
+        run(["plot", str(plain_run), "--output", str(tmp_path / "b"), "--top", "2"])
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(PlotError, match=r"at least 3 different words, got 2"):
+        run(["plot", str(plain_run), "--output", str(tmp_path / "c"), "--words", "the", "the", "of"])

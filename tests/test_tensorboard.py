@@ -65,17 +65,44 @@ def test_resumed_run_continues_the_curves(plain_corpus, tmp_path):
 
 def test_two_ranks_add_per_rank_rates_and_sync_bytes(two_ranks):
     """Guards: a rank's words counted in another rank's slot, or rates that do not add up to the
-    words each rank trained (time x rate over the intervals, summed over ranks = all words)."""
+    words each rank trained (over the lines where the words advanced, each rate times the time
+    since the last such line, summed over ranks = all words); a line between two exchanges of
+    words reading 0 words/s and the next one the exchange's words over one line's time (several
+    times the true rate: TensorBoard kept those)."""
     got, records = scalars(two_ranks), metrics(two_ranks)
     assert set(got) == TAGS | {"sync/bytes_per_rank", "ranks/words_per_s/rank_0", "ranks/words_per_s/rank_1"}
     assert [e.step for e in got["ranks/words_per_s/rank_1"]] == [e.step for e in got["train/lr"]]
     assert records[-1]["sync_bytes"] > 0
     assert got["sync/bytes_per_rank"][-1].value == pytest.approx(records[-1]["sync_bytes"], rel=1e-6)
-    times = np.diff([0.0] + [r["time"] for r in records])
-    per_rank = (np.array([r["rank_words_per_s"] for r in records]) * times[:, None]).sum(axis=0)
+    advanced = [r for before, r in zip([{"words": 0}] + records, records) if r["words"] != before["words"]]
+    times = np.diff([0.0] + [r["time"] for r in advanced])
+    per_rank = (np.array([r["rank_words_per_s"] for r in advanced]) * times[:, None]).sum(axis=0)
     assert (per_rank > 0).all()
     total = json.loads((two_ranks / "summary.json").read_text())["words"]
     assert per_rank.sum() == pytest.approx(total, rel=0.02)
+    rates = np.array([r["words_per_s"] for r in advanced])
+    assert (rates * times).sum() == pytest.approx(total, rel=0.02)
+
+
+def test_lines_between_exchanges_keep_the_rate(plain_corpus, tmp_path):
+    """2 ranks logging every step (--log-every 0), exchanging words every few steps: a line between two
+    exchanges carries the rate of the last span, and the rates are of the spans between the
+    exchanges. Guards: 0 words/s on most lines and the exchange's words over one line's time on
+    the next (several times the run's rate; TensorBoard plotted those)."""
+    from tests.test_distributed import torchrun
+
+    run = tmp_path / "r"
+    torchrun("train", str(plain_corpus), "--output", str(run), "--epochs", "1", "--dim", "8", "--min-count", "3",
+             "--threads", "1", "--workers", "0", "--batch-words", "500", "--sync-every", "4", "--log-every", "0")
+    records = metrics(run)
+    advanced = [r for before, r in zip([{"words": 0}] + records, records) if r["words"] != before["words"]]
+    assert 2 < len(advanced) < len(records), (len(advanced), len(records))
+    assert all(r["words_per_s"] > 0 for r in records if r["words"] > 0)
+    times = np.diff([0.0] + [r["time"] for r in advanced])
+    total = json.loads((run / "summary.json").read_text())["words"]
+    assert (np.array([r["words_per_s"] for r in advanced]) * times).sum() == pytest.approx(total, rel=0.02)
+    board = [e.value for e in scalars(run)["train/words_per_s"]]
+    assert board == pytest.approx([r["words_per_s"] for r in advanced], rel=1e-6)
 
 
 def test_without_tensorboard_training_runs_and_says_so_once(plain_corpus, tmp_path):

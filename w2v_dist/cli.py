@@ -435,8 +435,8 @@ def run(argv: list[str] | None = None) -> int:
             _out(uri)  # an .npy's words go to a second file, a projector's to three: say so
     elif args.command == "plot":
         from w2v_dist.plot import plot_run
-        if args.top < 1:
-            raise ConfigError(f"--top must be >= 1 (the most frequent words to map), got {args.top}")
+        if args.top < 3:  # checked before curves.png is written (a map of 2 words failed after it)
+            raise ConfigError(f"--top must be >= 3 (the most frequent words to map), got {args.top}")
         paths = plot_run(args.run, args.output, words=args.words, top=args.top,
                          storage_options=_storage_options(args.storage_options))
         _out("\n".join(paths.values()))

@@ -92,7 +92,8 @@ def curves_figure(records: list[dict], config: dict, name: str = "run"):
     fig = _figure(layout="constrained")
     axes = fig.subplots(3, 1, sharex=True, height_ratios=(2, 1, 1.4))
     words = np.array([r["words"] for r in records], dtype=float)
-    with_loss = [i for i, r in enumerate(records) if r.get("examples", 1) > 0]  # no examples: no loss
+    # no examples: no loss; null: not finite (a diverged run's last lines)
+    with_loss = [i for i, r in enumerate(records) if r.get("examples", 1) > 0 and r.get("loss") is not None]
     loss = np.array([records[i]["loss"] for i in with_loss])
     dots = {"marker": "o", "ms": 3} if len(records) < 50 else {}  # few points: show each
     ax = axes[0]
@@ -131,7 +132,10 @@ def curves_figure(records: list[dict], config: dict, name: str = "run"):
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=11)
         ax.set_xlim(0, words.max() * 1.01 if len(words) and words.max() > 0 else 1)
-    for k, x in enumerate(epoch_starts(records, int(config.get("epochs", 1))), start=2):
+    # an unfinished run's later epochs lie past its last line: not drawn (they collapsed the layout)
+    end = words.max() if len(words) else 0.0
+    starts = [(k, x) for k, x in enumerate(epoch_starts(records, int(config.get("epochs", 1))), start=2) if x <= end]
+    for k, x in starts:
         for ax in axes:
             ax.axvline(x, color="0.45", ls=":", lw=1.3)
         axes[0].annotate(f"epoch {k}", (x, 1), xycoords=("data", "axes fraction"), xytext=(4, -14),
@@ -139,8 +143,10 @@ def curves_figure(records: list[dict], config: dict, name: str = "run"):
     for x in resumptions(records):
         for ax in axes:
             ax.axvline(x, color="#9467bd", ls="--", lw=1.6)
-        axes[0].annotate("resumed", (x, 1), xycoords=("data", "axes fraction"), xytext=(-4, -14), ha="right",
-                         textcoords="offset points", fontsize=11, color="#9467bd", weight="bold")
+        # a run resumes where it checkpointed, often an epoch's start: one label below the other there
+        near = any(abs(x - s) <= 0.06 * max(end, 1.0) for _, s in starts)
+        axes[0].annotate("resumed", (x, 1), xycoords=("data", "axes fraction"), xytext=(-4, -30 if near else -14),
+                         ha="right", textcoords="offset points", fontsize=11, color="#9467bd", weight="bold")
     fig.suptitle(_describe(name, config, records), fontsize=16)
     return fig
 
@@ -149,15 +155,21 @@ def map_figure(vectors, words: Sequence[str] | None = None, top: int = TOP_WORDS
     """A 2-D PCA of the unit vectors of ``words`` (default: the ``top`` most frequent), labelled
     in order of priority (the given order, or frequency) wherever a label fits."""
     if words:
-        missing = [w for w in words if w not in vectors]
+        found: dict[str, str] = {}
+        for w in words:  # case ignored where the exact word is not there, as similar and eval do
+            try:
+                found[w] = vectors.resolve(w)
+            except KeyError:
+                pass
+        missing = [w for w in words if w not in found]
         if missing:
-            raise PlotError(f"not in the vocabulary of {name}: {', '.join(missing)} (check case and spelling, "
+            raise PlotError(f"not in the vocabulary of {name}: {', '.join(missing)} (check the spelling, "
                             f"or train with a lower --min-count)")
-        rows = [vectors.index(w) for w in dict.fromkeys(words)]
+        rows = [vectors.index(w) for w in dict.fromkeys(found.values())]
     else:
         rows = list(range(min(top, len(vectors))))
     if len(rows) < 3:
-        raise PlotError(f"a map needs at least 3 words, got {len(rows)}")
+        raise PlotError(f"a map needs at least 3 different words, got {len(rows)}")
     labels = [vectors.words[i] for i in rows]
     x = vectors.unit[rows].astype(np.float64)
     x -= x.mean(axis=0)

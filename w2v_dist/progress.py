@@ -3,10 +3,12 @@ otherwise, a JSON-lines metrics file in the run directory and TensorBoard scalar
 
 A ``metrics.jsonl`` line: ``time`` (seconds since this attempt started), ``step``, ``epoch``,
 ``words`` (global words trained so far), ``progress``, ``lr``, ``loss`` (per example, over the
-interval; 0 if it had none), ``examples`` (this rank's, in the interval), ``words_per_s``,
+interval; 0 if it had none, null if not finite), ``examples`` (rank 0's, in the interval),
+``words_per_s`` (over the span between the last two lines at which the global words advanced:
+under torchrun they are counted at the exchanges of words, every few steps),
 ``data_wait`` (the share of the interval this rank's training waited for its reader); with
 several ranks also ``sync_bytes`` (what each rank has sent to the table syncs so far) and
-``rank_words_per_s`` (one rate per rank, as of the last exchange); the first line after a
+``rank_words_per_s`` (one rate per rank, over the same span); the first line after a
 resumption has ``resumed_from`` (the words of the checkpoint it started from).
 """
 
@@ -21,6 +23,7 @@ import time
 from typing import Callable
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from w2v_dist import storage
 
@@ -57,14 +60,23 @@ class Progress:
         # "rank_words": [words of each rank]}
         self.extras = extras
         self.last_wait = 0.0  # reader_wait_s at the last line
-        self.last_rank_words: list[int] | None = None
+        # the rates are over the span between the last two lines at which the words advanced: under
+        # torchrun the words are counted at the exchanges, and a line between two of them read 0
+        # words/s, the next one the exchange's words over one line's time (several times too high)
+        self.rate, self.rate_at = 0.0, (self.start, words_done)
+        self.rank_rates: list[float] | None = None
+        self.rank_rate_at: tuple[float, list[int]] | None = None
+        self.lines: list[str] = [_json_line(r) for r in self.records]  # metrics.jsonl, serialized once each
         # (words, loss, examples) of the latest steps, as few as hold final_words words: final_loss
         self.tail: collections.deque = collections.deque(tuple(t) for t in (tail or ()))
         self.tail_words, self.final_words = sum(t[0] for t in self.tail), final_words
-        self.bar = None
-        if enabled and sys.stderr.isatty():
+        self.bar, self._redirect = None, None
+        if enabled and sys.stderr.isatty() and log.isEnabledFor(logging.INFO):  # not with -q
             self.bar = tqdm(total=total_words, initial=words_done, unit="word", unit_scale=True,
                             dynamic_ncols=True, smoothing=0.1)
+            # log lines above the bar, not written into its line (a warning landed after its "0%|")
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
 
     def update(self, words: int, examples: int, loss: float, lr: float, step: int, epoch: int) -> None:
         self.words += words
@@ -81,7 +93,10 @@ class Progress:
             self.emit(now, lr, step, epoch)
 
     def emit(self, now: float, lr: float, step: int, epoch: int) -> dict:
-        rate = (self.words - self.last_words) / max(now - self.last, 1e-9)
+        if self.words != self.rate_at[1]:
+            self.rate = (self.words - self.rate_at[1]) / max(now - self.rate_at[0], 1e-9)
+            self.rate_at = (now, self.words)
+        rate = self.rate
         rec = {"time": round(now - self.start, 3), "step": step, "epoch": epoch, "words": self.words,
                "progress": round(self.words / max(self.total, 1), 6), "lr": lr,
                "loss": self.loss / max(self.examples, 1), "examples": self.examples, "words_per_s": round(rate, 1)}
@@ -93,16 +108,18 @@ class Progress:
                 self.last_wait = wait
             rank_words = extra.pop("rank_words", None)
             if rank_words:
-                before = self.last_rank_words or [0] * len(rank_words)
-                rec["rank_words_per_s"] = [round((a - b) / max(now - self.last, 1e-9), 1)
-                                           for a, b in zip(rank_words, before)]
-                self.last_rank_words = list(rank_words)
+                at, before = self.rank_rate_at or (self.start, [0] * len(rank_words))
+                if self.rank_rates is None or list(rank_words) != before:
+                    self.rank_rates = [round((a - b) / max(now - at, 1e-9), 1) for a, b in zip(rank_words, before)]
+                    self.rank_rate_at = (now, list(rank_words))
+                rec["rank_words_per_s"] = self.rank_rates
             rec.update(extra)
         if self.resumed_from is not None and self.enabled:
             rec["resumed_from"], self.resumed_from = self.resumed_from, None
         self.last, self.last_words, self.loss, self.examples = now, self.words, 0.0, 0
         if self.enabled:
             self.records.append(rec)
+            self.lines.append(_json_line(rec))
             # an interval spent mostly waiting for the reader is said on its line (docs/training.md)
             waiting = rec.get("data_wait", 0.0) >= DATA_WAIT_SHOWN
             if self.bar is not None:
@@ -126,16 +143,14 @@ class Progress:
     def _write(self) -> None:
         if self.metrics_uri is None:
             return
-        text = "".join(json.dumps(r) + "\n" for r in self.records)
-        storage.write_text(self.metrics_uri, text, self.storage_options)
+        storage.write_text(self.metrics_uri, "".join(self.lines), self.storage_options)
 
     def close(self, lr: float, step: int, epoch: int) -> dict:
         if self.words == self.last_words and self.examples == 0 and self.records:
             rec = dict(self.records[-1])  # the last step was logged: no empty interval (loss 0, 0 words/s)
         else:
             rec = dict(self.emit(time.perf_counter(), lr, step, epoch))  # the summary's; the line stays as logged
-        if self.bar is not None:
-            self.bar.close()
+        self.end()
         if self.board is not None:
             self.board.close()
         elapsed = time.perf_counter() - self.start
@@ -145,11 +160,28 @@ class Progress:
         rec["final_loss"] = self.final_loss()
         return rec
 
+    def end(self) -> None:
+        """Close the bar (before a stop's last lines: its final state printed after them) and give
+        the log lines their handlers back."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
+
     def final_loss(self) -> float | None:
         """Mean loss per example over the last ``final_words`` words of training (rank 0's examples);
         None where those words held no example (summary.json's null, as the progress line's "-")."""
         examples = sum(t[2] for t in self.tail)
         return sum(t[1] for t in self.tail) / examples if examples else None
+
+
+def _json_line(rec: dict) -> str:
+    """A metrics.jsonl line: strict JSON, a loss that is not finite (a diverged run's) as null
+    (Python's default wrote NaN, which strict parsers refuse)."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in rec.items()},
+                      allow_nan=False) + "\n"
 
 
 class DivergedError(RuntimeError):
