@@ -477,11 +477,13 @@ distributed.START_WAIT_S = 5.0
 rank = int(os.environ["RANK"])
 if rank == 3 and sys.argv[2] == "leave":
     sys.exit(0)  # stops before the start: the others must not wait for it in the process group
+said = open(f"{sys.argv[3]}/rank-{rank}.txt", "w")  # a file each: the ranks' stdout lines interleave
 try:
     with distributed.setup(device=sys.argv[1] if rank == 1 else "cpu"):
-        print(f"rank {rank} started")
+        said.write(f"rank {rank} started")
 except (ConfigError, distributed.StartError) as e:
-    print(f"rank {rank}: {type(e).__name__}: {e} (every rank: {getattr(e, 'every_rank', False)})")
+    said.write(f"rank {rank}: {type(e).__name__}: {e} (every rank: {getattr(e, 'every_rank', False)})")
+said.close()
 """
 
 
@@ -495,10 +497,10 @@ def test_the_ranks_meet_before_the_process_group(tmp_path, device, rank_3):
     (tmp_path / "script.py").write_text(MEET_SCRIPT)
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4",
-                        str(tmp_path / "script.py"), device, rank_3], capture_output=True, text=True, timeout=120,
-                       cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+                        str(tmp_path / "script.py"), device, rank_3, str(tmp_path)], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     assert time.monotonic() - t0 < 60, p.stderr[-3000:]
-    said = sorted(line for line in p.stdout.splitlines() if line.startswith("rank "))
+    said = sorted(f.read_text() for f in tmp_path.glob("rank-*.txt"))
     if rank_3 == "leave":
         assert said == [f"rank {r}: StartError: rank 3 of 4 did not start within 5 s: it stopped before it could say "
                         "why (see the node's log, or torchrun's report of the exit); the others stop too (every rank: "

@@ -42,8 +42,9 @@ class Progress:
                  enabled: bool = True, storage_options: dict | None = None, words_done: int = 0,
                  records: list[dict] | None = None, resumed_from: int | None = None, board=None,
                  extras: Callable[[], dict] | None = None, tail: list | None = None,
-                 final_words: int = FINAL_LOSS_WORDS):
+                 final_words: int = FINAL_LOSS_WORDS, epochs: int | None = None):
         self.total = total_words
+        self.epochs = epochs  # the line says "epoch 2/5" (the records' "epoch" counts from 0)
         self.metrics_uri = metrics_uri
         self.every_s = every_s
         self.enabled = enabled
@@ -132,8 +133,9 @@ class Progress:
                 mean = (self.words - self.start_words) / max(now - self.start, 1e-9)
                 eta = f"{(self.total - self.words) / mean:.0f}s" if mean > 0 else "?"
                 loss = f"{rec['loss']:.4f}" if rec["examples"] else "-"  # rank 0 trained nothing since the last line
-                log.info("epoch %d step %d  %5.1f%%  loss %s  lr %.6f  %.0f words/s  eta %s%s",
-                         epoch, step, 100 * rec["progress"], loss, lr, rate, eta,
+                log.info("epoch %s step %d  %5.1f%%  loss %s  lr %.6f  %.0f words/s  eta %s%s",
+                         f"{epoch + 1}/{self.epochs}" if self.epochs else epoch + 1, step, 100 * rec["progress"],
+                         loss, lr, rate, eta,
                          f"  waiting for data {100 * rec['data_wait']:.0f}%" if waiting else "")
             self._write()
             if self.board is not None:
@@ -233,5 +235,5 @@ class Guard:
                            "go on from the last checkpoint")
         else:
             kept, again = "no checkpoint was written yet", "again with --overwrite"
-        return (f"training diverged at step {step} (epoch {epoch}): {where}, against {self.start:.3f} at the start; "
+        return (f"training diverged at step {step} (epoch {epoch + 1}): {where}, against {self.start:.3f} at the start; "
                 f"{kept}. Lower --alpha (now {self.alpha:g}{scaled}) and run {again}")

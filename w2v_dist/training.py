@@ -411,6 +411,7 @@ class Control:
         self.epoch = 0  # the newest epoch this rank has trained in
         self.pending = self.stop = False
         self.diverged = 0  # set by the loop after a step, reported with the next
+        self.until = ""  # where the checkpoint waits for, if not the next step (said when a signal comes)
         if threading.current_thread() is threading.main_thread():  # (only there can Python take signals)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
@@ -421,7 +422,8 @@ class Control:
         self.signal = signum
         # torchrun passes a signal to every rank: rank 0 says it (the others with --log-all-ranks)
         (log.warning if self.dist.is_main else log.info)(
-            "%s received: finishing this step, writing a checkpoint, then stopping", signal.Signals(signum).name)
+            "%s received: finishing this step, writing a checkpoint%s, then stopping", signal.Signals(signum).name,
+            self.until)
 
     def flags(self, batch) -> list[int]:
         """(checkpoint now, stop now, this step starts a new epoch here, diverged here): summed over
@@ -704,11 +706,15 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl"), cfg.log_every,
                         enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
                         records=state["metrics"], resumed_from=state["words_done"] if start.checkpoint else None,
-                        board=board, extras=extras, tail=state.get("loss_tail"))
+                        board=board, extras=extras, tail=state.get("loss_tail"), epochs=cfg.epochs)
     scale = sync.lr_scale * replica_scale  # (1 for one table)
     guard = Guard(cfg.negative, cfg.alpha, lr_scale=scale)
     guard.checkpointed = bool(start.checkpoint)
     control = Control(cfg, dist)
+    if dist.world_size > 1:  # (with replicas SIGTERM at step 50 stopped at 64 under "finishing this step")
+        control.until = f" at the next sync of every row (at most {sync.full_every()} steps on)"
+    elif replicas > 1:
+        control.until = f" at the next average of the replicas (at most {model.average_every} steps on)"
     words_done, step, lr = state["words_done"], state["step"], cfg.alpha
     control.epoch = epoch = mine.get("epoch", 0)
     with_data, session_examples = mine.get("with_data", 0), 0
