@@ -70,6 +70,8 @@ def test_two_ranks_train_end_to_end(small_corpus, tmp_path):
     assert sum("ranks spent" in line and "waiting for the slowest rank" in line for line in p.stderr.splitlines()) == 1
     steps = [int(line.split("steps=")[1].split()[0]) for line in p.stderr.splitlines() if "rank done:" in line]
     assert len(steps) == 2 and steps[0] == steps[1], p.stderr[-3000:]
+    # --log-all-ranks shows every rank's progress lines too (rank 1's were never logged)
+    assert all(re.search(rf"\[rank {r}\] INFO epoch 1/1 step \d+", p.stderr) for r in (0, 1)), p.stderr[-3000:]
     cli("export", str(run), "--format", "word2vec-binary", "--output", str(tmp_path / "v.bin"))
     kv = gensim.models.KeyedVectors.load_word2vec_format(str(tmp_path / "v.bin"), binary=True)
     np.testing.assert_array_equal(kv.vectors, np.load(run / "vectors.npy"))

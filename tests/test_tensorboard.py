@@ -135,3 +135,24 @@ def test_a_run_on_an_object_store_gets_its_event_file(tmp_path):
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("train/lr")] == [(100, np.float32(0.02)), (200, np.float32(0.01)),
                                                                      (300, np.float32(0.005))]
+
+
+def test_a_killed_run_s_staging_directory_is_swept_by_the_next(tmp_path, monkeypatch):
+    """Guards: every SIGKILLed run left its /tmp/w2v_dist-tensorboard-* behind (348 on a machine
+    that ran the tests), since nothing of the killed process could remove it."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from w2v_dist.tensorboard import STAGING_PREFIX, Board
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{STAGING_PREFIX}{gone.stdout.strip()}-abc"
+    alive = tmp_path / f"{STAGING_PREFIX}{os.getppid()}-def"  # a live process's (pytest's parent)
+    for d in (dead, alive):
+        d.mkdir()
+    board = Board(str(tmp_path / "run"))
+    assert not dead.exists() and alive.exists()
+    board.close()
+    assert not any(p.name.startswith(f"{STAGING_PREFIX}{os.getpid()}-") for p in tmp_path.iterdir())

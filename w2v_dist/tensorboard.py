@@ -23,8 +23,10 @@ shows them while it trains.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
 import tempfile
 
 from w2v_dist import storage
@@ -48,7 +50,9 @@ class Board:
 
         self.uri = storage.join(run_uri, "tensorboard")
         self.storage_options = storage_options
-        self._staging = tempfile.TemporaryDirectory(prefix="w2v_dist-tensorboard-")  # removed at exit too
+        _sweep_staging()
+        # removed at close and at exit; named by the pid, so that a SIGKILLed run's is swept by the next
+        self._staging = tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-")
         self.writer = SummaryWriter(self._staging.name, purge_step=purge_step)
         self.last_step = purge_step - 1  # a point only where the words advanced: steps never repeat
         self._upload()
@@ -77,6 +81,24 @@ class Board:
         self._upload()
         self.writer.close()
         self._staging.cleanup()
+
+
+STAGING_PREFIX = "w2v_dist-tensorboard-"
+
+
+def _sweep_staging() -> None:
+    """Remove the staging directories of runs that are gone (SIGKILLed: nothing removed theirs; a
+    machine that ran the tests had 348 of them in /tmp)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), STAGING_PREFIX + "*-*")):
+        pid = os.path.basename(path)[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive (another user's: not ours to look at)
+            pass
 
 
 def open_board(run_uri: str, storage_options: dict | None = None, purge_step: int = 1) -> Board | None:

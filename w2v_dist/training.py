@@ -703,8 +703,10 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         ranks = {"sync_bytes": sync.bytes, "rank_words": lock.rank_words} if dist.world_size > 1 else {}
         return {"reader_wait_s": feed.wait_s, **ranks}
 
-    progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl"), cfg.log_every,
-                        enabled=dist.is_main, storage_options=so, words_done=state["words_done"],
+    # rank 0 writes metrics.jsonl (and TensorBoard); every rank whose lines are shown (--log-all-ranks) logs its own
+    progress = Progress(schedule.total_words, storage.join(cfg.output, "metrics.jsonl") if dist.is_main else None,
+                        cfg.log_every, enabled=dist.is_main or log.isEnabledFor(logging.INFO), storage_options=so,
+                        words_done=state["words_done"],
                         records=state["metrics"], resumed_from=state["words_done"] if start.checkpoint else None,
                         board=board, extras=extras, tail=state.get("loss_tail"), epochs=cfg.epochs)
     scale = sync.lr_scale * replica_scale  # (1 for one table)
