@@ -144,6 +144,8 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
     diff = checkpoint.config_diff(saved, cfg.to_dict())
     if 0 in diff.get("replicas", ()):  # --replicas 0 and the number it chose: _train compares what each trains
         del diff["replicas"]
+    if "corpus" in diff and same_place(*map(str, diff["corpus"])):
+        del diff["corpus"]  # one directory, spelt another way (shards, ./shards, /data/shards): refused before
 
     def said(keys) -> str:
         return ", ".join(f"{k}: {diff[k][0]!r} -> {diff[k][1]!r}" for k in keys)
@@ -224,8 +226,15 @@ def same_shards(listed: list[dict], shards: list[Shard]) -> bool:
     footer hashes, so a file rewritten with as many rows is not taken for the one listed (a plan
     written before footers were kept compares names and rows)."""
     return len(listed) == len(shards) and all(
-        (p["uri"], p["num_rows"], p.get("footer") or s.footer) == (s.uri, s.num_rows, s.footer)
+        same_place(p["uri"], s.uri) and (p["num_rows"], p.get("footer") or s.footer) == (s.num_rows, s.footer)
         for p, s in zip(listed, shards))
+
+
+def same_place(a: str, b: str) -> bool:
+    """The same URI, or one local file or directory spelt two ways (``shards``, ``./shards``, its
+    absolute path): a resume that named the corpus another way was refused as another corpus."""
+    return a == b or (storage.is_local(a) and storage.is_local(b)
+                      and os.path.realpath(storage.local_path(a)) == os.path.realpath(storage.local_path(b)))
 
 
 def build_vocab(cfg: TrainConfig, shards, dist: Dist) -> tuple[Vocab, list[list[tuple[int, int]]], dict]:
