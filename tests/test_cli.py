@@ -127,6 +127,14 @@ def test_eval_and_similar(trained, tmp_path):
     lines = p.stdout.strip().splitlines()
     assert len(lines) == 5 and all(len(line.split("\t")) == 2 for line in lines)
     assert "water" not in [line.split("\t")[0] for line in lines]
+    # gensim's restrict_vocab: only the 100 most frequent words are searched (the API had it, the CLI not)
+    from w2v_dist.vectors import Vectors
+
+    vectors = Vectors.load(str(run))
+    p = cli("similar", str(run), "water", "--top", "5", "--restrict-vocab", "100")
+    got = [line.split("\t")[0] for line in p.stdout.strip().splitlines()]
+    assert got == [w for w, _ in vectors.most_similar("water", topn=5, restrict_vocab=100)]
+    assert all(vectors.index(w) < 100 for w in got)
 
 
 def test_same_command_same_vectors(tmp_path):

@@ -97,6 +97,8 @@ CASES = [  # (argv, what stderr must say); "{d}" is the fixture's directory
      "--sync-every 8: --sync step syncs every row after every step"),
     (["train", "{d}/corpus", "--output", "{d}/r", "--backend", "foo"], "--backend must be a torch.distributed backend"),
     (["similar", "{d}/vec.txt", "alpha", "--top", "0"], "--top must be >= 1 (the neighbours to print), got 0"),
+    (["similar", "{d}/vec.txt", "alpha", "--restrict-vocab", "0"],
+     "--restrict-vocab must be >= 1 (the most frequent words to search), got 0"),
     pytest.param(["train", "{d}/corpus", "--output", "{d}/r", "--device", "cuda"],
                  "--device cuda: torch sees no CUDA device here",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
@@ -120,7 +122,8 @@ IDS = ["eval-not-vectors", "similar-random-bytes", "eval-latin1-analogies", "eva
        "train-device-unknown", "train-numba-on-cuda", "train-cuda-kernel-on-cpu", "train-cuda-kernel-races",
        "train-replicas-with-threads", "train-replicas-negative",
        "train-sync-lr-scale-nan", "train-seed-negative", "train-log-every-negative", "train-sync-step-ignores",
-       "train-backend-unknown", "similar-top-zero", "train-cuda-without-gpu", "train-azure-no-account"]
+       "train-backend-unknown", "similar-top-zero", "similar-restrict-vocab-zero", "train-cuda-without-gpu",
+       "train-azure-no-account"]
 
 
 @pytest.mark.parametrize("args, expect", CASES, ids=IDS)

@@ -251,6 +251,14 @@ def test_a_damaged_run_directory_is_one_line_and_never_resumed_blind(corpus, tmp
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and "Traceback" not in p.stderr and says in lines[-1], (name, p.stderr[-2000:])
         assert not (run / "summary.json").exists()
+    # the newest step's directory renamed to a higher number: not taken for the newest (it was)
+    run = tmp_path / "renamed"
+    shutil.copytree(killed, run)
+    older, newest = sorted(int(c.name.split("-")[1]) for c in (run / "checkpoints").iterdir())[-2:]
+    (run / "checkpoints" / f"step-{newest}").rename(run / "checkpoints" / "step-999")
+    p = cli("train", str(corpus), "--output", str(run), *args)
+    assert f"step-999/manifest.json: written for step {newest}, not 999: the directory was renamed" in p.stderr
+    assert f"resuming from {run}/checkpoints/step-{older} " in p.stderr, p.stderr[-2000:]
 
 
 def test_replicas_checkpoint_where_they_agree_and_resume_exactly(corpus, tmp_path):

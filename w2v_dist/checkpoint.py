@@ -105,7 +105,13 @@ def committed_steps(run_uri: str, storage_options: dict | None = None) -> list[i
 def load(run_uri: str, step: int, storage_options: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Load and verify one committed step; raises ``ValueError`` on a checksum mismatch."""
     ckpt = storage.join(run_uri, "checkpoints", f"step-{step}")
-    manifest = json.loads(storage.read_bytes(storage.join(ckpt, "manifest.json"), storage_options))
+    try:
+        manifest = json.loads(storage.read_bytes(storage.join(ckpt, "manifest.json"), storage_options))
+    except ValueError as e:  # (the warning that follows named no file)
+        raise ValueError(f"{ckpt}/manifest.json: not JSON ({e})") from None
+    if manifest.get("step") != step:  # a step directory renamed (step-999 was taken for the newest)
+        raise ValueError(f"{ckpt}/manifest.json: written for step {manifest.get('step')}, not {step}: the directory "
+                         "was renamed")
     data = {}
     for name, info in manifest["files"].items():
         b = storage.read_bytes(storage.join(ckpt, name), storage_options)

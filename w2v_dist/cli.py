@@ -346,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "ignoring case, as eval does (its most frequent case variant)")
     p.add_argument("--negative", nargs="*", default=[], help="words to subtract")
     p.add_argument("--top", type=int, default=10, help="neighbours to print")
+    p.add_argument("--restrict-vocab", type=int, default=None,
+                   help="search only the N most frequent words (gensim's restrict_vocab; default: all)")
     p.add_argument("--storage-options", default=None, help="JSON object passed to fsspec for the vectors")
     return parser
 
@@ -457,9 +459,13 @@ def run(argv: list[str] | None = None) -> int:
         from w2v_dist.vectors import Vectors
         if args.top < 1:
             raise ConfigError(f"--top must be >= 1 (the neighbours to print), got {args.top}")
+        if args.restrict_vocab is not None and args.restrict_vocab < 1:
+            raise ConfigError(f"--restrict-vocab must be >= 1 (the most frequent words to search), got "
+                              f"{args.restrict_vocab}")
         vectors = Vectors.load(args.vectors, _storage_options(args.storage_options))
         positive, negative = ([_resolve(vectors, w) for w in ws] for ws in (args.words, args.negative))
-        for word, score in vectors.most_similar(positive=positive, negative=negative, topn=args.top):
+        for word, score in vectors.most_similar(positive=positive, negative=negative, topn=args.top,
+                                                restrict_vocab=args.restrict_vocab):
             _out(f"{word}\t{score:.4f}")
     return 0
 
