@@ -190,7 +190,7 @@ def _resume(cfg: TrainConfig, dist: Dist, shards: list[Shard], vocab_uri: str) -
                           f"--workers {state['workers']}; resume with the same (the data positions depend on both)")
     total = _run_json(vocab_uri, "vocab.json", so)["total_words"]
     done = state["words_done"] >= cfg.epochs * total
-    if done and state["config"].get("epochs") != cfg.epochs:  # --force-resume --epochs below what is trained
+    if done and state.get("config", {}).get("epochs") != cfg.epochs:  # --force-resume --epochs below what is trained
         raise ConfigError(f"--epochs {cfg.epochs}: checkpoint step-{step} of {out} has trained "
                           f"{state['words_done'] / total:.2f} epochs' words already; resume with more epochs, or "
                           "--overwrite to start again")
