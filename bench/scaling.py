@@ -43,6 +43,7 @@ import json
 import os
 import resource
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -57,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench import w2v_dist_command  # noqa: E402
-from bench.vs_gensim import DATA, evaluate, make_inputs  # noqa: E402
+from bench.vs_gensim import DATA, check_inputs, evaluate, json_safe, make_inputs  # noqa: E402
 from w2v_dist.cli import build_parser, config_from_args  # noqa: E402
 from w2v_dist.sync import auto_sync_every, bytes_per_sync, rows_at  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
@@ -149,7 +150,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=str(DATA / "gcide_en.txt.gz"))
     p.add_argument("--lines", type=int, default=None)
-    p.add_argument("--models", nargs="+", default=["sg", "cbow"])
+    p.add_argument("--models", nargs="+", choices=("sg", "cbow"), default=["sg", "cbow"])
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--dim", type=int, default=100)
@@ -167,11 +168,26 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=1,
                    help="run N ranks as this many torchrun agents on this host (N / nodes ranks each: nodes as "
                         "torchrun sees them, for --sync-node-every); 1: one agent, --standalone")
-    p.add_argument("--json", default=str(ROOT / "bench" / "out" / "scaling.json"))
+    p.add_argument("--json", default=str(ROOT / "bench" / "out" / "scaling.json"),
+                   help="where the results go (default: %(default)s)")
+    p.add_argument("--keep", action="store_true", help="keep the working directory (shards, runs) in $TMPDIR")
     a = p.parse_args()
     if a.nodes < 1 or any(n > 1 and n % a.nodes for n in a.ranks):
         p.error(f"--nodes {a.nodes}: every --ranks above 1 must be a multiple of it")
+    check_inputs(p, a)
+    if a.pin and not hasattr(os, "sched_getaffinity"):
+        p.error("--pin: this system cannot set a process's CPUs (no os.sched_getaffinity); run without --pin")
     work = tempfile.mkdtemp(prefix="w2v-bench-scaling-")
+    try:
+        _main(a, work)
+    finally:
+        if a.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:  # a whole gcide run leaves 100-250 MB (1.3 GB of them sat in /tmp)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _main(a: argparse.Namespace, work: str) -> None:
     shards, _, n_tokens = make_inputs(a.corpus, work, a.lines)
     if a.encoded:
         subprocess.run([sys.executable, "-m", "w2v_dist", "-q", "encode", shards, "--output", shards + "-encoded"],
@@ -182,8 +198,6 @@ def main() -> None:
     cfg = config_from_args(build_parser().parse_args(["train", shards, "--output", work, *shlex.split(a.extra_args)]))
     setups = {} if a.no_reference else {"1 process, 2 threads": (1, 2)}
     setups.update({f"{n} rank{'s' * (n > 1)} x 1 thread": (n, 1) for n in a.ranks})
-    if a.pin and not hasattr(os, "sched_getaffinity"):
-        p.error("--pin: this system cannot set a process's CPUs (no os.sched_getaffinity); run without --pin")
     cpus = sorted(os.sched_getaffinity(0)) if a.pin else []
     ceiling = cores_ceiling()
     print(f"2 compute-bound processes on this machine: {ceiling:.2f}x one alone", file=sys.stderr, flush=True)
@@ -321,9 +335,8 @@ def main() -> None:
     print(f"| {wps:,} | {got:,.0f} | {dense:,.0f} | {dense / got:.0f}x fewer |")
     os.makedirs(os.path.dirname(a.json), exist_ok=True)
     with open(a.json, "w") as f:
-        json.dump({"args": vars(a), "tokens": n_tokens, "cores_ceiling": ceiling,
-                   "independent": independent, "runs": results, "means": table, "projected": projected},
-                  f, indent=2)
+        json.dump(json_safe({"args": vars(a), "tokens": n_tokens, "cores_ceiling": ceiling, "independent": independent,
+                             "runs": results, "means": table, "projected": projected}), f, indent=2)
 
 
 if __name__ == "__main__":

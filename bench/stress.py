@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import stress_corpora, w2v_dist_command  # noqa: E402
-from bench.vs_gensim import evaluate, run_gensim, write_tokens  # noqa: E402
+from bench.vs_gensim import evaluate, json_safe, run_gensim, write_tokens  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
 
 SPIKE = 1.5  # max interval loss / first interval loss above this is flagged
@@ -301,7 +301,8 @@ def table_row(corpus: dict, row: dict) -> str:
 
 
 def print_table(results: list[dict]) -> None:
-    print("| corpus | words | model | w2v_dist loss first/max/last | spike | exit | analogy w2v/gensim "
+    print("| corpus | tokens trained | model | w2v_dist loss first/max/last (the seed whose loss climbed most) | spike "
+          "| exit | analogy w2v/gensim "
           "| WS-353 w2v/gensim | speed ratio (train loop, w2v/gensim) | neighbours w2v–gensim/gensim–gensim/w2v–w2v |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for c in results:
@@ -309,16 +310,6 @@ def print_table(results: list[dict]) -> None:
             print(f"| {c['corpus']} | — | — | prepare failed: {c['prepare_error']} | | | | | | |")
         for row in c["rows"]:
             print(table_row(c, row))
-
-
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else str(x)
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
     with open(a.json, "w") as f:
-        json.dump(_json_safe({"args": vars(a), "spike_threshold": SPIKE, "results": results}), f, indent=2)
+        json.dump(json_safe({"args": vars(a), "spike_threshold": SPIKE, "results": results}), f, indent=2)
     bad = [f"{c['corpus']} {row['model']} seed {r['seed']}" for c in results for row in c["rows"] for r in row["runs"]
            if r["w2v_dist"]["loss"]["flagged"] or r["w2v_dist"]["exit"] != 0 or r["w2v_dist"].get("nonfinite_vectors")]
     bad += [f"{c['corpus']} (prepare)" for c in results if "prepare_error" in c]

@@ -27,9 +27,11 @@ import argparse
 import collections
 import json
 import logging
+import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +53,26 @@ from w2v_dist.prepare import read_text  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
+
+
+def check_inputs(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """What would fail later, said before any work: a corpus that is not there, --lines below 1."""
+    if not os.path.exists(a.corpus):
+        p.error(f"--corpus {a.corpus}: no such file (the default is ../shared/data/gcide_en.txt.gz beside the "
+                "repository)")
+    if a.lines is not None and a.lines < 1:
+        p.error(f"--lines must be >= 1, got {a.lines}")
+
+
+def json_safe(x):
+    """``x`` as strict JSON takes it: a score that is not finite (too few questions answered) as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else str(x)
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def make_inputs(corpus: str, workdir: str, lines: int | None) -> tuple[str, str, int]:
@@ -143,8 +165,9 @@ def run_gensim_process(tok_path: str, model: str, a: argparse.Namespace, out: st
     args = {"tokens": tok_path, "dim": a.dim, "window": a.window, "negative": a.negative, "sample": a.sample,
             "min_count": a.min_count, "epochs": a.epochs, "sg": int(model == "sg"), "threads": a.threads,
             "seed": a.seed, "alpha": a.alpha or (0.025 if model == "sg" else 0.05), "out": out}
-    p = subprocess.run([sys.executable, "-c", GENSIM_PROCESS, json.dumps(args)], capture_output=True, text=True,
-                       check=True)
+    p = subprocess.run([sys.executable, "-c", GENSIM_PROCESS, json.dumps(args)], capture_output=True, text=True)
+    if p.returncode != 0:  # gensim's own words (its traceback was thrown away with the CalledProcessError)
+        sys.exit(f"error: gensim's run failed ({p.returncode}):\n{p.stderr[-3000:]}")
     r = json.loads(p.stdout.strip().splitlines()[-1])
     return {"seconds": r["seconds"], "words_per_s": r["words"] * a.epochs / r["seconds"],
             "train_loop_words_per_s": r["words"] * a.epochs / max(r["train_loop_seconds"], 1e-9),
@@ -174,7 +197,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=str(DATA / "gcide_en.txt.gz"))
     p.add_argument("--lines", type=int, default=None, help="only the first N lines")
-    p.add_argument("--models", nargs="+", default=["sg", "cbow"])
+    p.add_argument("--models", nargs="+", choices=("sg", "cbow"), default=["sg", "cbow"])
     p.add_argument("--dim", type=int, default=100)
     p.add_argument("--window", type=int, default=5)
     p.add_argument("--negative", type=int, default=5)
@@ -190,11 +213,24 @@ def main() -> None:
     p.add_argument("--extra-args", default="", help="more flags for our train command, e.g. '--slice-words 2048'")
     p.add_argument("--encoded", action="store_true",
                    help="also train ours on the corpus `w2v-dist encode` writes (no tokenizing, no vocabulary pass)")
-    p.add_argument("--json", default=str(ROOT / "bench" / "out" / "vs_gensim.json"))
+    p.add_argument("--json", default=str(ROOT / "bench" / "out" / "vs_gensim.json"),
+                   help="where the results go (default: %(default)s)")
+    p.add_argument("--keep", action="store_true", help="keep the working directory (shards, runs) in $TMPDIR")
     a = p.parse_args()
+    check_inputs(p, a)
     logging.basicConfig(level=logging.WARNING)
 
     work = tempfile.mkdtemp(prefix="w2v-bench-")
+    try:
+        _main(a, work)
+    finally:
+        if a.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:  # a whole gcide run leaves 100-250 MB (1.3 GB of them sat in /tmp)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _main(a: argparse.Namespace, work: str) -> None:
     shards, tok_path, n_tokens = make_inputs(a.corpus, work, a.lines)
     encoded, encode_s = os.path.join(work, "encoded"), 0.0
     if a.encoded:
@@ -249,7 +285,7 @@ def main() -> None:
             f"w2v_dist {x['w2v_dist']['analogy']:.4f} / {x['w2v_dist']['ws353']:.4f}" for x in r["runs"]))
     os.makedirs(os.path.dirname(a.json), exist_ok=True)
     with open(a.json, "w") as f:
-        json.dump({"args": vars(a), "tokens": n_tokens, "encode_s": encode_s, "rows": rows}, f, indent=2)
+        json.dump(json_safe({"args": vars(a), "tokens": n_tokens, "encode_s": encode_s, "rows": rows}), f, indent=2)
 
 
 if __name__ == "__main__":
