@@ -43,12 +43,10 @@ import json
 import os
 import resource
 import shlex
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench import w2v_dist_command  # noqa: E402
-from bench.vs_gensim import DATA, check_inputs, evaluate, json_safe, make_inputs  # noqa: E402
+from bench.vs_gensim import DATA, check_inputs, evaluate, json_safe, make_inputs, workdir  # noqa: E402
 from w2v_dist.cli import build_parser, config_from_args  # noqa: E402
 from w2v_dist.sync import auto_sync_every, bytes_per_sync, rows_at  # noqa: E402
 from w2v_dist.vectors import Vectors  # noqa: E402
@@ -177,14 +175,8 @@ def main() -> None:
     check_inputs(p, a)
     if a.pin and not hasattr(os, "sched_getaffinity"):
         p.error("--pin: this system cannot set a process's CPUs (no os.sched_getaffinity); run without --pin")
-    work = tempfile.mkdtemp(prefix="w2v-bench-scaling-")
-    try:
+    with workdir("w2v-bench-scaling-", a.keep) as work:
         _main(a, work)
-    finally:
-        if a.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:  # a whole gcide run leaves 100-250 MB (1.3 GB of them sat in /tmp)
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def _main(a: argparse.Namespace, work: str) -> None:
