@@ -80,9 +80,7 @@ def unavailable(e: BaseException | None) -> bool:
     backend's own retries gave up, it is never a reason to skip data: the run stops, and resumes
     once the store answers again. Looks through the causes: adlfs wraps the SDK's error in a
     RuntimeError, s3fs botocore's in an OSError."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    for e in _causes(e):
         if isinstance(e, (StorageError, FileNotFoundError, PermissionError)):
             return False
         if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
@@ -94,8 +92,16 @@ def unavailable(e: BaseException | None) -> bool:
             return status in (408, 429) or status >= 500
         if isinstance(e, OSError) and e.errno == errno.EBUSY:  # s3fs's SlowDown and ServiceUnavailable
             return True
-        e = e.__cause__ or e.__context__
     return False
+
+
+def _causes(e: BaseException | None) -> Iterator[BaseException]:
+    """``e``, then what it was raised from or during, each once (a cycle ends it)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 # Connection-level failures of the backends' HTTP stacks, by name (none of them need be installed):
@@ -126,14 +132,11 @@ _REFUSALS = {"NoCredentialsError", "PartialCredentialsError", "ClientAuthenticat
 def refused(e: BaseException | None) -> str | None:
     """What the store or its SDK said where ``e`` is a credential missing, unusable or refused;
     None for any other error."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    for e in _causes(e):
         names = {c.__name__ for c in type(e).__mro__}
         if isinstance(e, PermissionError) or names & _REFUSALS or (
                 "HttpResponseError" in names and _http_status(e) in (401, 403)):
             return _said(e)
-        e = e.__cause__ or e.__context__
     return None
 
 
@@ -389,13 +392,8 @@ def _bucket_there(uri: str) -> Iterator[None]:
 
 def _missing(e: BaseException | None) -> BaseException | None:
     """The 'no such object' in ``e`` or its causes: a FileNotFoundError, or azure-core's ResourceNotFoundError."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, FileNotFoundError) or "ResourceNotFoundError" in {c.__name__ for c in type(e).__mro__}:
-            return e
-        e = e.__cause__ or e.__context__
-    return None
+    return next((c for c in _causes(e) if isinstance(c, FileNotFoundError)
+                 or "ResourceNotFoundError" in {k.__name__ for k in type(c).__mro__}), None)
 
 
 def umask() -> int:
